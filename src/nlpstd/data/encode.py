@@ -1,0 +1,122 @@
+"""Tokenize prepared records into model features, aligning word labels to sub-words.
+
+Token classification works on words: CoNLL records carry them, and records with character
+spans (JSONL) are split into words by the tokenizer's own pre-tokenizer, each word taking
+the BIO tag of the span it falls in. Truncation is counted, never silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerFast
+
+IGNORE = -100  # label id the loss skips (specials, padding, non-first sub-words)
+
+
+@dataclass
+class Encoded:
+    """Model-ready features of one split, plus what truncation cost."""
+
+    features: list[dict] = field(default_factory=list)  # input_ids, token_type_ids, labels[, word_ids]
+    words: list[list[str]] = field(default_factory=list)  # token tasks: the words of each example
+    tags: list[list[str]] = field(default_factory=list)  # token tasks: gold tag per word
+    truncated: int = 0  # examples longer than max_length
+    dropped: int = 0  # words (token tasks) or sub-word tokens (sequence tasks) cut away
+
+    def stats(self) -> dict[str, int]:
+        return {"examples": len(self.features), "truncated": self.truncated, "dropped": self.dropped}
+
+
+def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str) -> list[tuple[str, tuple[int, int]]]:
+    """Split raw text into words the way the tokenizer would (whitespace and punctuation)."""
+    return tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+
+
+def spans_to_tags(offsets: list[tuple[int, int]], spans: list[list]) -> list[str]:
+    """BIO tag per word: a word inside a span is B- if it is the span's first word, else I-."""
+    tags = ["O"] * len(offsets)
+    for start, end, label in spans:
+        inside = [i for i, (ws, we) in enumerate(offsets) if ws < end and we > start]
+        for n, i in enumerate(inside):
+            tags[i] = ("B-" if n == 0 else "I-") + label
+    return tags
+
+
+def record_words(tokenizer: PreTrainedTokenizerFast, record: dict) -> tuple[list[str], list[str]]:
+    """(words, tags) of a token-classification record, CoNLL or span form."""
+    if "tokens" in record:
+        return record["tokens"], record["tags"]
+    pieces = words_and_offsets(tokenizer, record["text"])
+    return [w for w, _ in pieces], spans_to_tags([o for _, o in pieces], record["spans"])
+
+
+def encode_tokens(
+    tokenizer: PreTrainedTokenizerFast,
+    records: list[dict],
+    labels: list[str],
+    max_length: int,
+    label_subwords: str = "first",
+) -> Encoded:
+    """Word-level records -> sub-word features; each word's label goes to its first sub-word (or all)."""
+    label2id = {label: i for i, label in enumerate(labels)}
+    out = Encoded()
+    for record in records:
+        words, tags = record_words(tokenizer, record)
+        out.words.append(words)
+        out.tags.append(tags)
+    batch = tokenizer(out.words, is_split_into_words=True, truncation=True, max_length=max_length)
+    for i, (words, tags) in enumerate(zip(out.words, out.tags)):
+        word_ids = batch.word_ids(i)
+        ids, previous = [], None
+        for word in word_ids:
+            if word is None:
+                ids.append(IGNORE)
+            elif word != previous:
+                ids.append(label2id[tags[word]])
+            elif label_subwords == "all":
+                tag = tags[word]
+                ids.append(label2id.get("I-" + tag[2:], label2id[tag]) if tag.startswith("B-") else label2id[tag])
+            else:
+                ids.append(IGNORE)
+            previous = word
+        covered = max((w for w in word_ids if w is not None), default=-1) + 1
+        if covered < len(words):
+            out.truncated += 1
+            out.dropped += len(words) - covered
+        out.features.append(_feature(batch, i, ids, word_ids))
+    return out
+
+
+def encode_sequences(
+    tokenizer: PreTrainedTokenizerFast, records: list[dict], labels: list[str], max_length: int
+) -> Encoded:
+    """Text (or text pair) records -> features with one label id each."""
+    label2id = {label: i for i, label in enumerate(labels)}
+    texts = [r["text"] for r in records]
+    pairs = [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
+    full = tokenizer(texts, pairs)["input_ids"]
+    batch = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    out = Encoded()
+    for i, record in enumerate(records):
+        cut = len(full[i]) - len(batch["input_ids"][i])
+        if cut > 0:
+            out.truncated += 1
+            out.dropped += cut
+        out.features.append(_feature(batch, i, label2id[record["label"]]))
+    return out
+
+
+def _feature(batch, i: int, labels, word_ids: list | None = None) -> dict:
+    feature = {"input_ids": batch["input_ids"][i], "labels": labels}
+    if "token_type_ids" in batch:
+        feature["token_type_ids"] = batch["token_type_ids"][i]
+    if word_ids is not None:
+        feature["word_ids"] = [-1 if w is None else w for w in word_ids]
+    return feature
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, task: str, records: list[dict], labels: list[str], max_length: int, label_subwords: str = "first") -> Encoded:
+    if task == "token-classification":
+        return encode_tokens(tokenizer, records, labels, max_length, label_subwords)
+    return encode_sequences(tokenizer, records, labels, max_length)

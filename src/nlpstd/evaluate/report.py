@@ -1,0 +1,179 @@
+"""The evaluation report: PNG plots and one markdown file a reviewer reads top to bottom.
+
+Plots draw on a bare `Figure` with the Agg canvas, so pyplot's global state (and whatever
+backend the caller chose) is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from nlpstd.evaluate.gate import GateResult
+from nlpstd.evaluate.metrics import headline
+
+# ---------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> Path:
+    """Counts per (gold, predicted) cell; rows are gold labels, as in `classification_metrics`."""
+    side = max(4.0, 0.6 * len(labels) + 2.0)  # inches: cells stay legible as labels grow
+    fig = Figure(figsize=(side, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    brightest = max((max(row) for row in matrix if row), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            dark_cell = count > brightest / 2
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if dark_cell else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title("Confusion matrix")
+    return _save(fig, path)
+
+
+def plot_per_type_f1(per_type: dict, path: Path) -> Path:
+    """One horizontal bar per entity type or label, with its F1 and support written beside it."""
+    names = list(per_type)
+    fig = Figure(figsize=(7.0, max(3.0, 0.4 * len(names) + 1.5)))
+    ax = fig.add_subplot()
+    if names:
+        scores = [per_type[name]["f1"] for name in names]
+        ax.barh(names, scores, color="tab:blue")
+        for y, name in enumerate(names):
+            ax.text(scores[y] + 0.01, y, f"{scores[y]:.3f} (n={per_type[name]['support']})", va="center")
+        ax.invert_yaxis()  # first entry at the top, as in the report's tables
+    else:
+        _no_data(ax)
+    ax.set_xlim(0, 1.3)  # room right of a perfect bar for its caption
+    ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_xlabel("F1")
+    ax.set_title("F1 per type")
+    return _save(fig, path)
+
+
+def plot_loss_curve(history: list[dict], path: Path) -> Path:
+    """Training loss (left) and evaluation metrics (right) against the optimizer step."""
+    fig = Figure(figsize=(11.0, 4.0))
+    loss_ax, eval_ax = fig.subplots(1, 2)
+    losses = [(row["step"], row["loss"]) for row in history if "loss" in row]
+    if losses:
+        loss_ax.plot(*zip(*losses), color="tab:red")
+    else:
+        _no_data(loss_ax)
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Training loss")
+
+    eval_keys = sorted({key for row in history for key in row if key.startswith("eval_")})
+    for key in eval_keys:
+        points = [(row["step"], row[key]) for row in history if key in row]
+        eval_ax.plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
+    if eval_keys:
+        eval_ax.legend()
+    else:
+        _no_data(eval_ax)
+    eval_ax.set_xlabel("step")
+    eval_ax.set_ylabel("score")
+    eval_ax.set_title("Evaluation")
+    return _save(fig, path)
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Markdown
+
+
+def write_report(
+    path: Path,
+    *,
+    standard_name: str,
+    task: str,
+    scores: dict[str, dict],
+    gate: GateResult,
+    plots: list[Path],
+    extra: dict | None = None,
+) -> Path:
+    """Verdict first, then headline metrics per split, per-type tables, confusion matrices, plots, facts."""
+    path = Path(path)
+    lines = [
+        f"# Evaluation of {standard_name}",
+        "",
+        f"**Gate: {'PASSED' if gate.passed else 'FAILED'}**: {gate.reason}",
+        "",
+        f"Task: {task}",
+        "",
+        "## Headline metrics",
+        "",
+        *_headline_table(scores),
+    ]
+    for split, metrics in scores.items():
+        detail_key, title = ("per_type", "Per entity type") if "per_type" in metrics else ("per_label", "Per label")
+        if metrics.get(detail_key):
+            lines += ["", f"## {title} ({split})", "", *_detail_table(metrics[detail_key])]
+        if "confusion_matrix" in metrics:
+            lines += ["", f"## Confusion matrix ({split})", "", "Rows are gold labels, columns predicted.", ""]
+            lines += _confusion_table(metrics["confusion_matrix"], metrics["labels"])
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{Path(plot).stem}]({_relative(plot, path.parent)})" for plot in plots]
+    if extra:
+        lines += ["", "## Details", ""]
+        lines += [f"- **{key}**: {value}" for key, value in extra.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _headline_table(scores: dict[str, dict]) -> list[str]:
+    rows = {split: headline(metrics) for split, metrics in scores.items()}
+    columns = list(dict.fromkeys(key for row in rows.values() for key in row))
+    table = _table_header(["split", *columns])
+    for split, row in rows.items():
+        table.append(_table_row([split, *(f"{row[c]:.4f}" if c in row else "" for c in columns)]))
+    return table
+
+
+def _detail_table(per_name: dict) -> list[str]:
+    table = _table_header(["name", "precision", "recall", "f1", "support"])
+    for name, s in per_name.items():  # NER types come sorted, labels in the standard's order
+        table.append(_table_row([name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"])]))
+    return table
+
+
+def _confusion_table(matrix: list[list[int]], labels: list[str]) -> list[str]:
+    table = _table_header(["gold \\ predicted", *labels])
+    table += [_table_row([label, *map(str, row)]) for label, row in zip(labels, matrix)]
+    return table
+
+
+def _table_header(cells: list[str]) -> list[str]:
+    return [_table_row(cells), _table_row(["---"] * len(cells))]
+
+
+def _table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
+def _relative(plot: Path, folder: Path) -> str:
+    """Links relative to the report, so the folder can move (or be uploaded) as a whole."""
+    return Path(os.path.relpath(Path(plot).resolve(), folder.resolve())).as_posix()

@@ -1,0 +1,59 @@
+"""Run a standard's stages in order, in-process, each into `OUT/<stage>/`, under one MLflow parent run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from nlpstd.errors import NlpstdError
+from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.stages import data_prep, evaluate, export, finetune
+from nlpstd.tracking import RunTracking
+
+STAGES = ("data-prep", "finetune", "evaluate", "export")
+
+
+def parse_stages(text: str | None) -> list[str]:
+    if not text:
+        return list(STAGES)
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    for stage in chosen:
+        if stage not in STAGES:
+            raise NlpstdError(f"--stages: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    return [s for s in STAGES if s in chosen]
+
+
+def run_standard(standard_file: str | Path, out: str | Path | None = None, stages: list[str] | None = None, tracking: bool = True) -> dict:
+    """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json)."""
+    std = load_standard(standard_file)
+    check_files(std, standard_file)
+    out = Path(out or Path("runs") / std.name)
+    stages = stages or list(STAGES)
+    dirs = {stage: out / stage for stage in STAGES}
+    for stage in STAGES[: STAGES.index(stages[0])]:
+        if not (dirs[stage] / "metrics.json").is_file():
+            raise NlpstdError(f"--stages: {stages[0]} needs the output of {stage} in {dirs[stage]}; run {stage} first")
+
+    summary: dict = {"standard": std.name, "out": str(out), "stages": {}}
+    tracker = RunTracking(std, enabled=tracking)
+    with tracker.run():
+        summary["mlflow_run_id"] = tracker.run_id
+        for stage in stages:
+            started = time.perf_counter()
+            with tracker.stage(stage) as stage_tracker:
+                metrics = _run_stage(stage, std, dirs, stage_tracker, str(standard_file))
+            summary["stages"][stage] = {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
+            tracker.parent.log_metrics({f"{stage}_seconds": summary["stages"][stage]["seconds"]})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _run_stage(stage: str, std: Standard, dirs: dict[str, Path], tracker, standard_file: str) -> dict:
+    if stage == "data-prep":
+        return data_prep.run(std, dirs["data-prep"], tracker)
+    if stage == "finetune":
+        return finetune.run(std, dirs["data-prep"], dirs["finetune"], tracker)
+    if stage == "evaluate":
+        return evaluate.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], tracker)
+    return export.run(std, dirs["finetune"] / "model", dirs["evaluate"], dirs["export"], tracker, standard_file)

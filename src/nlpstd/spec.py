@@ -1,0 +1,395 @@
+"""The standard: one YAML file that pins everything that decides a model.
+
+Loading is strict: unknown keys are errors (with the closest valid key suggested), every
+error names the file, the line and the key path, `${VAR:-default}` expands from the
+environment, and relative paths resolve against the standard's own folder. Checks across
+fields run once, here, before any data or weights are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from nlpstd.errors import StandardError
+
+Task = Literal["token-classification", "sequence-classification"]
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Relative paths are relative to the standard's folder, not to the working directory."""
+    if not value:
+        raise ValueError("must not be empty")
+    if "://" in value or os.path.isabs(value):
+        return value
+    base_dir = (info.context or {}).get("base_dir", ".")
+    return os.path.normpath(os.path.join(base_dir, value))
+
+
+PathStr = Annotated[str, AfterValidator(_resolve_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataFile(_Section):
+    """A data file; a plain string in YAML is shorthand for `{path: ...}`."""
+
+    path: PathStr = Field(description="Local path (relative to the standard) or s3:// URI.")
+    encoding: str | None = Field(None, description="Text encoding; defaults to data.encoding.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class DataSpec(_Section):
+    format: Literal["conll", "tsv", "csv", "jsonl"] = Field(description="Reader for all splits.")
+    train: DataFile
+    validation: DataFile
+    test: DataFile | None = None
+    encoding: str = Field("utf-8", description="Default encoding of every file.")
+    max_length: int = Field(128, ge=8, le=8192, description="Sub-word tokens per example, specials included.")
+    max_train_examples: int | None = Field(None, gt=0, description="Keep the first N training examples (quick runs).")
+    max_eval_examples: int | None = Field(None, gt=0, description="Keep the first N validation/test examples.")
+    text_column: str = Field("text", description="TSV/CSV column or JSONL field holding the text.")
+    text_pair_column: str | None = Field(None, description="Optional second text (sentence pairs).")
+    label_column: str = Field("label", description="TSV/CSV column or JSONL field holding the label.")
+    quoting: bool | None = Field(None, description="CSV quoting rules; default: on for csv, off for tsv.")
+    entities_field: str = Field("entities", description="JSONL field with character spans [{start, end, label}].")
+    span_end: Literal["exclusive", "inclusive"] = Field("exclusive", description="Whether a span's end offset is part of it.")
+    label_subwords: Literal["first", "all"] = Field("first", description="Which sub-words of a word carry its label.")
+
+    def files(self) -> dict[str, DataFile]:
+        """The splits that are set, by name."""
+        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {split: f for split, f in named.items() if f is not None}
+
+    def encoding_of(self, split: str) -> str:
+        return self.files()[split].encoding or self.encoding
+
+
+class TokenizerSpec(_Section):
+    from_: Literal["base"] = Field("base", alias="from", description="Reuse the base model's tokenizer.")
+
+
+def _resolve_model(value: str, info: ValidationInfo) -> str:
+    """`./x` and `../x` are folders next to the standard; anything else is a name or a hub id."""
+    return _resolve_path(value, info) if value.startswith((".", "/")) else value
+
+
+class ModelSpec(_Section):
+    base: Annotated[str, AfterValidator(_resolve_model)] = Field(
+        description="`minilm-l6`, a local Hugging Face folder (`./path`), or a hub id."
+    )
+
+
+class PretrainSpec(_Section):
+    enabled: bool = Field(False, description="Continue MLM pretraining before fine-tuning.")
+
+
+class LoraSpec(_Section):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+
+
+class FinetuneSpec(_Section):
+    method: Literal["full", "lora"] = "full"
+    epochs: int = Field(3, gt=0, description="Passes over the training data (max_steps wins when set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
+    batch_size: int = Field(32, gt=0, description="Examples per optimizer step.")
+    eval_batch_size: int = Field(64, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables.")
+    early_stopping: int | None = Field(None, gt=0, description="Stop after N evaluations without improvement.")
+    eval_every: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
+    checkpoint_every: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
+    classifier_dropout: float | None = Field(None, ge=0, lt=1)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class GateSpec(_Section):
+    metric: str = Field("f1", description="Metric the gate reads.")
+    min: float = Field(0.0, description="The model passes when the metric is at least this.")
+    split: Literal["validation", "test"] | None = Field(None, description="Default: test if present, else validation.")
+
+
+class EvaluateSpec(_Section):
+    metrics: list[str] = Field(default_factory=lambda: ["f1", "precision", "recall", "accuracy"], min_length=1)
+    gate: GateSpec = Field(default_factory=GateSpec)
+
+
+class ExportSpec(_Section):
+    formats: list[Literal["safetensors"]] = Field(default_factory=lambda: ["safetensors"], min_length=1)
+    register_as: str | None = Field(None, description="Registered model name (defaults to the standard's name).")
+    destination: PathStr | None = Field(None, description="Copy the exported folder here as well.")
+
+
+class GpuSpec(_Section):
+    count: int = Field(0, ge=0)
+    type: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+
+
+class RuntimeSpec(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere."
+    )
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+
+
+class Standard(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names runs and the registered model.")
+    description: str = ""
+    seed: int = 42
+    task: Task
+    data: DataSpec
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    model: ModelSpec
+    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def spec_hash(self) -> str:
+        """sha256 of the resolved standard: two runs with the same hash ran the same recipe."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat_params(self) -> dict[str, str]:
+        """`finetune.lr` -> "5e-05": the standard as flat key/value pairs (MLflow params)."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                flat[prefix] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+        walk("", self.to_dict())
+        return flat
+
+
+# Metrics each task's evaluation produces; the gate may read any of them.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "token-classification": ("f1", "precision", "recall", "accuracy"),
+    "sequence-classification": ("accuracy", "f1", "precision", "recall"),
+}
+FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
+    "token-classification": ("conll", "jsonl"),
+    "sequence-classification": ("tsv", "csv", "jsonl"),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_standard(path: str | Path) -> Standard:
+    """Read, expand, validate and cross-check a standard; raise StandardError on any fault."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StandardError(path, None, None, f"cannot read the standard: {exc}") from None
+    lines, data = _parse_yaml(path, text)
+    data = _expand_env(data, (), path, lines)
+    try:
+        standard = Standard.model_validate(data, context={"base_dir": str(path.parent.resolve())})
+    except ValidationError as exc:
+        raise _located(exc, path, lines) from None
+    _check_combinations(standard, path, lines)
+    return standard
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple, int], dict]:
+    """The document, plus the 1-based line of every key path (for error messages)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise StandardError(path, line, None, f"invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise StandardError(path, 1, None, "a standard is a YAML mapping of sections (name, task, data, ...)")
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                lines[loc + (key_node.value,)] = key_node.start_mark.line + 1
+                walk(value_node, loc + (key_node.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[loc + (index,)] = item.start_mark.line + 1
+                walk(item, loc + (index,))
+
+    walk(root, ())
+    return lines, data
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string; an unset VAR without default is an error."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, loc + (k,), path, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, loc + (i,), path, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"environment variable {name} is not set and has no default")
+        return default
+
+    return _ENV.sub(substitute, value)
+
+
+def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    """The line of the longest prefix of `loc` that appears in the file."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _located(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> StandardError:
+    """Turn pydantic's first error into `file:line: key.path: message`."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and "[" in part))
+    kind, value = first["type"], first.get("input")
+    if kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}"
+        known = _field_names(loc[:-1])
+        suggestion = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        message += f" (did you mean {suggestion[0]!r}?)" if suggestion else f" (valid keys: {', '.join(known)})"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+        if kind in bounds:
+            bound = next(iter(first["ctx"].values()))
+            message = f"must be {bounds[kind]} {bound:g}, got {value!r}"
+        else:
+            message = first["msg"].replace("Value error, ", "")
+            message = message[0].lower() + message[1:] + f", got {value!r}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return StandardError(path, _line_of(loc, lines), _dotted(loc), message)
+
+
+def _field_names(loc: tuple) -> list[str]:
+    """Valid keys of the section at `loc` (walks the model classes, skipping list indices)."""
+    model: type[BaseModel] | None = Standard
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        model = _model_in(field.annotation) if field else None
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None
+
+
+def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
+    """Settings that are valid alone but cannot combine."""
+
+    def fail(loc: tuple, message: str) -> None:
+        raise StandardError(path, _line_of(loc, lines), _dotted(loc), message)
+
+    if std.data.format not in FORMATS_FOR_TASK[std.task]:
+        allowed = ", ".join(FORMATS_FOR_TASK[std.task])
+        fail(("data", "format"), f"{std.task} reads {allowed}, not {std.data.format!r}")
+    known = TASK_METRICS[std.task]
+    for index, metric in enumerate(std.evaluate.metrics):
+        if metric not in known:
+            fail(("evaluate", "metrics", index), f"unknown metric {metric!r} for {std.task} (known: {', '.join(known)})")
+    if std.evaluate.gate.metric not in known:
+        fail(("evaluate", "gate", "metric"), f"unknown metric {std.evaluate.gate.metric!r} (known: {', '.join(known)})")
+    if std.evaluate.gate.split == "test" and std.data.test is None:
+        fail(("evaluate", "gate", "split"), "the gate reads the test split, but data.test is not set")
+    if std.pretrain.enabled:
+        fail(("pretrain", "enabled"), "the pretrain stage is not available in this version of nlpstd")
+    if std.data.text_pair_column and std.task == "token-classification":
+        fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
+
+
+def check_files(std: Standard, path: str | Path) -> list[str]:
+    """Every referenced data file exists and is readable; returns the files checked."""
+    path = Path(path)
+    lines, _ = _parse_yaml(path, path.read_text(encoding="utf-8"))
+    checked = []
+    for split, data_file in std.data.files().items():
+        loc = ("data", split)
+        if data_file.path.startswith("s3://"):
+            raise StandardError(path, _line_of(loc, lines), _dotted(loc), "s3:// data is not supported in this version")
+        try:
+            with open(data_file.path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"cannot read {data_file.path}: {exc.strerror}") from None
+        checked.append(data_file.path)
+    return checked

@@ -1,0 +1,65 @@
+"""Stage 5, export: the deliverable Hugging Face folder with its model card, only if the gate passed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from nlpstd.errors import GateFailed, NlpstdError
+from nlpstd.export.card import model_card
+from nlpstd.models.build import count_parameters, load_model
+from nlpstd.spec import Standard
+from nlpstd.stages.output import read_json, staged, write_metrics
+from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.train.checkpoint import replace_dir
+
+# What a Hugging Face folder needs; training leftovers stay behind.
+_KEEP = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "nlpstd.json"}
+
+
+def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None, standard_file: str = "STANDARD.yaml") -> dict:
+    """Writes `model/` (config with the label map, model.safetensors, tokenizer, README.md card) and `metrics.json`."""
+    tracker = tracker or NullTracker()
+
+    # -- inputs: the gate decides
+    evaluation = read_json(Path(eval_dir) / "metrics.json")
+    gate = evaluation["gate"]
+    if not gate["passed"]:
+        raise GateFailed(f"export skipped: the gate failed ({gate['reason']})")
+    model = load_model(model_dir, std.task)
+    parameters, _ = count_parameters(model)
+    data_info = read_json(Path(model_dir) / "nlpstd.json")
+
+    # -- outputs
+    with staged(out_dir) as tmp:
+        folder = tmp / "model"
+        folder.mkdir()
+        for path in Path(model_dir).iterdir():
+            if path.name in _KEEP:
+                shutil.copy2(path, folder / path.name)
+        evaluation["labels"] = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        card = model_card(std, fingerprint=data_info["data_fingerprint"], evaluation=evaluation,
+                          parameters=parameters, standard_file=standard_file)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "standard.yaml").write_text(std.to_yaml(), encoding="utf-8")
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats)}
+        write_metrics(tmp, metrics)
+
+    final = Path(out_dir) / "model"
+    if std.export.destination:
+        _copy_to(final, Path(std.export.destination))
+    tracker.log_artifact(final, "model")
+    tracker.log_metrics({"parameters": parameters, "size_bytes": size})
+    print(f"export: {final} ({size / 1e6:.1f} MB)" + (f", copied to {std.export.destination}" if std.export.destination else ""))
+    return metrics
+
+
+def _copy_to(folder: Path, destination: Path) -> None:
+    """Copy next to the destination, then rename: readers never see half a model."""
+    if "://" in str(destination):
+        raise NlpstdError(f"export.destination: {destination}: remote destinations are not supported in this version")
+    tmp = destination.with_name(f".{destination.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    replace_dir(tmp, destination)

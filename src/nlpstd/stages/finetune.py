@@ -1,0 +1,98 @@
+"""Stage 3, finetune: train the task head (and the encoder, fully or through LoRA) on prepared data.
+
+Rerunning after an interruption resumes from the last checkpoint in the stage's partial folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from nlpstd import runtime
+from nlpstd.data import prepare as prep
+from nlpstd.data.encode import encode
+from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd.evaluate.scoring import score
+from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
+from nlpstd.spec import Standard
+from nlpstd.stages.output import staged, write_metrics
+from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.train.loop import train
+
+
+def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | None = None) -> dict:
+    """Writes `model/` (a Hugging Face folder, LoRA merged), `adapter/` (LoRA only), `history.json`,
+    `loss.png` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder)."""
+    tracker = tracker or NullTracker()
+    started = time.perf_counter()
+
+    # -- inputs
+    data = prep.load(data_dir)
+    device = runtime.setup(std.runtime, std.seed)
+    precision = runtime.resolve_precision(std.runtime, device)
+    source = base or resolve_base(std.model.base)
+    tokenizer = load_tokenizer(source)
+
+    # -- features
+    train_set = encode(tokenizer, std.task, data.splits["train"], data.labels, std.data.max_length, std.data.label_subwords)
+    val_set = encode(tokenizer, std.task, data.splits["validation"], data.labels, std.data.max_length, std.data.label_subwords)
+    for name, encoded in (("train", train_set), ("validation", val_set)):
+        if encoded.truncated:
+            print(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {'words' if std.task == 'token-classification' else 'sub-words'} cut)")
+
+    # -- model
+    model = build_model(std.task, source, data.labels, std.finetune)
+    total_params, trainable_params = count_parameters(model)
+    print(f"finetune: {std.finetune.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) on {device}, {precision}")
+
+    # -- train: model selection and early stopping read the gate's metric on validation
+    metric = std.evaluate.gate.metric
+
+    def evaluate(current) -> float:
+        scored = score(current, val_set, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
+                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc="validate")
+        return scored.metrics[metric]
+
+    with staged(out_dir, keep_on_error=True) as tmp:
+        result = train(
+            model, train_set.features, evaluate, std.finetune,
+            work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
+            device=device, precision=precision, pad_id=tokenizer.pad_token_id, tracker=tracker,
+        )
+
+        # -- outputs: a self-describing Hugging Face folder; LoRA also as its adapter
+        if std.finetune.method == "lora":
+            model.save_pretrained(tmp / "adapter")
+        final = merged(model).to("cpu")
+        final.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
+                         spec_hash=std.spec_hash(), fingerprint=data.fingerprint)
+        state = result.state
+        (tmp / "history.json").write_text(json.dumps(state.history))
+        plot_loss_curve(state.history, tmp / "loss.png")
+        metrics = {
+            f"best_validation_{metric}": state.best_score,
+            "best_step": state.best_step,
+            "steps": state.step,
+            "total_steps": result.total_steps,
+            "stopped_early": state.stopped_early,
+            "resumed_from_step": result.resumed_from,
+            "train_seconds": round(state.train_seconds, 2),
+            "stage_seconds": round(time.perf_counter() - started, 2),
+            "train_samples_per_s": round(state.step * std.finetune.batch_size / max(state.train_seconds, 1e-9), 2),
+            "parameters": total_params,
+            "trainable_parameters": trainable_params,
+            "train_truncated": train_set.truncated,
+            "device": str(device),
+            "precision": precision,
+        }
+        write_metrics(tmp, metrics)
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.log_artifact(Path(out_dir) / "loss.png")
+    print(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
+    return metrics

@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny BERT (real architecture, random weights) and small hand-written data sets."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NLPSTD_DATA", REPO.parent / "shared" / "data"))
+
+needs_real_data = pytest.mark.skipif(not (DATA / "conll2003" / "train.txt").is_file(), reason=f"no real data under {DATA} (set NLPSTD_DATA)")
+
+# Sentences whose entities a tiny model can learn in a few dozen steps.
+_PEOPLE = ["Peter", "Maria", "John", "Anna", "Lukas", "Sofia"]
+_PLACES = ["Paris", "Berlin", "Madrid", "Tokyo", "Lima", "Oslo"]
+_ORGS = ["Reuters", "Siemens", "Google", "Fiat"]
+
+
+def conll_text(n: int, offset: int = 0) -> str:
+    """n CoNLL sentences (4 columns, -DOCSTART- header), cycling through names and places."""
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for i in range(offset, offset + n):
+        person, place, org = _PEOPLE[i % 6], _PLACES[(i * 5) % 6], _ORGS[i % 4]
+        words = [(person, "B-PER"), ("Smith", "I-PER"), ("flew", "O"), ("to", "O"), (place, "B-LOC"),
+                 ("for", "O"), (org, "B-ORG"), ("on", "O"), ("day", "O"), (str(i), "O"), (".", "O")]
+        lines += [f"{w} NNP B-NP {t}" for w, t in words[: 5 + i % 7]] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def sst_text(n: int, offset: int = 0) -> str:
+    good, bad = ["great", "wonderful", "moving", "brilliant"], ["dull", "awful", "boring", "clumsy"]
+    rows = ["sentence\tlabel"]
+    for i in range(offset, offset + n):
+        positive = i % 2 == 0
+        word = (good if positive else bad)[i % 4]
+        rows.append(f"a {word} film , truly {word} {'' if i % 3 else 'and long '}\t{int(positive)}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide BERT with the MiniLM tokenizer: seconds to train, same code paths as a real one."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from nlpstd.models.build import resolve_base
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    source = resolve_base("minilm-l6")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_standard(folder: Path, body: str) -> Path:
+    path = folder / "standard.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def ner_standard(tmp_path: Path, tiny_base: Path) -> Path:
+    """A token-classification standard on small CoNLL files and the tiny base."""
+    (tmp_path / "train.txt").write_text(conll_text(96))
+    (tmp_path / "dev.txt").write_text(conll_text(24, offset=500))
+    (tmp_path / "test.txt").write_text(conll_text(24, offset=900))
+    return write_standard(tmp_path, f"""
+        name: tiny-ner
+        task: token-classification
+        data: {{format: conll, train: train.txt, validation: dev.txt, test: test.txt, max_length: 32}}
+        model: {{base: {tiny_base}}}
+        finetune: {{epochs: 3, lr: 3.0e-3, batch_size: 8, warmup_ratio: 0.1, checkpoint_every: 10}}
+        evaluate: {{gate: {{metric: f1, min: 0.0}}}}
+        runtime: {{threads: 1}}
+    """)
+
+
+@pytest.fixture
+def cls_standard(tmp_path: Path, tiny_base: Path) -> Path:
+    """A sequence-classification standard on small SST-2-like TSV files and the tiny base."""
+    (tmp_path / "train.tsv").write_text(sst_text(96))
+    (tmp_path / "dev.tsv").write_text(sst_text(24, offset=300))
+    return write_standard(tmp_path, f"""
+        name: tiny-cls
+        task: sequence-classification
+        data: {{format: tsv, train: train.tsv, validation: dev.tsv, text_column: sentence, max_length: 32}}
+        model: {{base: {tiny_base}}}
+        finetune: {{epochs: 3, lr: 3.0e-3, batch_size: 8, checkpoint_every: 10}}
+        evaluate: {{metrics: [accuracy, f1], gate: {{metric: accuracy, min: 0.0}}}}
+        runtime: {{threads: 1}}
+    """)

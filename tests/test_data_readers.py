@@ -1,0 +1,388 @@
+"""Readers: what each format yields on good input, and where each kind of bad input is reported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nlpstd.data.readers import read_split
+from nlpstd.errors import DataError
+from nlpstd.spec import DataSpec, Standard
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO_ROOT / os.environ.get("NLPSTD_DATA", "../shared/data")
+TOKEN, CLASS = "token-classification", "sequence-classification"
+SPANS = TOKEN  # JSONL with entity spans is read for token classification
+DEFAULT_TASK = {"conll": TOKEN, "tsv": CLASS, "csv": CLASS, "jsonl": CLASS}
+
+
+def data_spec(tmp_path: Path, fmt: str, content: str | bytes, **options) -> DataSpec:
+    """A DataSpec whose train and validation are both `content`, written as train.<fmt>."""
+    path = tmp_path / f"train.{fmt}"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")
+    data = {"format": fmt, "train": path.name, "validation": path.name, **options}
+    std = {"name": "t", "task": DEFAULT_TASK[fmt], "data": data, "model": {"base": "minilm-l6"}}
+    return Standard.model_validate(std, context={"base_dir": str(tmp_path)}).data
+
+
+def read(tmp_path: Path, fmt: str, content: str | bytes, task: str | None = None, split: str = "train", **options) -> list[dict]:
+    return read_split(data_spec(tmp_path, fmt, content, **options), split, task or DEFAULT_TASK[fmt])
+
+
+def read_error(tmp_path: Path, fmt: str, content: str | bytes, task: str | None = None, **options) -> DataError:
+    with pytest.raises(DataError) as caught:
+        read(tmp_path, fmt, content, task, **options)
+    return caught.value
+
+
+def where(tmp_path: Path, fmt: str, line: int, field: str) -> str:
+    """The `file:line: field: ` prefix every located error starts with."""
+    return f"{tmp_path / f'train.{fmt}'}:{line}: {field}: "
+
+
+# ---------------------------------------------------------------------------------------
+# CoNLL, good input
+
+
+def test_conll_yields_tokens_tags_and_the_first_token_line(tmp_path):
+    text = "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"
+    assert read(tmp_path, "conll", text) == [
+        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"], "line": 1},
+        {"tokens": ["Peter"], "tags": ["B-PER"], "line": 4},
+    ]
+
+
+def test_conll_skips_docstart_lines(tmp_path):
+    text = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n\n-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\n"
+    records = read(tmp_path, "conll", text)
+    assert [r["tokens"] for r in records] == [["EU"], ["Peter"]]
+    assert [r["line"] for r in records] == [3, 7]
+
+
+def test_conll_splits_fields_on_tabs_and_runs_of_spaces(tmp_path):
+    text = "EU\tNNP\tB-ORG\nrejects  VBZ \t O\n"
+    assert read(tmp_path, "conll", text)[0]["tags"] == ["B-ORG", "O"]
+
+
+def test_conll_whitespace_only_line_ends_a_sentence(tmp_path):
+    text = "EU B-ORG\n  \t \nPeter B-PER\n"
+    assert [r["tokens"] for r in read(tmp_path, "conll", text)] == [["EU"], ["Peter"]]
+
+
+def test_conll_takes_the_tag_from_the_last_field(tmp_path):
+    text = "EU B-ORG\nrejects O\n"
+    assert read(tmp_path, "conll", text)[0] == {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"], "line": 1}
+
+
+def test_conll_accepts_crlf_line_endings(tmp_path):
+    text = "EU B-ORG\r\nrejects O\r\n\r\nPeter B-PER\r\n"
+    assert [r["tags"] for r in read(tmp_path, "conll", text)] == [["B-ORG", "O"], ["B-PER"]]
+
+
+# ---------------------------------------------------------------------------------------
+# TSV / CSV, good input
+
+
+def test_tsv_finds_columns_by_name_in_any_order(tmp_path):
+    text = "label\tsentence\n1\ta fine film\n"
+    assert read(tmp_path, "tsv", text, text_column="sentence") == [{"text": "a fine film", "label": "1", "line": 2}]
+
+
+def test_tsv_strips_whitespace_around_text(tmp_path):
+    text = "sentence\tlabel\nit 's a charming journey . \t1\n"
+    assert read(tmp_path, "tsv", text, text_column="sentence")[0]["text"] == "it 's a charming journey ."
+
+
+def test_tsv_without_quoting_keeps_quote_characters(tmp_path):
+    text = 'text\tlabel\n"a "quoted" word\t0\n'
+    assert read(tmp_path, "tsv", text)[0]["text"] == '"a "quoted" word'
+
+
+def test_csv_quoted_field_keeps_its_commas(tmp_path):
+    text = 'text,label\n"slow, long, and dull",neg\n'
+    assert read(tmp_path, "csv", text)[0] == {"text": "slow, long, and dull", "label": "neg", "line": 2}
+
+
+def test_csv_row_after_a_multiline_field_keeps_its_own_line(tmp_path):
+    text = 'text,label\n"two\nlines",a\nnext,b\n'
+    assert [r["line"] for r in read(tmp_path, "csv", text)] == [2, 4]
+
+
+def test_table_reads_a_text_pair_column(tmp_path):
+    text = "premise\thypothesis\tlabel\nA man sleeps.\tNobody sleeps.\tcontradiction\n"
+    record = read(tmp_path, "tsv", text, text_column="premise", text_pair_column="hypothesis")[0]
+    assert (record["text"], record["text_pair"]) == ("A man sleeps.", "Nobody sleeps.")
+
+
+def test_table_ignores_blank_trailing_lines(tmp_path):
+    assert len(read(tmp_path, "tsv", "text\tlabel\ngood\t1\n\n\n")) == 1
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    assert read(tmp_path, "tsv", "\ufefftext\tlabel\ngood\t1\n".encode())[0]["text"] == "good"
+
+
+def test_encoding_is_read_from_the_file_setting(tmp_path):
+    content = "text\tlabel\ncaf\u00e9\t1\n".encode("latin-1")
+    path = tmp_path / "train.tsv"
+    path.write_bytes(content)
+    std = Standard.model_validate(
+        {"name": "t", "task": CLASS, "model": {"base": "m"},
+         "data": {"format": "tsv", "train": {"path": "train.tsv", "encoding": "latin-1"}, "validation": "train.tsv"}},
+        context={"base_dir": str(tmp_path)},
+    )
+    assert read_split(std.data, "train", CLASS)[0]["text"] == "caf\u00e9"
+
+
+# ---------------------------------------------------------------------------------------
+# JSON Lines, good input
+
+
+def test_jsonl_classification_stores_int_and_bool_labels_as_strings(tmp_path):
+    text = '{"text": "a", "label": 1}\n{"text": "b", "label": true}\n{"text": "c", "label": "neg"}\n'
+    assert [r["label"] for r in read(tmp_path, "jsonl", text)] == ["1", "true", "neg"]
+
+
+def test_jsonl_skips_blank_lines_and_keeps_line_numbers(tmp_path):
+    text = '\n{"text": "a", "label": 1}\n   \n{"text": "b", "label": 0}\n'
+    assert [r["line"] for r in read(tmp_path, "jsonl", text)] == [2, 4]
+
+
+def test_jsonl_classification_reads_a_text_pair_field(tmp_path):
+    text = '{"q": "why?", "a": "because", "label": 1}\n'
+    assert read(tmp_path, "jsonl", text, text_column="q", text_pair_column="a")[0] == {
+        "text": "why?", "label": "1", "text_pair": "because", "line": 1
+    }
+
+
+def test_jsonl_exclusive_spans_are_sorted_by_start(tmp_path):
+    text = '{"text": "Ann met Bob", "entities": [{"start": 8, "end": 11, "label": "PER"}, {"start": 0, "end": 3, "label": "PER"}]}\n'
+    assert read(tmp_path, "jsonl", text, task=SPANS) == [
+        {"text": "Ann met Bob", "spans": [[0, 3, "PER"], [8, 11, "PER"]], "line": 1}
+    ]
+
+
+def test_jsonl_inclusive_span_ends_become_exclusive(tmp_path):
+    text = '{"text": "Ann met Bob", "entities": [{"start": 0, "end": 2, "label": "PER"}, {"start": 8, "end": 10, "label": "PER"}]}\n'
+    records = read(tmp_path, "jsonl", text, task=SPANS, span_end="inclusive")
+    assert records[0]["spans"] == [[0, 3, "PER"], [8, 11, "PER"]]
+
+
+def test_jsonl_spans_may_be_lists_in_a_named_field(tmp_path):
+    text = '{"text": "Paris", "ner": [[0, 5, "LOC"]]}\n'
+    assert read(tmp_path, "jsonl", text, task=SPANS, entities_field="ner")[0]["spans"] == [[0, 5, "LOC"]]
+
+
+def test_jsonl_text_without_entities_is_an_example(tmp_path):
+    assert read(tmp_path, "jsonl", '{"text": "nothing here", "entities": []}\n', task=SPANS)[0]["spans"] == []
+
+
+# ---------------------------------------------------------------------------------------
+# Limits
+
+
+def test_max_train_examples_keeps_the_first_n(tmp_path):
+    text = "text\tlabel\na\t1\nb\t0\nc\t1\n"
+    assert [r["text"] for r in read(tmp_path, "tsv", text, max_train_examples=2)] == ["a", "b"]
+
+
+def test_max_eval_examples_limits_validation_not_train(tmp_path):
+    spec = data_spec(tmp_path, "tsv", "text\tlabel\na\t1\nb\t0\nc\t1\n", max_eval_examples=1)
+    assert (len(read_split(spec, "train", CLASS)), len(read_split(spec, "validation", CLASS))) == (3, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Malformed files: every error names the file, the line and the field
+
+
+def test_conll_line_with_another_column_count_is_rejected(tmp_path):
+    error = read_error(tmp_path, "conll", "\nEU NNP B-NP B-ORG\nrejects VBZ O\n")
+    assert str(error).startswith(f"{tmp_path / 'train.conll'}:3: ")
+    assert "wrong column count: expected 4 fields like line 2, got 3" in str(error)
+
+
+def test_conll_line_with_one_field_is_rejected(tmp_path):
+    error = read_error(tmp_path, "conll", "EU B-ORG\nrejects\n")
+    assert str(error).startswith(f"{tmp_path / 'train.conll'}:2: ")
+    assert "at least 2 fields" in str(error)
+
+
+def test_conll_tag_outside_iob2_is_rejected(tmp_path):
+    error = read_error(tmp_path, "conll", "EU B-ORG\nrejects X-VERB\n")
+    assert str(error).startswith(where(tmp_path, "conll", 2, "tag"))
+    assert "'X-VERB'" in str(error)
+
+
+def test_undecodable_byte_is_reported_on_its_line_with_the_fix(tmp_path):
+    error = read_error(tmp_path, "conll", b"EU B-ORG\n\ncaf\xe9 O\n")
+    assert str(error).startswith(where(tmp_path, "conll", 3, "encoding"))
+    assert "utf-8" in str(error) and "encoding:" in str(error)
+
+
+def test_unknown_encoding_name_is_rejected(tmp_path):
+    error = read_error(tmp_path, "conll", "EU B-ORG\n", encoding="no-such-codec")
+    assert "encoding: unknown encoding 'no-such-codec'" in str(error)
+
+
+def test_tsv_missing_column_lists_the_header(tmp_path):
+    error = read_error(tmp_path, "tsv", "sentence\tlabel\ngood\t1\n")
+    assert str(error).startswith(where(tmp_path, "tsv", 1, "text"))
+    assert "'sentence', 'label'" in str(error)
+
+
+def test_tsv_row_with_another_column_count_is_rejected(tmp_path):
+    error = read_error(tmp_path, "tsv", "text\tlabel\ngood\t1\nbad\n")
+    assert str(error).startswith(f"{tmp_path / 'train.tsv'}:3: ")
+    assert "wrong column count" in str(error)
+
+
+def test_tsv_empty_text_names_the_text_column(tmp_path):
+    error = read_error(tmp_path, "tsv", "sentence\tlabel\n  \t1\n", text_column="sentence")
+    assert str(error).startswith(where(tmp_path, "tsv", 2, "sentence"))
+
+
+def test_tsv_empty_label_names_the_label_column(tmp_path):
+    error = read_error(tmp_path, "tsv", "text\tlabel\ngood\t1\nfine\t\n")
+    assert str(error).startswith(where(tmp_path, "tsv", 3, "label"))
+
+
+def test_table_blank_line_inside_the_rows_is_rejected(tmp_path):
+    error = read_error(tmp_path, "tsv", "text\tlabel\ngood\t1\n\nfine\t0\n")
+    assert str(error).startswith(f"{tmp_path / 'train.tsv'}:3: ")
+    assert "blank line" in str(error)
+
+
+def test_csv_unclosed_quote_is_reported_on_its_row(tmp_path):
+    error = read_error(tmp_path, "csv", 'text,label\ngood,1\n"never closed,0\n')
+    assert str(error).startswith(f"{tmp_path / 'train.csv'}:3: ")
+
+
+def test_jsonl_invalid_json_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')
+    assert str(error).startswith(where(tmp_path, "jsonl", 2, "json"))
+
+
+def test_jsonl_line_that_is_not_an_object_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '["a", 1]\n')
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "json"))
+
+
+def test_jsonl_missing_label_field_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "a"}\n', label_column="stars")
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "stars"))
+
+
+def test_jsonl_float_label_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "a", "label": 0.5}\n')
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "label"))
+
+
+def test_jsonl_empty_text_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": " ", "entities": []}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "text"))
+
+
+def test_jsonl_missing_entities_field_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris"}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities"))
+
+
+def test_span_end_beyond_the_text_is_rejected(tmp_path):
+    text = '{"text": "Paris", "entities": [[0, 1, "LOC"], [2, 6, "LOC"]]}\n'
+    error = read_error(tmp_path, "jsonl", text, task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[1].end"))
+
+
+def test_inclusive_span_ending_on_the_text_length_is_beyond_the_text(tmp_path):
+    text = '{"text": "Paris", "entities": [[0, 5, "LOC"]]}\n'
+    error = read_error(tmp_path, "jsonl", text, task=SPANS, span_end="inclusive")
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].end"))
+
+
+def test_span_start_that_is_not_an_integer_is_rejected(tmp_path):
+    text = '{"text": "Paris", "entities": [{"start": "0", "end": 5, "label": "LOC"}]}\n'
+    error = read_error(tmp_path, "jsonl", text, task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].start"))
+
+
+def test_negative_span_start_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris", "entities": [[-1, 5, "LOC"]]}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].start"))
+
+
+def test_empty_span_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris", "entities": [[2, 2, "LOC"]]}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].end"))
+    assert "empty span" in str(error)
+
+
+def test_overlapping_spans_are_rejected(tmp_path):
+    text = '{"text": "New York City", "entities": [[0, 8, "LOC"], [4, 13, "LOC"]]}\n'
+    error = read_error(tmp_path, "jsonl", text, task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[1]"))
+    assert "overlaps entities[0]" in str(error)
+
+
+def test_span_with_empty_label_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris", "entities": [{"start": 0, "end": 5, "label": ""}]}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].label"))
+
+
+def test_span_with_a_missing_key_is_rejected(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris", "entities": [{"start": 0, "label": "LOC"}]}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].end"))
+
+
+def test_file_without_examples_is_rejected(tmp_path):
+    error = read_error(tmp_path, "conll", "-DOCSTART- -X- -X- O\n\n")
+    assert str(error) == f"{tmp_path / 'train.conll'}: no examples found"
+
+
+def test_table_with_only_a_header_has_no_examples(tmp_path):
+    assert "no examples found" in str(read_error(tmp_path, "tsv", "text\tlabel\n"))
+
+
+def test_missing_file_is_reported_without_a_line(tmp_path):
+    std = Standard.model_validate(
+        {"name": "t", "task": CLASS, "model": {"base": "m"},
+         "data": {"format": "tsv", "train": "absent.tsv", "validation": "absent.tsv"}},
+        context={"base_dir": str(tmp_path)},
+    )
+    with pytest.raises(DataError) as caught:
+        read_split(std.data, "train", CLASS)
+    assert str(caught.value).startswith(f"{tmp_path / 'absent.tsv'}: cannot read the file")
+
+
+def test_s3_data_is_not_supported(tmp_path):
+    std = Standard.model_validate(
+        {"name": "t", "task": CLASS, "model": {"base": "m"},
+         "data": {"format": "tsv", "train": "s3://bucket/train.tsv", "validation": "s3://bucket/dev.tsv"}},
+    )
+    with pytest.raises(DataError, match="s3:// data is not supported in this version"):
+        read_split(std.data, "train", CLASS)
+
+
+# ---------------------------------------------------------------------------------------
+# Real data
+
+
+def real_spec(fmt: str, train: Path, validation: Path, **options) -> DataSpec:
+    if not (train.exists() and validation.exists()):
+        pytest.skip(f"real data not found under {DATA_ROOT} (set NLPSTD_DATA)")
+    data = {"format": fmt, "train": str(train), "validation": str(validation), **options}
+    return Standard.model_validate({"name": "t", "task": DEFAULT_TASK[fmt], "data": data, "model": {"base": "m"}}).data
+
+
+def test_real_conll_train_has_14041_sentences():
+    spec = real_spec("conll", DATA_ROOT / "conll2003/train.txt", DATA_ROOT / "conll2003/dev.txt")
+    assert len(read_split(spec, "train", TOKEN)) == 14041
+
+
+def test_real_sst2_dev_has_872_examples():
+    spec = real_spec("tsv", DATA_ROOT / "sst2/train.tsv", DATA_ROOT / "sst2/dev.tsv", text_column="sentence")
+    assert len(read_split(spec, "validation", CLASS)) == 872

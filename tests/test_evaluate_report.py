@@ -1,0 +1,106 @@
+"""The markdown report and its plots."""
+
+import matplotlib
+import pytest
+
+from nlpstd.evaluate.gate import apply_gate
+from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
+from nlpstd.evaluate.report import plot_confusion_matrix, plot_loss_curve, plot_per_type_f1, write_report
+from nlpstd.spec import GateSpec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    assert len(data) > 5_000  # an actual drawing, not an empty canvas
+
+
+@pytest.fixture
+def cls_scores():
+    return {"validation": classification_metrics(["pos", "neg", "neg"], ["pos", "pos", "neg"], ["neg", "pos"])}
+
+
+@pytest.fixture
+def ner_scores():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    return {
+        "validation": ner_metrics(gold, [["B-PER", "I-PER", "O", "O"]]),
+        "test": ner_metrics(gold, [["B-PER", "I-PER", "O", "B-LOC"]]),
+    }
+
+
+def test_confusion_matrix_plot_is_a_png(tmp_path):
+    assert_png(plot_confusion_matrix([[5, 1], [2, 7]], ["neg", "pos"], tmp_path / "cm.png"))
+
+
+def test_per_type_plot_is_a_png(ner_scores, tmp_path):
+    assert_png(plot_per_type_f1(ner_scores["validation"]["per_type"], tmp_path / "f1.png"))
+
+
+def test_loss_curve_plot_is_a_png(tmp_path):
+    history = [{"step": s, "loss": 2.0 / s} for s in range(1, 20)] + [{"step": 10, "eval_f1": 0.6}, {"step": 19, "eval_f1": 0.7}]
+    assert_png(plot_loss_curve(history, tmp_path / "loss.png"))
+
+
+def test_plots_accept_empty_input(tmp_path):
+    assert plot_loss_curve([], tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    assert plot_per_type_f1({}, tmp_path / "f1.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plots_leave_the_pyplot_backend_alone(tmp_path):
+    before = matplotlib.get_backend()
+    plot_confusion_matrix([[1]], ["a"], tmp_path / "cm.png")
+    assert matplotlib.get_backend() == before
+
+
+def test_report_opens_with_the_gate_verdict(cls_scores, tmp_path):
+    gate = apply_gate(GateSpec(metric="accuracy", min=0.9), cls_scores, has_test=False)
+    text = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
+                        scores=cls_scores, gate=gate, plots=[]).read_text()
+    assert text.startswith("# Evaluation of sst")
+    assert "**Gate: FAILED**: accuracy 0.6667 on validation < min 0.9000" in text.splitlines()[:4]
+
+
+def test_report_has_a_headline_row_per_split(ner_scores, tmp_path):
+    gate = apply_gate(GateSpec(), ner_scores, has_test=True)
+    text = write_report(tmp_path / "report.md", standard_name="ner", task="token-classification",
+                        scores=ner_scores, gate=gate, plots=[]).read_text()
+    assert "**Gate: PASSED**" in text
+    assert "| split | f1 | precision | recall | accuracy |" in text
+    assert "| validation | 0.6667 | 1.0000 | 0.5000 | 0.7500 |" in text
+    assert "| test | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in text
+
+
+def test_report_lists_per_type_scores_for_ner(ner_scores, tmp_path):
+    gate = apply_gate(GateSpec(), ner_scores, has_test=True)
+    text = write_report(tmp_path / "report.md", standard_name="ner", task="token-classification",
+                        scores=ner_scores, gate=gate, plots=[]).read_text()
+    assert "## Per entity type (validation)" in text
+    assert "| LOC | 0.0000 | 0.0000 | 0.0000 | 1 |" in text
+
+
+def test_report_shows_the_confusion_matrix_for_classification(cls_scores, tmp_path):
+    gate = apply_gate(GateSpec(), cls_scores, has_test=False)
+    text = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
+                        scores=cls_scores, gate=gate, plots=[]).read_text()
+    assert "## Per label (validation)" in text
+    assert "| gold \\ predicted | neg | pos |" in text
+    assert "| neg | 1 | 1 |" in text  # one gold neg was predicted pos
+    assert "| pos | 0 | 1 |" in text
+
+
+def test_report_links_plots_relative_to_itself(cls_scores, tmp_path):
+    gate = apply_gate(GateSpec(), cls_scores, has_test=False)
+    plot = plot_confusion_matrix([[1, 1], [0, 1]], ["neg", "pos"], tmp_path / "plots" / "confusion.png")
+    text = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
+                        scores=cls_scores, gate=gate, plots=[plot]).read_text()
+    assert "![confusion](plots/confusion.png)" in text
+
+
+def test_report_lists_extra_facts(cls_scores, tmp_path):
+    gate = apply_gate(GateSpec(), cls_scores, has_test=False)
+    text = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
+                        scores=cls_scores, gate=gate, plots=[], extra={"truncated examples": 3}).read_text()
+    assert "- **truncated examples**: 3" in text

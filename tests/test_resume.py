@@ -1,0 +1,68 @@
+"""Interrupted fine-tuning resumes from its last checkpoint: `kill -9`, rerun, same model as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from nlpstd.runner import run_standard
+
+
+def _slow_enough(standard: Path) -> None:
+    """Enough steps that the run is still going when it is killed."""
+    text = standard.read_text().replace("epochs: 3", "epochs: 40").replace("checkpoint_every: 10", "checkpoint_every: 25")
+    standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], ") )
+
+
+def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_run(ner_standard: Path, tmp_path: Path):
+    _slow_enough(ner_standard)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "nlpstd.cli", "run", str(ner_standard), "--out", str(out), "--no-tracking"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    # -- start, wait for the second checkpoint, kill without warning
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / ".finetune.partial" / "checkpoints" / "last" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 50:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
+    assert not (out / "finetune").exists(), "a killed stage publishes nothing"
+    killed_at = json.loads(state.read_text())["step"]
+
+    # -- rerun the same command: it resumes and finishes
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"resuming from the checkpoint at step {killed_at}" in finished.stdout
+    metrics = json.loads((out / "finetune" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == killed_at
+    assert metrics["steps"] == metrics["total_steps"]
+
+    # -- and the result equals a run that was never interrupted
+    reference = tmp_path / "reference"
+    run_standard(ner_standard, reference, stages=["data-prep", "finetune"], tracking=False)
+    resumed = load_file(out / "finetune" / "model" / "model.safetensors")
+    straight = load_file(reference / "finetune" / "model" / "model.safetensors")
+    assert all((resumed[k] - straight[k]).abs().max() < 1e-5 for k in straight)
+
+
+def test_checkpoint_of_another_recipe_is_not_resumed(ner_standard: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    run_standard(ner_standard, out, stages=["data-prep", "finetune"], tracking=False)
+    # leave a stale partial folder from a different recipe, as a killed earlier run would
+    stale = out / ".finetune.partial" / "checkpoints" / "last"
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text(json.dumps({"identity": "another-recipe", "step": 7}))
+    summary = run_standard(ner_standard, out, stages=["finetune"], tracking=False)
+    assert summary["stages"]["finetune"]["metrics"]["resumed_from_step"] is None

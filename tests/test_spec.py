@@ -1,0 +1,112 @@
+"""The standard: strict keys, located errors, environment expansion, path resolution, hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nlpstd.errors import StandardError
+from nlpstd.spec import check_files, load_standard
+
+GOOD = """\
+name: demo
+task: token-classification
+data:
+  format: conll
+  train: data/train.txt
+  validation: {path: data/dev.txt, encoding: latin-1}
+model: {base: minilm-l6}
+finetune:
+  lr: 5.0e-5
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "std.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_resolve_against_the_standards_folder(tmp_path: Path):
+    std = load_standard(write(tmp_path, GOOD))
+    assert std.data.train.path == str(tmp_path / "data" / "train.txt")
+
+
+def test_per_file_encoding_overrides_the_default(tmp_path: Path):
+    std = load_standard(write(tmp_path, GOOD))
+    assert std.data.encoding_of("validation") == "latin-1"
+    assert std.data.encoding_of("train") == "utf-8"
+
+
+def test_env_variable_with_default_expands(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("NLPSTD_TEST_ROOT", raising=False)
+    std = load_standard(write(tmp_path, GOOD.replace("data/train.txt", "${NLPSTD_TEST_ROOT:-/srv}/train.txt")))
+    assert std.data.train.path == "/srv/train.txt"
+    monkeypatch.setenv("NLPSTD_TEST_ROOT", "/mnt/x")
+    std = load_standard(write(tmp_path, GOOD.replace("data/train.txt", "${NLPSTD_TEST_ROOT:-/srv}/train.txt")))
+    assert std.data.train.path == "/mnt/x/train.txt"
+
+
+def test_unset_env_variable_without_default_names_line_and_key(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("NLPSTD_NOPE", raising=False)
+    path = write(tmp_path, GOOD.replace("data/train.txt", "${NLPSTD_NOPE}/train.txt"))
+    with pytest.raises(StandardError, match=r"std.yaml:5: data.train: environment variable NLPSTD_NOPE is not set"):
+        load_standard(path)
+
+
+def test_unknown_key_suggests_the_closest(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:9: finetune.lrr: unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        load_standard(write(tmp_path, GOOD.replace("lr: 5.0e-5", "lrr: 5.0e-5")))
+
+
+def test_out_of_range_value_reads_like_the_rule(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:9: finetune.lr: must be > 0, got -1"):
+        load_standard(write(tmp_path, GOOD.replace("lr: 5.0e-5", "lr: -1")))
+
+
+def test_missing_required_key_is_named(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"task: required key is missing"):
+        load_standard(write(tmp_path, GOOD.replace("task: token-classification\n", "")))
+
+
+def test_incompatible_format_and_task_is_rejected(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:4: data.format: token-classification reads conll, jsonl"):
+        load_standard(write(tmp_path, GOOD.replace("format: conll", "format: tsv")))
+
+
+def test_gate_metric_must_exist_for_the_task(tmp_path: Path):
+    text = GOOD + "evaluate:\n  gate: {metric: bleu, min: 0.5}\n"
+    with pytest.raises(StandardError, match=r"std.yaml:11: evaluate.gate.metric: unknown metric 'bleu'"):
+        load_standard(write(tmp_path, text))
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:9: invalid YAML"):
+        load_standard(write(tmp_path, GOOD.replace("lr: 5.0e-5", "lr: a: b")))
+
+
+def test_check_files_reports_a_missing_file_at_its_key(tmp_path: Path):
+    path = write(tmp_path, GOOD)
+    with pytest.raises(StandardError, match=r"std.yaml:5: data.train: cannot read .*train.txt"):
+        check_files(load_standard(path), path)
+
+
+def test_spec_hash_is_stable_and_changes_with_the_recipe(tmp_path: Path):
+    first = load_standard(write(tmp_path, GOOD)).spec_hash()
+    assert load_standard(write(tmp_path, GOOD)).spec_hash() == first
+    assert load_standard(write(tmp_path, GOOD.replace("5.0e-5", "6.0e-5"))).spec_hash() != first
+
+
+def test_flat_params_use_dotted_keys(tmp_path: Path):
+    params = load_standard(write(tmp_path, GOOD)).flat_params()
+    assert params["finetune.lr"] == "5e-05"
+    assert params["data.validation.encoding"] == "latin-1"
+
+
+def test_shipped_standards_load(monkeypatch):
+    monkeypatch.setenv("NLPSTD_DATA", "/data")
+    folder = Path(__file__).resolve().parents[1] / "standards"
+    loaded = [load_standard(path) for path in sorted(folder.glob("*.yaml"))]
+    assert len(loaded) >= 4
+    assert all(std.data.train.path.startswith("/data/") for std in loaded)
