@@ -224,11 +224,6 @@ def test_undecodable_byte_is_reported_on_its_line_with_the_fix(tmp_path):
     assert "utf-8" in str(error) and "encoding:" in str(error)
 
 
-def test_unknown_encoding_name_is_rejected(tmp_path):
-    error = read_error(tmp_path, "conll", "EU B-ORG\n", encoding="no-such-codec")
-    assert "encoding: unknown encoding 'no-such-codec'" in str(error)
-
-
 def test_tsv_missing_column_lists_the_header(tmp_path):
     error = read_error(tmp_path, "tsv", "sentence\tlabel\ngood\t1\n")
     assert str(error).startswith(where(tmp_path, "tsv", 1, "text"))

@@ -25,6 +25,7 @@ def test_run_logs_parent_and_nested_stage_runs(cls_standard: Path, tmp_path: Pat
     assert parent.info.status == "FINISHED"
     assert parent.data.params["finetune.lr"] == "0.003"
     assert parent.data.tags["nlpstd.spec_hash"]
+    assert "standard.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.data.tags["nlpstd.stage"] for r in children) == ["data-prep", "evaluate", "export", "finetune"]
     by_stage = {r.data.tags["nlpstd.stage"]: r for r in children}

@@ -62,6 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{summary['standard']}: done in {sum(s['seconds'] for s in summary['stages'].values()):.0f} s")
     for stage, info in summary["stages"].items():
         print(f"  {stage:<10} {info['seconds']:>7.1f} s")
+    scores = summary["stages"].get("evaluate", {}).get("metrics", {})
+    if scores:
+        print("  " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     print(f"  outputs in {summary['out']}" + (f"; MLflow run {summary['mlflow_run_id']}" if summary.get("mlflow_run_id") else ""))
     return 0
 

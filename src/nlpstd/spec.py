@@ -8,6 +8,7 @@ fields run once, here, before any data or weights are read.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
 import json
@@ -51,11 +52,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_encoding(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+    return value
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]
+
+
 class DataFile(_Section):
     """A data file; a plain string in YAML is shorthand for `{path: ...}`."""
 
     path: PathStr = Field(description="Local path (relative to the standard) or s3:// URI.")
-    encoding: str | None = Field(None, description="Text encoding; defaults to data.encoding.")
+    encoding: Encoding | None = Field(None, description="Text encoding; defaults to data.encoding.")
 
     @model_validator(mode="before")
     @classmethod
@@ -68,7 +80,7 @@ class DataSpec(_Section):
     train: DataFile
     validation: DataFile
     test: DataFile | None = None
-    encoding: str = Field("utf-8", description="Default encoding of every file.")
+    encoding: Encoding = Field("utf-8", description="Default encoding of every file.")
     max_length: int = Field(128, ge=8, le=8192, description="Sub-word tokens per example, specials included.")
     max_train_examples: int | None = Field(None, gt=0, description="Keep the first N training examples (quick runs).")
     max_eval_examples: int | None = Field(None, gt=0, description="Keep the first N validation/test examples.")
@@ -244,8 +256,9 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple, int], dict]:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
+        # an unclosed quote or bracket is marked at the end of the file; where it opened is more useful
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        line = min(mark.line + 1, text.count("\n") + 1) if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise StandardError(path, line, None, f"invalid YAML: {problem}") from None
     if not isinstance(data, dict):
@@ -290,11 +303,11 @@ def _expand_env(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> 
 
 
 def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
-    """The line of the longest prefix of `loc` that appears in the file."""
+    """The line of the longest prefix of `loc` that appears in the file (a missing top-level key: line 1)."""
     for end in range(len(loc), 0, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
-    return None
+    return 1
 
 
 def _dotted(loc: tuple) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -103,6 +104,10 @@ class RunTracking:
         self.run_id, self.parent = parent.info.run_id, MlflowTracker(parent.info.run_id)
         self.parent.set_tags({"nlpstd.spec_hash": self.std.spec_hash(), "nlpstd.git_commit": git_commit(), **(tags or {})})
         self.parent.log_params(self.std.flat_params())
+        with tempfile.TemporaryDirectory() as tmp:
+            resolved = Path(tmp) / "standard.yaml"
+            resolved.write_text(self.std.to_yaml())
+            self.parent.log_artifact(resolved)
         status = "FAILED"
         try:
             yield self

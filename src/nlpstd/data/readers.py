@@ -68,8 +68,6 @@ def read_text(path: str, encoding: str) -> str:
     raw = read_bytes(path)
     try:
         text = raw.decode(encoding)
-    except LookupError:
-        raise DataError(path, None, "encoding", f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
@@ -99,10 +97,10 @@ def _conll(path: str, text: str) -> list[dict]:
                 tokens, tags = [], []
             continue
         if len(fields) < 2:
-            raise DataError(path, number, None, f"a token line needs at least 2 fields (token ... tag), got {len(fields)}")
+            raise DataError(path, number, "columns", f"a token line needs at least 2 fields (token ... tag), got {len(fields)}")
         width = width or (len(fields), number)
         if len(fields) != width[0]:
-            raise DataError(path, number, None, f"wrong column count: expected {width[0]} fields like line {width[1]}, got {len(fields)}")
+            raise DataError(path, number, "columns", f"wrong column count: expected {width[0]} fields like line {width[1]}, got {len(fields)}")
         if not _IOB2.fullmatch(fields[-1]):
             raise DataError(path, number, "tag", f"{fields[-1]!r} is not an IOB2 tag (O, B-TYPE or I-TYPE)")
         tokens.append(fields[0])
@@ -134,9 +132,9 @@ def _table(path: str, text: str, data: DataSpec) -> list[dict]:
     records = []
     for line, row in rows[1:]:
         if not row:
-            raise DataError(path, line, None, "blank line inside the table (only trailing blank lines are allowed)")
+            raise DataError(path, line, "columns", "blank line inside the table (only trailing blank lines are allowed)")
         if len(row) != len(header):
-            raise DataError(path, line, None, f"wrong column count: expected {len(header)} fields like the header, got {len(row)}")
+            raise DataError(path, line, "columns", f"wrong column count: expected {len(header)} fields like the header, got {len(row)}")
         record: dict[str, Any] = {}
         for key, column in index.items():
             record[key] = row[column].strip()
@@ -161,7 +159,7 @@ def _rows(path: str, text: str, data: DataSpec) -> list[tuple[int, list[str]]]:
             rows.append((line, row))
             line = reader.line_num + 1
     except csv.Error as exc:
-        raise DataError(path, line, None, f"malformed {data.format.upper()} row: {exc} (check its quotes, or set data.quoting)") from None
+        raise DataError(path, line, "columns", f"malformed {data.format.upper()} row: {exc} (check its quotes, or set data.quoting)") from None
     return rows
 
 
