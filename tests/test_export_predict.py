@@ -78,3 +78,8 @@ def test_decoder_joins_inside_tags_and_splits_on_type_change():
     tags = ["B-PER", "I-PER", "O", "I-PER", "O", "B-LOC"]
     entities = decode_entities(text, offsets, tags, [0.9] * 6)
     assert [(e["text"], e["label"]) for e in entities] == [("Peter Smith", "PER"), ("Anna", "PER"), ("Paris", "LOC")]
+
+
+def test_predict_on_a_folder_without_a_model_is_a_clear_error(tmp_path: Path, capsys):
+    assert main(["predict", str(tmp_path), "some text"]) == 2
+    assert "not a model folder (no config.json)" in capsys.readouterr().err

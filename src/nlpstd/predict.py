@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from nlpstd.data.encode import encode_tokens, words_and_offsets
+from nlpstd.errors import NlpstdError
 from nlpstd.inference import predict_logits, softmax, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
 
@@ -52,6 +53,8 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str = "cpu"):
         self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise NlpstdError(f"{self.model_dir}: not a model folder (no config.json); pass e.g. runs/<standard>/export/model")
         info_path = self.model_dir / "nlpstd.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         self.task = info.get("task") or task_of(self.model_dir)
