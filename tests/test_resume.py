@@ -18,7 +18,7 @@ from nlpstd.runner import run_standard
 def _slow_enough(standard: Path) -> None:
     """Enough steps that the run is still going when it is killed."""
     text = standard.read_text().replace("epochs: 3", "epochs: 40").replace("checkpoint_every: 10", "checkpoint_every: 25")
-    standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], ") )
+    standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], "))
 
 
 def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_run(ner_standard: Path, tmp_path: Path):

@@ -18,17 +18,22 @@ import torch
 from safetensors.torch import load_model, save_model
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
+def _fresh_tmp(folder: Path) -> Path:
+    """An empty `<folder>.tmp` beside the target, to be renamed into place by `replace_dir`."""
+    tmp = Path(folder).with_name(Path(folder).name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
+    tmp = _fresh_tmp(folder)
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    replace_dir(tmp, folder)
+    replace_dir(tmp, Path(folder))
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
@@ -55,12 +60,9 @@ def read_state(folder: Path) -> dict[str, Any] | None:
 
 def save_weights(folder: Path, model: torch.nn.Module) -> None:
     """Weights only (the best model so far), atomically."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(folder)
     save_model(model, str(tmp / "model.safetensors"))
-    replace_dir(tmp, folder)
+    replace_dir(tmp, Path(folder))
 
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
