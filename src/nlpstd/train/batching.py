@@ -51,3 +51,21 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     else:
         batch["labels"] = torch.tensor([f["labels"] for f in features])
     return batch
+
+
+class Supervised:
+    """The fine-tuning objective the shared loop runs: labelled features, the model's own loss."""
+
+    def __init__(self, features: list[dict], micro_batch: int, seed: int, group_by_length: bool, pad_id: int):
+        self.features, self.micro_batch, self.seed = features, micro_batch, seed
+        self.group_by_length, self.pad_id = group_by_length, pad_id
+        self.lengths = [len(f["input_ids"]) for f in features]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return epoch_batches(self.lengths, self.micro_batch, self.seed, epoch, self.group_by_length)
+
+    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
+        return collate([self.features[i] for i in indices], self.pad_id)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).loss

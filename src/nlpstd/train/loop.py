@@ -1,5 +1,7 @@
-"""The fine-tuning loop: AdamW, linear warm-up and decay, clipping, evaluation, early stopping,
-best-model keeping and checkpoints that a rerun resumes from (also after `kill -9`)."""
+"""The training loop both stages share: AdamW, warm-up then linear or cosine decay, gradient
+accumulation, clipping, evaluation, early stopping, best-model keeping, and checkpoints that a
+rerun resumes from (also after `kill -9`). What is trained on, and how a batch becomes a loss,
+comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm.MaskedLM`)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,29 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 from nlpstd.runtime import autocast
-from nlpstd.spec import FinetuneSpec
+from nlpstd.spec import LoopRecipe
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
-from nlpstd.train.batching import collate, epoch_batches
+
+
+class Objective(Protocol):
+    """What to train on and how a batch becomes a loss."""
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The micro-batches (example indices) of an epoch; the same epoch always gives the same list."""
+
+    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
+        """Tensors for one micro-batch; `position` is its index in the epoch (for seeded randomness)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean loss of the micro-batch."""
 
 
 @dataclass
@@ -27,13 +42,13 @@ class LoopState:
     identity: str  # spec hash + data fingerprint: a checkpoint of another recipe is never resumed
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already trained
     best_score: float | None = None
     best_step: int | None = None
     evals_without_gain: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr"} and {"step", "eval_<metric>"}
+    history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr"} and {"step", "eval_<metric>", ...}
 
 
 @dataclass
@@ -54,35 +69,37 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def train(
     model: torch.nn.Module,
-    features: list[dict],
-    evaluate: Callable[[torch.nn.Module], float],
-    recipe: FinetuneSpec,
+    objective: Objective,
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    recipe: LoopRecipe,
     *,
+    select: str,
+    maximize: bool = True,
     work_dir: Path,
     identity: str,
     seed: int,
     device: torch.device,
     precision: str = "fp32",
-    pad_id: int = 0,
     tracker: Tracker | None = None,
-    log_every: int = 10,
+    desc: str = "train",
 ) -> TrainResult:
-    """Train `model` in place and leave it holding the best weights seen by `evaluate` (higher is better)."""
+    """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`."""
     tracker = tracker or NullTracker()
     work_dir = Path(work_dir)
     last_dir, best_dir = work_dir / "checkpoints" / "last", work_dir / "checkpoints" / "best"
 
-    # -- schedule: epochs or max_steps, warm-up as a share of all steps
-    lengths = [len(f["input_ids"]) for f in features]
-    steps_per_epoch = math.ceil(len(features) / recipe.batch_size)
+    # -- schedule: epochs or max_steps; an optimizer step is `grad_accumulation` micro-batches
+    accumulate = recipe.grad_accumulation
+    steps_per_epoch = math.ceil(len(objective.batches(0)) / accumulate)
     total_steps = recipe.max_steps or recipe.epochs * steps_per_epoch
     eval_every = recipe.eval_every or steps_per_epoch
+    log_every = recipe.log_every
 
     model.to(device)
     optimizer = torch.optim.AdamW(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, fused=device.type == "cuda"
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(recipe.warmup_ratio * total_steps), total_steps)
+    scheduler = get_scheduler(recipe.schedule, optimizer, round(recipe.warmup_ratio * total_steps), total_steps)
 
     # -- resume from the last complete checkpoint of the same recipe and data
     state, resumed_from = LoopState(identity=identity), None
@@ -97,11 +114,12 @@ def train(
 
     def run_eval() -> bool:
         """Evaluate, keep the best weights, and say whether patience ran out."""
-        score = evaluate(model)
+        scores = evaluate(model)
         model.train()
-        state.history.append({"step": state.step, "eval_score": score})
-        tracker.log_metrics({"eval_score": score}, step=state.step)
-        if state.best_score is None or score > state.best_score:
+        score = scores[select]
+        state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
+        tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
+        if state.best_score is None or (score > state.best_score if maximize else score < state.best_score):
             state.best_score, state.best_step, state.evals_without_gain = score, state.step, 0
             checkpoint.save_weights(best_dir, model)
         else:
@@ -110,31 +128,35 @@ def train(
 
     # -- the loop
     model.train()
-    progress = tqdm(total=total_steps, initial=state.step, desc="finetune", unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True)
     window_loss, window_seconds, window_samples, window_tokens = 0.0, 0.0, 0, 0
     done = state.step >= total_steps or state.stopped_early
     while not done:
-        batches = epoch_batches(lengths, recipe.batch_size, seed, state.epoch, recipe.group_by_length)
-        for indices in batches[state.batch_in_epoch :]:
+        batches = objective.batches(state.epoch)
+        for start in range(state.batch_in_epoch, len(batches), accumulate):
             step_start = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate([features[i] for i in indices], pad_id).items()}
-            with autocast(device, precision):
-                loss = model(**batch).loss
-            loss.backward()
+            group = batches[start : start + accumulate]
+            step_loss = torch.zeros((), device=device)
+            for position, indices in enumerate(group, start):
+                batch = {k: v.to(device, non_blocking=True) for k, v in objective.collate(indices, state.epoch, position).items()}
+                with autocast(device, precision):
+                    loss = objective.loss(model, batch) / len(group)
+                loss.backward()
+                step_loss += loss.detach()
+                window_samples += len(indices)
+                window_tokens += int(batch["attention_mask"].sum())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.batch_in_epoch += 1
+            state.batch_in_epoch = start + len(group)
 
             # one host sync per step (reading the loss) is cheap next to a CPU step
-            window_loss += loss.item()
+            window_loss += step_loss.item()
             seconds = time.perf_counter() - step_start
             state.train_seconds += seconds
             window_seconds += seconds
-            window_samples += len(indices)
-            window_tokens += int(batch["attention_mask"].sum())
             if state.step % log_every == 0 or state.step == total_steps:
                 n = state.step % log_every or log_every
                 point = {"loss": window_loss / n, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),

@@ -1,0 +1,202 @@
+"""Masked-language-model pretraining: corpus blocks, dynamic masking, and a loss on masked tokens only.
+
+The LM head maps hidden states onto the whole vocabulary; on a 30k vocabulary that projection
+is most of a step's cost, so the loss gathers the ~15% masked positions first and runs the
+head on those alone. Masks are drawn from a generator seeded by (seed, epoch, batch), so every
+epoch masks differently and a resumed run masks exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from nlpstd.data.encode import IGNORE
+from nlpstd.runtime import autocast
+from nlpstd.train.batching import epoch_batches
+
+_MIN_BLOCK = 8  # a file's last, short block is kept only if it has this many tokens
+
+
+@dataclass
+class Blocks:
+    """Token blocks of at most `max_length` ([CLS] ... [SEP]), right-padded into one array."""
+
+    ids: np.ndarray  # (N, max_length) int32
+    lengths: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def make_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_length: int, cross_files: bool, desc: str) -> Blocks:
+    """Tokenize each file's documents, concatenate them, and cut the stream into blocks.
+
+    A block never spans two files unless `cross_files` is set (then the files form one stream).
+    """
+    body = max_length - 2
+    streams: list[list[int]] = []
+    progress = tqdm(total=sum(len(docs) for docs in files), desc=desc, unit="doc", dynamic_ncols=True)
+    for documents in files:
+        stream: list[int] = []
+        for start in range(0, len(documents), 1000):
+            chunk = documents[start : start + 1000]
+            for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+                stream.extend(ids)
+            progress.update(len(chunk))
+        if cross_files and streams:
+            streams[0].extend(stream)
+        else:
+            streams.append(stream)
+    progress.close()
+    rows = [s[i : i + body] for s in streams for i in range(0, len(s), body)]
+    rows = [r for r in rows if len(r) >= _MIN_BLOCK]
+    ids = np.full((len(rows), max_length), tokenizer.pad_token_id, dtype=np.int32)
+    lengths = np.zeros(len(rows), dtype=np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row) + 2] = [tokenizer.cls_token_id, *row, tokenizer.sep_token_id]
+        lengths[i] = len(row) + 2
+    return Blocks(ids, lengths)
+
+
+def cached_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_length: int, cross_files: bool,
+                  corpus_fingerprint: str, part: str) -> Blocks:
+    """`make_blocks`, computed once per (corpus, tokenizer, max_length, cross_files) and kept in the cache.
+
+    The cache lives in `$NLPSTD_CACHE` (default `~/.cache/nlpstd`); entries are written to a
+    temporary name and renamed, so a killed run never leaves half an entry.
+    """
+    tokenizer_hash = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+    key = hashlib.sha256(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{cross_files}:{part}".encode()).hexdigest()[:24]
+    path = cache_dir() / "blocks" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return Blocks(saved["ids"], saved["lengths"])
+    blocks = make_blocks(tokenizer, files, max_length, cross_files, desc=f"tokenize {part}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, ids=blocks.ids, lengths=blocks.lengths)
+    tmp.replace(path)
+    return blocks
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NLPSTD_CACHE") or Path.home() / ".cache" / "nlpstd").expanduser()
+
+
+class Masker:
+    """BERT's masking: pick `probability` of the tokens (or of the words), replace 80% of the picks
+    with [MASK], 10% with a random token, keep 10%; specials and padding are never picked."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, probability: float, whole_words: bool):
+        self.probability, self.whole_words = probability, whole_words
+        self.mask_id = tokenizer.mask_token_id
+        vocab = len(tokenizer)
+        special = torch.zeros(vocab, dtype=torch.bool)
+        special[tokenizer.all_special_ids] = True
+        self.special = special
+        self.replacements = torch.nonzero(~special).flatten()
+        pieces = tokenizer.convert_ids_to_tokens(list(range(vocab)))
+        self.continuation = torch.tensor([p.startswith("##") for p in pieces])
+
+    def __call__(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(masked input ids, flat positions of the picks, original ids there)."""
+        maskable = ~self.special[ids]
+        draw = torch.rand(ids.shape, generator=generator)
+        if self.whole_words:
+            picked = self._whole_words(ids, maskable, draw)
+        else:
+            picked = maskable & (draw < self.probability)
+        if not picked.any():  # a block too short to be picked still teaches something
+            first = torch.nonzero(maskable.flatten())[0]
+            picked.view(-1)[first] = True
+        positions = torch.nonzero(picked.flatten()).flatten()
+        labels = ids.flatten()[positions]
+        action = torch.rand(len(positions), generator=generator)
+        random_ids = self.replacements[torch.randint(len(self.replacements), (len(positions),), generator=generator)]
+        masked = ids.clone().flatten()
+        masked[positions] = torch.where(action < 0.8, self.mask_id, torch.where(action < 0.9, random_ids, labels))
+        return masked.view_as(ids), positions, labels
+
+    def _whole_words(self, ids: torch.Tensor, maskable: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+        """A word is picked at its first piece and every `##` piece after it follows."""
+        starts = maskable & ~self.continuation[ids]
+        word = torch.cumsum(starts.long(), dim=1)  # word number of every position (0: before the first word)
+        chosen = torch.zeros(ids.shape[0], ids.shape[1] + 1, dtype=torch.bool)
+        chosen.scatter_(1, word * starts, starts & (draw < self.probability))
+        chosen[:, 0] = False
+        return maskable & chosen.gather(1, word)
+
+
+class MaskedLM:
+    """The training objective the shared loop runs: batches of blocks, masked afresh every epoch."""
+
+    def __init__(self, blocks: Blocks, masker: Masker, micro_batch: int, seed: int):
+        self.blocks, self.masker, self.micro_batch, self.seed = blocks, masker, micro_batch, seed
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return epoch_batches(self.blocks.lengths.tolist(), self.micro_batch, self.seed, epoch, group_by_length=False)
+
+    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + position)
+        return mask_batch(self.blocks, indices, self.masker, generator)
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return masked_lm_loss(model, batch)
+
+
+def mask_batch(blocks: Blocks, indices: list[int], masker: Masker, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    width = int(blocks.lengths[indices].max())
+    ids = torch.from_numpy(blocks.ids[indices, :width].astype(np.int64))
+    attention = (torch.arange(width)[None, :] < torch.from_numpy(blocks.lengths[indices])[:, None]).long()
+    masked, positions, labels = masker(ids, generator)
+    return {"input_ids": masked, "attention_mask": attention, "mlm_positions": positions, "mlm_labels": labels}
+
+
+def masked_lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on the masked positions, with the LM head run on those positions only."""
+    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    if head is None:  # an architecture whose head we do not know: let it score every position
+        labels = torch.full_like(batch["input_ids"], IGNORE).flatten()
+        labels[batch["mlm_positions"]] = batch["mlm_labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits.flatten(0, 1)[batch["mlm_positions"]]
+    else:
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden.flatten(0, 1).index_select(0, batch["mlm_positions"]))
+    return F.cross_entropy(logits.float(), batch["mlm_labels"], reduction=reduction)
+
+
+class HeldOut:
+    """Held-out MLM loss and perplexity on fixed masks, so every evaluation is comparable."""
+
+    def __init__(self, blocks: Blocks, masker: Masker, batch_size: int, seed: int, device: torch.device, precision: str,
+                 max_blocks: int | None = None):
+        chosen = np.arange(len(blocks))
+        if max_blocks and len(blocks) > max_blocks:  # spread over the whole held-out text, not its first pages
+            chosen = np.linspace(0, len(blocks) - 1, max_blocks).round().astype(int)
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.batches = [mask_batch(blocks, chosen[s : s + batch_size].tolist(), masker, generator)
+                        for s in range(0, len(chosen), batch_size)]
+        self.blocks, self.device, self.precision = len(chosen), device, precision
+
+    @torch.no_grad()
+    def __call__(self, model: PreTrainedModel) -> dict[str, float]:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in tqdm(self.batches, desc="held-out", leave=False, dynamic_ncols=True):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with autocast(self.device, self.precision):
+                total += float(masked_lm_loss(model, batch, reduction="sum"))
+            count += len(batch["mlm_labels"])
+        loss = total / count
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
