@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local validate bench-hf clean
+.PHONY: install test test-fast pipeline-local validate bench-hf bench-mlm clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ validate: $(STAMP)
 
 bench-hf: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/hf_baseline.py --standard $(STANDARD)
+
+# MLM training throughput, Trainer and nlpstd side by side (BERT-base shape on a GPU; BENCH_ARGS="--size mini --steps 30" on a CPU)
+bench-mlm: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mlm_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs build .pytest_cache

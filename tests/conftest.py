@@ -99,3 +99,49 @@ def cls_standard(tmp_path: Path, tiny_base: Path) -> Path:
         evaluate: {{metrics: [accuracy, f1], gate: {{metric: accuracy, min: 0.0}}}}
         runtime: {{threads: 1}}
     """)
+
+
+def corpus_text(n: int, seed: int = 0) -> str:
+    """n paragraphs of a small, learnable English: a masked word is guessable from its neighbours."""
+    import random
+
+    rng = random.Random(seed)
+    nouns, verbs, adjectives = ["cat", "dog", "king", "ship", "river", "city"], ["sees", "follows", "finds", "loves"], ["old", "red", "quiet", "brave"]
+    paragraphs = []
+    for _ in range(n):
+        sentences = [f"The {rng.choice(adjectives)} {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)}." for _ in range(rng.randint(2, 5))]
+        paragraphs.append(" ".join(sentences))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+@pytest.fixture
+def pretrain_standard(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny BERT from scratch: its own WordPiece vocabulary, MLM on a small corpus, then CoNLL fine-tuning."""
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text(corpus_text(120, seed=1))
+    (tmp_path / "corpus" / "b.txt").write_text(corpus_text(120, seed=2))
+    (tmp_path / "held.txt").write_text(corpus_text(40, seed=3))
+    (tmp_path / "train.txt").write_text(conll_text(48))
+    (tmp_path / "dev.txt").write_text(conll_text(16, offset=500))
+    return write_standard(tmp_path, """
+        name: tiny-pretrain
+        task: token-classification
+        data: {format: conll, train: train.txt, validation: dev.txt, max_length: 32}
+        tokenizer: {train: wordpiece, vocab_size: 300, min_frequency: 1}
+        model: {size: tiny, layers: 1, hidden: 64, max_position: 64}
+        pretrain:
+          enabled: true
+          corpus: {files: [corpus/*.txt], held_out: [held.txt]}
+          max_length: 32
+          max_steps: 40
+          batch_size: 16
+          lr: 3.0e-3
+          warmup_ratio: 0.05
+          eval_every: 20
+          checkpoint_every: 10
+          log_every: 1
+        finetune: {epochs: 1, lr: 3.0e-3, batch_size: 8}
+        evaluate: {metrics: [f1], gate: {metric: f1, min: 0.0}}
+        runtime: {threads: 1}
+    """)

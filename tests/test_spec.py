@@ -110,3 +110,44 @@ def test_shipped_standards_load(monkeypatch):
     loaded = [load_standard(path) for path in sorted(folder.glob("*.yaml"))]
     assert len(loaded) >= 4
     assert all(std.data.train.path.startswith("/data/") for std in loaded)
+
+
+PRETRAIN = GOOD.replace("model: {base: minilm-l6}\n", """\
+tokenizer: {train: wordpiece, vocab_size: 8000}
+model: {size: mini, hidden: 384}
+pretrain:
+  enabled: true
+  corpus:
+    files: [corpus/*.txt]
+    held_out: [held.txt]
+""")
+
+
+def test_size_builds_the_miniature_shape_with_overrides(tmp_path: Path):
+    std = load_standard(write(tmp_path, PRETRAIN))
+    assert std.model.architecture() == {"layers": 4, "hidden": 384, "heads": 6, "ffn": 1536}
+    assert std.pretrain.corpus.files[0].path == str(tmp_path / "corpus" / "*.txt")
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "message"), [
+    ("  enabled: true\n", "  enabled: false\n", 8, "model.size", "set pretrain.enabled: true"),
+    ("model: {size: mini, hidden: 384}", "model: {size: mini, base: minilm-l6}", 8, "model", "exactly one of"),
+    ("tokenizer: {train: wordpiece, vocab_size: 8000}\n", "", 7, "model.size", "tokenizer: {train: wordpiece}"),
+    ("    held_out: [held.txt]\n", "    held_out_fraction: 0.01\n    held_out: [held.txt]\n", 11, "pretrain.corpus", "exactly one of"),
+    ("    held_out: [held.txt]\n", "", 11, "pretrain.corpus", "exactly one of"),
+    ("  enabled: true\n", "  enabled: true\n  batch_size: 30\n  grad_accumulation: 4\n", 12, "pretrain.grad_accumulation", "not a multiple"),
+    ("    files: [corpus/*.txt]\n", "    files: [corpus/*.txt]\n    encoding: klingon\n", 13, "pretrain.corpus.encoding", "unknown text encoding"),
+    ("model: {size: mini, hidden: 384}", "model: {size: mini, hidden: 384, heads: 5}", 8, "model.heads", "not divisible"),
+])
+def test_pretraining_settings_that_cannot_work_are_located_errors(tmp_path: Path, old, new, line, field, message):
+    assert old in PRETRAIN
+    with pytest.raises(StandardError) as caught:
+        load_standard(write(tmp_path, PRETRAIN.replace(old, new)))
+    assert (caught.value.line, caught.value.field) == (line, field)
+    assert message in caught.value.message
+
+
+def test_a_new_vocabulary_does_not_fit_a_base_model(tmp_path: Path):
+    text = PRETRAIN.replace("model: {size: mini, hidden: 384}", "model: {base: minilm-l6}")
+    with pytest.raises(StandardError, match="does not fit the base model"):
+        load_standard(write(tmp_path, text))

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check a standard and every file it names, without training")
     validate.add_argument("standard")
 
-    run = commands.add_parser("run", help="run a standard's stages: data-prep, finetune, evaluate, export")
+    run = commands.add_parser("run", help="run a standard's stages: data-prep, pretrain, finetune, evaluate, export")
     run.add_argument("standard")
     run.add_argument("--out", help="output folder (default: runs/<standard name>)")
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate,export")
@@ -49,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 def _validate(path: str) -> int:
     from nlpstd.spec import check_files, load_standard
 
+    from nlpstd.data import corpus
+
     std = load_standard(path)
     files = check_files(std, path)
+    if std.pretrain.enabled:
+        files += corpus.check(std.pretrain.corpus)
     print(f"ok: {std.name} ({std.task}), {len(files)} data files readable, spec hash {std.spec_hash()[:12]}")
     return 0
 

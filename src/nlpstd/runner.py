@@ -8,10 +8,11 @@ from pathlib import Path
 
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, check_files, load_standard
-from nlpstd.stages import data_prep, evaluate, export, finetune
+from nlpstd.data import corpus
+from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
 from nlpstd.tracking import RunTracking
 
-STAGES = ("data-prep", "finetune", "evaluate", "export")
+STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
 
 
 def parse_stages(text: str | None) -> list[str]:
@@ -28,10 +29,16 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
     """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json)."""
     std = load_standard(standard_file)
     check_files(std, standard_file)
+    if std.pretrain.enabled:
+        corpus.check(std.pretrain.corpus)
     out = Path(out or Path("runs") / std.name)
-    stages = stages or list(STAGES)
+    stages = [s for s in stages or STAGES if s != "pretrain" or std.pretrain.enabled]
+    if not stages:
+        raise NlpstdError("--stages: pretrain is disabled in this standard (pretrain.enabled: false)")
     dirs = {stage: out / stage for stage in STAGES}
     for stage in STAGES[: STAGES.index(stages[0])]:
+        if stage == "pretrain" and not std.pretrain.enabled:
+            continue
         if not (dirs[stage] / "metrics.json").is_file():
             raise NlpstdError(f"--stages: {stages[0]} needs the output of {stage} in {dirs[stage]}; run {stage} first")
 
@@ -52,8 +59,11 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
 def _run_stage(stage: str, std: Standard, dirs: dict[str, Path], tracker, standard_file: str) -> dict:
     if stage == "data-prep":
         return data_prep.run(std, dirs["data-prep"], tracker)
+    if stage == "pretrain":
+        return pretrain.run(std, dirs["data-prep"], dirs["pretrain"], tracker)
     if stage == "finetune":
-        return finetune.run(std, dirs["data-prep"], dirs["finetune"], tracker)
+        base = dirs["pretrain"] / "model" if std.pretrain.enabled else None
+        return finetune.run(std, dirs["data-prep"], dirs["finetune"], tracker, base=base)
     if stage == "evaluate":
         return evaluate.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], tracker)
     return export.run(std, dirs["finetune"] / "model", dirs["evaluate"], dirs["export"], tracker, standard_file)

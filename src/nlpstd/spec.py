@@ -484,9 +484,10 @@ def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
         if not pretrain.enabled:
             fail(("model", "size"), "a model built from scratch knows nothing until pretrained: set pretrain.enabled: true")
         if tokenizer.train is None:
-            fail(("tokenizer",), "a model built from scratch has no base tokenizer: use tokenizer: {train: wordpiece}")
-        if pretrain.max_length > model.max_position:
-            fail(("pretrain", "max_length"), f"{pretrain.max_length} exceeds model.max_position {model.max_position}")
+            fail(("model", "size"), "a model built from scratch has no base tokenizer: add tokenizer: {train: wordpiece}")
+        for loc, length in ((("pretrain", "max_length"), pretrain.max_length), (("data", "max_length"), std.data.max_length)):
+            if length > model.max_position:
+                fail(loc, f"{length} exceeds model.max_position {model.max_position}")
     if tokenizer.from_ is not None and tokenizer.train is not None:
         fail(("tokenizer",), "set either tokenizer.from or tokenizer.train, not both")
     if tokenizer.train is not None and model.base is not None:

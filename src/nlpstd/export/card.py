@@ -22,7 +22,8 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "## Provenance",
         "",
         f"- Standard: `{std.name}` (spec hash `{std.spec_hash()}`)",
-        f"- Base model: `{std.model.base}`",
+        f"- Base model: {_base(std)}",
+        f"- Pretraining: {_pretraining(std)}",
         f"- Data fingerprint: `{fingerprint}` (format `{std.data.format}`)",
         f"- Task: {std.task}; labels: {', '.join(evaluation.get('labels', [])) or 'see config.json'}",
         f"- Parameters: {parameters:,}",
@@ -63,3 +64,18 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
     ]
     return "\n".join(lines)
+
+
+def _base(std: Standard) -> str:
+    if std.model.base:
+        return f"`{std.model.base}`"
+    shape = std.model.architecture()
+    return f"BERT-{std.model.size} built from scratch ({shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']} heads)"
+
+
+def _pretraining(std: Standard) -> str:
+    spec = std.pretrain
+    if not spec.enabled:
+        return "none (fine-tuned from the base)"
+    length = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs} epoch(s)"
+    return f"masked LM on {len(spec.corpus.files)} corpus entries, {length}, blocks of {spec.max_length} tokens"

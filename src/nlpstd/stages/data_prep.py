@@ -1,9 +1,11 @@
-"""Stage 1, data-prep: read and validate every split, fix the label set, fingerprint the data."""
+"""Stage 1, data-prep: read and validate every split, fix the label set, fingerprint the data;
+with pretraining enabled, also decode the corpus and set its held-out part aside."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare as prep
 from nlpstd.spec import Standard
 from nlpstd.stages.output import staged, write_metrics
@@ -11,20 +13,33 @@ from nlpstd.tracking import NullTracker, Tracker
 
 
 def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
-    """Writes `<split>.jsonl`, `labels.json`, `summary.json` and `metrics.json` into `out_dir`."""
+    """Writes `<split>.jsonl`, `labels.json`, `summary.json` and `metrics.json` into `out_dir`,
+    and `corpus/` (documents per file, held-out part, `corpus.json`) when pretraining is enabled."""
     tracker = tracker or NullTracker()
 
-    # -- inputs: every bad row fails here, before anything is written
+    # -- inputs: every bad row or corpus file fails here, before anything is written
     prepared = prep.prepare(std)
+    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed) if std.pretrain.enabled else None
 
     # -- outputs
     metrics = {f"{split}_examples": len(records) for split, records in prepared.splits.items()}
     metrics["num_labels"] = len(prepared.labels)
+    if corpus is not None:
+        metrics["corpus_train_documents"] = sum(len(docs) for docs in corpus.train)
+        metrics["corpus_heldout_documents"] = sum(len(docs) for docs in corpus.held_out)
+        metrics["corpus_latin1_fallbacks"] = len(corpus_mod.fallbacks(corpus))
+        for path in corpus_mod.fallbacks(corpus):
+            print(f"data-prep: {path} is not valid UTF-8; read it as Latin-1 (encoding: auto)")
     with staged(out_dir) as tmp:
         prep.save(prepared, tmp)
+        if corpus is not None:
+            corpus_mod.save(corpus, tmp / "corpus")
         write_metrics(tmp, metrics)
     tracker.set_tags({"nlpstd.data_fingerprint": prepared.fingerprint})
     tracker.log_metrics(metrics)
     tracker.log_artifact(Path(out_dir) / "summary.json")
+    if corpus is not None:
+        tracker.set_tags({"nlpstd.corpus_fingerprint": corpus.fingerprint})
+        tracker.log_artifact(Path(out_dir) / "corpus" / "corpus.json")
     print(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")
     return metrics

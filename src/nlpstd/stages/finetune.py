@@ -34,7 +34,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     data = prep.load(data_dir)
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
-    source = base or resolve_base(std.model.base)
+    source = str(base) if base else resolve_base(std.model.base)
     tokenizer = load_tokenizer(source)
 
     # -- features

@@ -9,6 +9,7 @@ epoch masks differently and a resumed run masks exactly as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def make_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_
         stream: list[int] = []
         for start in range(0, len(documents), 1000):
             chunk = documents[start : start + 1000]
-            for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+            for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
                 stream.extend(ids)
             progress.update(len(chunk))
         if cross_files and streams:
@@ -75,7 +76,7 @@ def cached_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], ma
     The cache lives in `$NLPSTD_CACHE` (default `~/.cache/nlpstd`); entries are written to a
     temporary name and renamed, so a killed run never leaves half an entry.
     """
-    tokenizer_hash = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+    tokenizer_hash = tokenizer_fingerprint(tokenizer)
     key = hashlib.sha256(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{cross_files}:{part}".encode()).hexdigest()[:24]
     path = cache_dir() / "blocks" / f"{key}.npz"
     if path.is_file():
@@ -87,6 +88,15 @@ def cached_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], ma
     np.savez(tmp, ids=blocks.ids, lengths=blocks.lengths)
     tmp.replace(path)
     return blocks
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
+    """sha256 of what decides token ids (normalizer, pre-tokenizer, vocabulary), not of per-call
+    settings such as truncation, which every call with `truncation=` changes."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,145 @@
+"""Stage 2, pretrain: masked-language-model training on the prepared corpus.
+
+Continues a base checkpoint (`model.base`) or builds a BERT of `model.size` from scratch with
+a WordPiece vocabulary trained on the corpus. The output folder is a Hugging Face model with
+its MLM head and tokenizer; the fine-tuning stage starts from it. Rerunning after an
+interruption resumes from the last checkpoint in the stage's partial folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from nlpstd import runtime
+from nlpstd.data import corpus as corpus_mod
+from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd.models.build import build_mlm_model, count_parameters, load_tokenizer, resolve_base, write_model_info
+from nlpstd.models.tokenizer import train_wordpiece
+from nlpstd.spec import Standard
+from nlpstd.stages.output import read_json, staged, write_metrics
+from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.train.loop import train
+from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cache_dir, cached_blocks, tokenizer_fingerprint
+
+
+def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None) -> dict:
+    """Writes `model/` (Hugging Face folder with MLM head and tokenizer), `history.json`,
+    `loss.png` and `metrics.json` (parameters, held-out loss and perplexity before and after)."""
+    tracker = tracker or NullTracker()
+    started = time.perf_counter()
+    spec = std.pretrain
+    corpus = corpus_mod.load(Path(data_dir) / "corpus")
+    device = runtime.setup(std.runtime, std.seed)
+    precision = runtime.resolve_precision(std.runtime, device)
+
+    with staged(out_dir, keep_on_error=True) as tmp:
+        # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed)
+        tokenizer = _tokenizer(std, corpus)
+        identity = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
+        train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
+        held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
+        print(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
+
+        # -- model
+        model = build_mlm_model(std.model, tokenizer)
+        total_params, _ = count_parameters(model)
+        source = std.model.base or f"BERT-{std.model.size} from scratch {std.model.architecture()}"
+        print(f"pretrain: {spec.objective} on {source} ({total_params:,} parameters) on {device}, {precision}")
+        tracker.log_metrics({"parameters": total_params})
+
+        # -- held-out perplexity before training (kept, so a resumed run reports the true start)
+        masker = Masker(tokenizer, spec.mlm_probability, spec.whole_word_masking)
+        held_out = HeldOut(held_blocks, masker, spec.eval_batch_size, std.seed, device, precision, spec.max_eval_blocks)
+        initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", identity)
+        print(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
+
+        # -- train
+        objective = MaskedLM(train_blocks, masker, spec.batch_size // spec.grad_accumulation, std.seed)
+        result = train(
+            model, objective, held_out, spec, select="loss", maximize=False,
+            work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
+            tracker=tracker, desc="pretrain",
+        )
+        state = result.state
+        final = held_out(model)
+
+        # -- outputs
+        model.to("cpu").save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_model_info(tmp / "model", task="masked-lm", max_length=spec.max_length, standard=std.name,
+                         spec_hash=std.spec_hash(), fingerprint=corpus.fingerprint)
+        (tmp / "history.json").write_text(json.dumps(state.history))
+        plot_loss_curve(state.history, tmp / "loss.png")
+        metrics = {
+            "initial_heldout_loss": round(initial["loss"], 4),
+            "initial_heldout_perplexity": round(initial["perplexity"], 3),
+            "heldout_loss": round(final["loss"], 4),
+            "heldout_perplexity": round(final["perplexity"], 3),
+            "perplexity_ratio": round(initial["perplexity"] / final["perplexity"], 3),
+            "best_step": state.best_step,
+            "steps": state.step,
+            "total_steps": result.total_steps,
+            "resumed_from_step": result.resumed_from,
+            "train_blocks": len(train_blocks),
+            "heldout_blocks": held_out.blocks,
+            "train_seconds": round(state.train_seconds, 2),
+            "stage_seconds": round(time.perf_counter() - started, 2),
+            "train_samples_per_s": round(state.step * spec.batch_size / max(state.train_seconds, 1e-9), 2),
+            "parameters": total_params,
+            "vocab_size": len(tokenizer),
+            "device": str(device),
+            "precision": precision,
+        }
+        write_metrics(tmp, metrics)
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.log_artifact(Path(out_dir) / "loss.png")
+    print(f"pretrain: held-out perplexity {metrics['initial_heldout_perplexity']:.1f} -> {metrics['heldout_perplexity']:.1f} "
+          f"({metrics['perplexity_ratio']:.1f}x lower) after {state.step} steps")
+    return metrics
+
+
+def _tokenizer(std: Standard, corpus: corpus_mod.Corpus) -> PreTrainedTokenizerFast:
+    """The base's tokenizer, or one trained on the training documents.
+
+    Training breaks ties in hash order, so two trainings on the same corpus can differ in a few
+    pieces; the trained tokenizer is therefore cached by corpus and settings, and a rerun (or a
+    resumed run) on this machine uses the very same vocabulary.
+    """
+    if std.tokenizer.train is None:
+        return load_tokenizer(resolve_base(std.model.base))
+    settings = json.dumps(std.tokenizer.model_dump(mode="json", by_alias=True), sort_keys=True)
+    key = hashlib.sha256(f"{corpus.fingerprint}:{settings}".encode()).hexdigest()[:24]
+    folder = cache_dir() / "tokenizers" / key
+    if not (folder / "tokenizer.json").is_file():
+        _train_tokenizer(std, corpus, folder)
+    return AutoTokenizer.from_pretrained(folder)  # loaded the same way on every run, so its fingerprint is stable
+
+
+def _train_tokenizer(std: Standard, corpus: corpus_mod.Corpus, folder: Path) -> None:
+    documents = (doc for docs in corpus.train for doc in docs)
+    tokenizer = train_wordpiece(documents, std.tokenizer)
+    tokenizer.model_max_length = std.pretrain.max_length
+    print(f"pretrain: trained a WordPiece vocabulary of {len(tokenizer):,} pieces")
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _initial_eval(model, held_out: HeldOut, path: Path, identity: str) -> dict[str, float]:
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("identity") == identity:
+            return saved["scores"]
+    scores = held_out(model)
+    path.write_text(json.dumps({"identity": identity, "scores": scores}))
+    return scores
