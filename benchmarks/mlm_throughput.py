@@ -41,6 +41,7 @@ from transformers import (
 
 from nlpstd.models.build import resolve_base
 from nlpstd.spec import SIZES, LoopRecipe
+from nlpstd.tracking import NullTracker
 from nlpstd.train.loop import train
 from nlpstd.train.mlm import Blocks, Masker, MaskedLM, make_blocks
 
@@ -64,7 +65,7 @@ class StepClock(TrainerCallback):
         self.end = time.perf_counter()
 
 
-class WindowTracker:
+class WindowTracker(NullTracker):
     """Collects the loop's logged samples/s windows (the loop times each step itself)."""
 
     def __init__(self):
@@ -73,9 +74,6 @@ class WindowTracker:
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if "samples_per_s" in metrics:
             self.points.append({"step": step, **metrics})
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 def _sync(device: torch.device) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, check_files, load_standard
-from nlpstd.data import corpus
 from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
 from nlpstd.tracking import RunTracking
 
@@ -29,16 +28,13 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
     """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json)."""
     std = load_standard(standard_file)
     check_files(std, standard_file)
-    if std.pretrain.enabled:
-        corpus.check(std.pretrain.corpus)
     out = Path(out or Path("runs") / std.name)
-    stages = [s for s in stages or STAGES if s != "pretrain" or std.pretrain.enabled]
+    active = [s for s in STAGES if s != "pretrain" or std.pretrain.enabled]
+    stages = [s for s in stages or active if s in active]
     if not stages:
         raise NlpstdError("--stages: pretrain is disabled in this standard (pretrain.enabled: false)")
     dirs = {stage: out / stage for stage in STAGES}
-    for stage in STAGES[: STAGES.index(stages[0])]:
-        if stage == "pretrain" and not std.pretrain.enabled:
-            continue
+    for stage in active[: active.index(stages[0])]:
         if not (dirs[stage] / "metrics.json").is_file():
             raise NlpstdError(f"--stages: {stages[0]} needs the output of {stage} in {dirs[stage]}; run {stage} first")
 

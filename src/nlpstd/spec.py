@@ -149,11 +149,14 @@ class ModelSpec(_Section):
         return {"layers": layers, "hidden": hidden, "heads": self.heads or max(1, hidden // 64), "ffn": self.ffn or 4 * hidden}
 
 
+CorpusEncoding = Annotated[str, AfterValidator(lambda v: v if v == "auto" else _known_encoding(v))]
+
+
 class CorpusFile(_Section):
     """A corpus file or glob; a plain string in YAML is shorthand for `{path: ...}`."""
 
     path: PathStr = Field(description="File or glob (`corpus/*.txt`), relative to the standard.")
-    encoding: Annotated[str, AfterValidator(lambda v: v if v == "auto" else _known_encoding(v))] | None = Field(
+    encoding: CorpusEncoding | None = Field(
         None, description="auto (UTF-8, else Latin-1) or a codec name; defaults to corpus.encoding."
     )
 
@@ -165,7 +168,7 @@ class CorpusFile(_Section):
 
 class CorpusSpec(_Section):
     files: list[CorpusFile] = Field(min_length=1, description="Training text: files or globs.")
-    encoding: Annotated[str, AfterValidator(lambda v: v if v == "auto" else _known_encoding(v))] = Field(
+    encoding: CorpusEncoding = Field(
         "auto", description="auto: UTF-8, falling back to Latin-1 per file (and saying so)."
     )
     held_out: list[CorpusFile] = Field(default_factory=list, description="Files that measure MLM loss and perplexity.")

@@ -27,8 +27,9 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     if corpus is not None:
         metrics["corpus_train_documents"] = sum(len(docs) for docs in corpus.train)
         metrics["corpus_heldout_documents"] = sum(len(docs) for docs in corpus.held_out)
-        metrics["corpus_latin1_fallbacks"] = len(corpus_mod.fallbacks(corpus))
-        for path in corpus_mod.fallbacks(corpus):
+        fallbacks = corpus_mod.fallbacks(corpus)
+        metrics["corpus_latin1_fallbacks"] = len(fallbacks)
+        for path in fallbacks:
             print(f"data-prep: {path} is not valid UTF-8; read it as Latin-1 (encoding: auto)")
     with staged(out_dir) as tmp:
         prep.save(prepared, tmp)

@@ -5,20 +5,17 @@ Rerunning after an interruption resumes from the last checkpoint in the stage's 
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
 from nlpstd import runtime
 from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode
-from nlpstd.evaluate.report import plot_loss_curve
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
 from nlpstd.spec import Standard
-from nlpstd.stages.output import staged, write_metrics
+from nlpstd.stages.output import log_training, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.batching import Supervised
 from nlpstd.train.loop import train
@@ -75,29 +72,14 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=data.fingerprint)
-        state = result.state
-        (tmp / "history.json").write_text(json.dumps(state.history))
-        plot_loss_curve(state.history, tmp / "loss.png")
-        metrics = {
-            f"best_validation_{metric}": state.best_score,
-            "best_step": state.best_step,
-            "steps": state.step,
-            "total_steps": result.total_steps,
-            "stopped_early": state.stopped_early,
-            "resumed_from_step": result.resumed_from,
-            "train_seconds": round(state.train_seconds, 2),
-            "stage_seconds": round(time.perf_counter() - started, 2),
-            "train_samples_per_s": round(state.step * std.finetune.batch_size / max(state.train_seconds, 1e-9), 2),
+        metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=started, device=device, precision=precision, extra={
+            f"best_validation_{metric}": result.state.best_score,
             "parameters": total_params,
             "trainable_parameters": trainable_params,
             "train_truncated": train_set.truncated,
-            "device": str(device),
-            "precision": precision,
-        }
-        write_metrics(tmp, metrics)
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        })
 
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    tracker.log_artifact(Path(out_dir) / "loss.png")
+    log_training(tracker, out_dir, metrics)
+    state = result.state
     print(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
     return metrics

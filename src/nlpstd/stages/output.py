@@ -2,8 +2,8 @@
 
 A stage writes into `<out>/.<name>.partial/` and renames it to `<out>/<name>/` when done, so a
 failed or killed stage never leaves a folder a later stage could mistake for a result. The
-fine-tuning stage keeps its partial folder on failure: its checkpoints are what a rerun
-resumes from.
+training stages (pretrain, finetune) keep their partial folder on failure: its checkpoints
+are what a rerun resumes from.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd.tracking import Tracker
 from nlpstd.train.checkpoint import replace_dir
+from nlpstd.train.loop import TrainResult
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -45,3 +49,34 @@ def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def write_training(folder: Path, result: TrainResult, *, batch_size: int, started: float, device: Any, precision: str,
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    """`history.json`, `loss.png` and `metrics.json` of a training stage (its own figures in `extra`
+    plus the loop's); the checkpoints go, since a finished stage is never resumed."""
+    folder, state = Path(folder), result.state
+    (folder / "history.json").write_text(json.dumps(state.history))
+    plot_loss_curve(state.history, folder / "loss.png")
+    metrics = {
+        **extra,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "total_steps": result.total_steps,
+        "stopped_early": state.stopped_early,
+        "resumed_from_step": result.resumed_from,
+        "train_seconds": round(state.train_seconds, 2),
+        "stage_seconds": round(time.perf_counter() - started, 2),
+        "train_samples_per_s": round(state.step * batch_size / max(state.train_seconds, 1e-9), 2),
+        "device": str(device),
+        "precision": precision,
+    }
+    write_metrics(folder, metrics)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return metrics
+
+
+def log_training(tracker: Tracker, out_dir: Path, metrics: dict[str, Any]) -> None:
+    """The stage's numeric figures and its loss curve, once the stage folder is published."""
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.log_artifact(Path(out_dir) / "loss.png")

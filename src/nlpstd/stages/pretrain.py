@@ -19,11 +19,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from nlpstd import runtime
 from nlpstd.data import corpus as corpus_mod
-from nlpstd.evaluate.report import plot_loss_curve
 from nlpstd.models.build import build_mlm_model, count_parameters, load_tokenizer, resolve_base, write_model_info
 from nlpstd.models.tokenizer import train_wordpiece
 from nlpstd.spec import Standard
-from nlpstd.stages.output import read_json, staged, write_metrics
+from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.loop import train
 from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cache_dir, cached_blocks, tokenizer_fingerprint
@@ -67,7 +66,6 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
             tracker=tracker, desc="pretrain",
         )
-        state = result.state
         final = held_out(model)
 
         # -- outputs
@@ -75,35 +73,21 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task="masked-lm", max_length=spec.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=corpus.fingerprint)
-        (tmp / "history.json").write_text(json.dumps(state.history))
-        plot_loss_curve(state.history, tmp / "loss.png")
-        metrics = {
+        metrics = write_training(tmp, result, batch_size=spec.batch_size, started=started, device=device, precision=precision, extra={
             "initial_heldout_loss": round(initial["loss"], 4),
             "initial_heldout_perplexity": round(initial["perplexity"], 3),
             "heldout_loss": round(final["loss"], 4),
             "heldout_perplexity": round(final["perplexity"], 3),
             "perplexity_ratio": round(initial["perplexity"] / final["perplexity"], 3),
-            "best_step": state.best_step,
-            "steps": state.step,
-            "total_steps": result.total_steps,
-            "resumed_from_step": result.resumed_from,
             "train_blocks": len(train_blocks),
             "heldout_blocks": held_out.blocks,
-            "train_seconds": round(state.train_seconds, 2),
-            "stage_seconds": round(time.perf_counter() - started, 2),
-            "train_samples_per_s": round(state.step * spec.batch_size / max(state.train_seconds, 1e-9), 2),
             "parameters": total_params,
             "vocab_size": len(tokenizer),
-            "device": str(device),
-            "precision": precision,
-        }
-        write_metrics(tmp, metrics)
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        })
 
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    tracker.log_artifact(Path(out_dir) / "loss.png")
+    log_training(tracker, out_dir, metrics)
     print(f"pretrain: held-out perplexity {metrics['initial_heldout_perplexity']:.1f} -> {metrics['heldout_perplexity']:.1f} "
-          f"({metrics['perplexity_ratio']:.1f}x lower) after {state.step} steps")
+          f"({metrics['perplexity_ratio']:.1f}x lower) after {metrics['steps']} steps")
     return metrics
 
 
