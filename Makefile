@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local validate bench-hf bench-mlm clean
+.PHONY: install test test-fast pipeline-local pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm clean
 
 install: $(STAMP)
 
@@ -23,8 +23,29 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
 
+# The Kubeflow pipeline on this machine (kfp.local: each stage a subprocess, no cluster, no Docker).
 pipeline-local: $(STAMP)
-	PYTHONUNBUFFERED=1 $(BIN)/nlpstd run $(STANDARD) $(if $(OUT),--out $(OUT))
+	PYTHONUNBUFFERED=1 $(BIN)/python -m pipelines run $(STANDARD) $(if $(OUT),--out $(OUT))
+
+# The pipeline YAML for STANDARD, in build/.
+pipeline-compile: $(STAMP)
+	$(BIN)/python -m pipelines compile $(STANDARD)
+
+# One run on the cluster at $$KFP_HOST ($$KFP_TOKEN or $$KFP_TOKEN_FILE, $$KFP_NAMESPACE).
+pipeline-submit: $(STAMP)
+	$(BIN)/python -m pipelines submit $(STANDARD)
+
+# Recurring retraining from the standard's schedule section.
+schedule: $(STAMP)
+	$(BIN)/python -m pipelines schedule $(STANDARD)
+
+# Build the CPU and GPU images with the Docker SDK (tag <version>-<commit>); pushed when $$NLPSTD_REGISTRY is set.
+images: $(STAMP)
+	$(BIN)/python -m pipelines images $(if $(NLPSTD_REGISTRY),--push)
+
+# The MLflow UI over the local store, on 127.0.0.1.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
 
 validate: $(STAMP)
 	$(BIN)/nlpstd validate $(STANDARD)

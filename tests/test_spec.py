@@ -151,3 +151,25 @@ def test_a_new_vocabulary_does_not_fit_a_base_model(tmp_path: Path):
     text = PRETRAIN.replace("model: {size: mini, hidden: 384}", "model: {base: minilm-l6}")
     with pytest.raises(StandardError, match="does not fit the base model"):
         load_standard(write(tmp_path, text))
+
+
+def test_five_field_cron_gains_a_seconds_field_for_kubeflow(tmp_path: Path):
+    std = load_standard(write(tmp_path, GOOD + 'schedule: {cron: "0 3 * * 1-5"}\n'))
+    assert std.schedule.kfp_cron() == "0 0 3 * * 1-5"
+
+
+def test_malformed_cron_names_line_and_key(tmp_path: Path):
+    with pytest.raises(StandardError) as err:
+        load_standard(write(tmp_path, GOOD + 'schedule:\n  cron: "every night"\n'))
+    assert "std.yaml:11: schedule.cron: expected 5 fields" in str(err.value)
+
+
+def test_toleration_operator_is_checked(tmp_path: Path):
+    text = GOOD + "runtime:\n  gpu:\n    tolerations: [{key: nvidia.com/gpu, operator: Maybe}]\n"
+    with pytest.raises(StandardError, match=r"std.yaml:12: runtime\.gpu\.tolerations\[0\]\.operator: input should be 'Equal' or 'Exists'"):
+        load_standard(write(tmp_path, text))
+
+
+def test_memory_request_must_be_a_kubernetes_quantity(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:12: runtime\.training\.memory"):
+        load_standard(write(tmp_path, GOOD + "runtime:\n  training:\n    memory: 16 gigs\n"))

@@ -22,6 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate,export")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
+    stage = commands.add_parser("stage", help="run one stage over given folders (what a pipeline task runs)")
+    stage.add_argument("name", choices=["data-prep", "pretrain", "finetune", "evaluate", "export"])
+    stage.add_argument("standard")
+    stage.add_argument("--data", help="data-prep's output folder (input of every later stage)")
+    stage.add_argument("--model", help="finetune's output folder (evaluate, export)")
+    stage.add_argument("--evaluation", help="evaluate's output folder (export)")
+    stage.add_argument("--base", help="finetune: start from this model folder (e.g. pretrain's model/)")
+    stage.add_argument("--work", help="pretrain, finetune: keep checkpoints here, to resume from")
+    stage.add_argument("--out", required=True, help="this stage's output folder")
+    stage.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
+
     predict = commands.add_parser("predict", help="entities or labels for texts, from a model folder")
     predict.add_argument("model_dir")
     predict.add_argument("texts", nargs="*", help="texts to label (or --file)")
@@ -34,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.standard)
         if args.command == "run":
             return _run(args)
+        if args.command == "stage":
+            return _stage(args)
         return _predict(args)
     except GateFailed as exc:
         print(f"nlpstd: {exc}", file=sys.stderr)
@@ -70,6 +83,32 @@ def _run(args: argparse.Namespace) -> int:
     if scores:
         print("  " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     print(f"  outputs in {summary['out']}" + (f"; MLflow run {summary['mlflow_run_id']}" if summary.get("mlflow_run_id") else ""))
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
+    from nlpstd.stages.task import stage_task
+
+    def need(value: str | None, flag: str) -> Path:
+        if not value:
+            raise NlpstdError(f"stage {args.name}: {flag} is required")
+        return Path(value)
+
+    text = Path(args.standard).read_text(encoding="utf-8")
+    with stage_task(text, args.name, args.mlflow_run_id, source=args.standard) as (std, tracker):
+        if args.name == "data-prep":
+            data_prep.run(std, Path(args.out), tracker)
+        elif args.name == "pretrain":
+            pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work)
+        elif args.name == "finetune":
+            finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work)
+        elif args.name == "evaluate":
+            evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker)
+        else:
+            export.run(std, need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
     return 0
 
 

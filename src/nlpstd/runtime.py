@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -41,6 +42,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 def setup(runtime: RuntimeSpec, seed: int) -> torch.device:
     """Threads, seeds and the device, in that order, before any model is built."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # N independent copies would write the same checkpoints
+        from nlpstd.errors import NlpstdError
+
+        raise NlpstdError(f"launched as {world} processes (torchrun), but training does not yet shard across "
+                          "processes: set runtime.gpu.count to 1")
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     seed_everything(seed)

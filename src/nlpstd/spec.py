@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -240,11 +241,31 @@ class ExportSpec(_Section):
     destination: PathStr | None = Field(None, description="Copy the exported folder here as well.")
 
 
+_CPU = r"^\d+(\.\d+)?m?$"  # Kubernetes quantities: "4", "500m"
+_MEMORY = r"^\d+(\.\d+)?([KMGTP]i?)?$"  # "16Gi", "512Mi"
+
+
+class Toleration(_Section):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class GpuSpec(_Section):
-    count: int = Field(0, ge=0)
-    type: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    count: int = Field(0, ge=0, description="GPUs per training task; more than one runs under torchrun.")
+    type: str = Field("nvidia.com/gpu", description="The accelerator's resource name.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels of the GPU node pool.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints of the GPU node pool to tolerate.")
+
+
+class Resources(_Section):
+    """What a pipeline task asks Kubernetes for; a limit left unset is not imposed."""
+
+    cpu: str | None = Field(None, pattern=_CPU)
+    memory: str | None = Field(None, pattern=_MEMORY)
+    cpu_limit: str | None = Field(None, pattern=_CPU)
+    memory_limit: str | None = Field(None, pattern=_MEMORY)
 
 
 class RuntimeSpec(_Section):
@@ -254,6 +275,37 @@ class RuntimeSpec(_Section):
     )
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
+    training: Resources = Field(default_factory=lambda: Resources(cpu="4", memory="16Gi", memory_limit="16Gi"),
+                                description="Pipeline tasks pretrain and finetune.")
+    tasks: Resources = Field(default_factory=lambda: Resources(cpu="1", memory="4Gi", memory_limit="4Gi"),
+                             description="Pipeline tasks data-prep, evaluate and export.")
+    shm_size: str = Field("2Gi", pattern=_MEMORY, description="Shared memory (/dev/shm) of the training tasks, for data loaders.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed training task.")
+    checkpoint_volume: str | None = Field(None, description="A PersistentVolumeClaim for the training tasks' "
+                                          "checkpoints, so that a retry resumes instead of starting over.")
+
+
+_CRON_FIELD = r"[0-9*,/?LW#A-Za-z-]+"
+
+
+class ScheduleSpec(_Section):
+    """Recurring retraining on a cluster; the evaluation gate decides whether a run exports."""
+
+    cron: str = Field(description="When to run: 5 fields (minute hour day month weekday) or 6 (seconds first).")
+    experiment: str | None = Field(None, description="Kubeflow experiment (default: the standard's name).")
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, cron: str) -> str:
+        fields = cron.split()
+        if len(fields) not in (5, 6) or not all(re.fullmatch(_CRON_FIELD, f) for f in fields):
+            raise ValueError("expected 5 fields (minute hour day month weekday) or 6 (seconds first)")
+        return cron
+
+    def kfp_cron(self) -> str:
+        """Kubeflow reads 6 fields, seconds first."""
+        fields = self.cron.split()
+        return " ".join(["0", *fields] if len(fields) == 5 else fields)
 
 
 class Standard(_Section):
@@ -269,6 +321,7 @@ class Standard(_Section):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    schedule: ScheduleSpec | None = Field(None, description="Recurring retraining on a cluster.")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -318,6 +371,12 @@ def load_standard(path: str | Path) -> Standard:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise StandardError(path, None, None, f"cannot read the standard: {exc}") from None
+    return load_standard_text(text, path)
+
+
+def load_standard_text(text: str, path: str | Path = "standard.yaml") -> Standard:
+    """A standard given as text (a pipeline parameter); `path` names it in errors and anchors relative paths."""
+    path = Path(path)
     lines, data = _parse_yaml(path, text)
     data = _expand_env(data, (), path, lines)
     try:

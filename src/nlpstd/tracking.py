@@ -115,13 +115,22 @@ class RunTracking:
         finally:
             mlflow.MlflowClient().set_terminated(self.run_id, status)
 
+    @classmethod
+    def attach(cls, std: Standard, run_id: str | None) -> RunTracking:
+        """The parent run opened by another process (a pipeline task's launcher); no id, no tracking."""
+        tracking = cls(std, enabled=bool(run_id))
+        tracking.run_id = run_id or None
+        return tracking
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[Tracker]:
         if not self.enabled or self.run_id is None:
             yield NullTracker()
             return
+        import mlflow
         from mlflow import MlflowClient
 
+        mlflow.set_tracking_uri(tracking_uri())
         client = MlflowClient()
         parent = client.get_run(self.run_id)
         child = client.create_run(

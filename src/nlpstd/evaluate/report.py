@@ -6,7 +6,9 @@ backend the caller chose) is never touched.
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -177,3 +179,17 @@ def _table_row(cells: list[str]) -> str:
 def _relative(plot: Path, folder: Path) -> str:
     """Links relative to the report, so the folder can move (or be uploaded) as a whole."""
     return Path(os.path.relpath(Path(plot).resolve(), folder.resolve())).as_posix()
+
+
+def self_contained(report: Path) -> str:
+    """The report's markdown with its plots inlined as data URIs, for viewers that show one file only."""
+    report = Path(report)
+
+    def inline(match: re.Match) -> str:
+        image = report.parent / match.group(2)
+        if not image.is_file():
+            return match.group(0)
+        encoded = base64.b64encode(image.read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{encoded})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, report.read_text(encoding="utf-8"))

@@ -3,12 +3,13 @@ with pretraining enabled, also decode the corpus and set its held-out part aside
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare as prep
 from nlpstd.spec import Standard
-from nlpstd.stages.output import staged, write_metrics
+from nlpstd.stages.output import read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
 
@@ -16,6 +17,7 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     """Writes `<split>.jsonl`, `labels.json`, `summary.json` and `metrics.json` into `out_dir`,
     and `corpus/` (documents per file, held-out part, `corpus.json`) when pretraining is enabled."""
     tracker = tracker or NullTracker()
+    started = time.perf_counter()
 
     # -- inputs: every bad row or corpus file fails here, before anything is written
     prepared = prep.prepare(std)
@@ -31,16 +33,24 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
         metrics["corpus_latin1_fallbacks"] = len(fallbacks)
         for path in fallbacks:
             print(f"data-prep: {path} is not valid UTF-8; read it as Latin-1 (encoding: auto)")
+    metrics["stage_seconds"] = round(time.perf_counter() - started, 2)
     with staged(out_dir) as tmp:
         prep.save(prepared, tmp)
         if corpus is not None:
             corpus_mod.save(corpus, tmp / "corpus")
         write_metrics(tmp, metrics)
-    tracker.set_tags({"nlpstd.data_fingerprint": prepared.fingerprint})
-    tracker.log_metrics(metrics)
-    tracker.log_artifact(Path(out_dir) / "summary.json")
-    if corpus is not None:
-        tracker.set_tags({"nlpstd.corpus_fingerprint": corpus.fingerprint})
-        tracker.log_artifact(Path(out_dir) / "corpus" / "corpus.json")
+    track(out_dir, tracker)
     print(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")
     return metrics
+
+
+def track(out_dir: Path, tracker: Tracker) -> None:
+    """Log a data-prep output folder: its fingerprints, counts and summaries. Separate from `run`, so
+    a prepared folder served from a pipeline's cache is logged in the run that reuses it."""
+    out_dir = Path(out_dir)
+    tracker.set_tags({"nlpstd.data_fingerprint": read_json(out_dir / "summary.json")["fingerprint"]})
+    tracker.log_metrics(read_json(out_dir / "metrics.json"))
+    tracker.log_artifact(out_dir / "summary.json")
+    if (out_dir / "corpus" / "corpus.json").is_file():
+        tracker.set_tags({"nlpstd.corpus_fingerprint": read_json(out_dir / "corpus" / "corpus.json")["fingerprint"]})
+        tracker.log_artifact(out_dir / "corpus" / "corpus.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from nlpstd import runtime
@@ -22,6 +23,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     """Writes `metrics.json` (per split, and the gate), `gate.json`, `report.md`, `plots/*.png` and
     `predictions_<split>.jsonl`."""
     tracker = tracker or NullTracker()
+    started = time.perf_counter()
 
     # -- inputs
     data = prep.load(data_dir)
@@ -61,7 +63,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                             gate=gate, plots=plots, extra=extra)
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict(), indent=2))
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
-        write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "truncation": truncation})
+        seconds = round(time.perf_counter() - started, 2)
+        write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "truncation": truncation, "stage_seconds": seconds})
 
     tracker.log_metrics(flat)
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason})
@@ -69,7 +72,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
     print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
     print(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
-    return {**flat, "gate_passed": gate.passed}
+    return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
 
 
 def _write_predictions(path: Path, records: list[dict], scored) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from nlpstd.errors import GateFailed, NlpstdError
@@ -20,6 +21,7 @@ _KEEP = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config
 def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None, standard_file: str = "STANDARD.yaml") -> dict:
     """Writes `model/` (config with the label map, model.safetensors, tokenizer, README.md card) and `metrics.json`."""
     tracker = tracker or NullTracker()
+    started = time.perf_counter()
 
     # -- inputs: the gate decides
     evaluation = read_json(Path(eval_dir) / "metrics.json")
@@ -43,7 +45,8 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
         (folder / "README.md").write_text(card, encoding="utf-8")
         (tmp / "standard.yaml").write_text(std.to_yaml(), encoding="utf-8")
         size = sum(p.stat().st_size for p in folder.iterdir())
-        metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats)}
+        metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats),
+                   "stage_seconds": round(time.perf_counter() - started, 2)}
         write_metrics(tmp, metrics)
 
     final = Path(out_dir) / "model"

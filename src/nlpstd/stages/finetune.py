@@ -21,9 +21,11 @@ from nlpstd.train.batching import Supervised
 from nlpstd.train.loop import train
 
 
-def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | None = None) -> dict:
+def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
+        work_dir: Path | None = None) -> dict:
     """Writes `model/` (a Hugging Face folder, LoRA merged), `adapter/` (LoRA only), `history.json`,
-    `loss.png` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder)."""
+    `loss.png` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder);
+    checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
@@ -57,7 +59,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     recipe = std.finetune
     objective = Supervised(train_set.features, recipe.batch_size // recipe.grad_accumulation, std.seed,
                            recipe.group_by_length, tokenizer.pad_token_id)
-    with staged(out_dir, keep_on_error=True) as tmp:
+    with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         result = train(
             model, objective, evaluate, recipe, select=metric,
             work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,

@@ -28,9 +28,14 @@ def partial_dir(out_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged(out_dir: Path, keep_on_error: bool = False) -> Iterator[Path]:
-    """Yield the partial folder to write into; publish it as `out_dir` on success."""
-    out_dir, tmp = Path(out_dir), partial_dir(out_dir)
+def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = None) -> Iterator[Path]:
+    """Yield the partial folder to write into; publish it as `out_dir` on success.
+
+    `work_dir` puts the partial folder elsewhere: a pipeline task's output folder is new on
+    every run, so its checkpoints live where the next run (or retry) finds them.
+    """
+    out_dir = Path(out_dir)
+    tmp = Path(work_dir) if work_dir else partial_dir(out_dir)
     if not keep_on_error:
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -40,6 +45,10 @@ def staged(out_dir: Path, keep_on_error: bool = False) -> Iterator[Path]:
         if not keep_on_error:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if tmp != partial_dir(out_dir):  # move beside the target first (maybe across file systems), then rename
+        shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(shutil.move(str(tmp), str(partial_dir(out_dir))))
     replace_dir(tmp, out_dir)
 
 

@@ -28,9 +28,10 @@ from nlpstd.train.loop import train
 from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cache_dir, cached_blocks, tokenizer_fingerprint
 
 
-def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None) -> dict:
+def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None) -> dict:
     """Writes `model/` (Hugging Face folder with MLM head and tokenizer), `history.json`,
-    `loss.png` and `metrics.json` (parameters, held-out loss and perplexity before and after)."""
+    `loss.png` and `metrics.json` (parameters, held-out loss and perplexity before and after).
+    Checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
     spec = std.pretrain
@@ -38,7 +39,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
 
-    with staged(out_dir, keep_on_error=True) as tmp:
+    with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed)
         tokenizer = _tokenizer(std, corpus)
         identity = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"

@@ -1,0 +1,143 @@
+"""python -m pipelines: run a standard's Kubeflow pipeline here, compile it, submit or schedule it, build its images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from nlpstd.errors import NlpstdError
+
+HELP = """\
+The same pipeline (data-prep -> pretrain -> finetune -> evaluate -> export), three ways:
+
+  python -m pipelines run standards/conll2003-ner-quick.yaml      on this machine (kfp.local, no cluster, no Docker)
+  python -m pipelines submit standards/conll2003-ner.yaml         one run on a Kubeflow cluster ($KFP_HOST)
+  python -m pipelines schedule standards/conll2003-ner.yaml       recurring retraining (the standard's schedule.cron)
+
+and around it:
+
+  python -m pipelines compile STANDARD     write the pipeline YAML to build/ (to read, or to upload by hand)
+  python -m pipelines images [--push]      build the images the tasks run in ($NLPSTD_REGISTRY)
+
+Cluster connection: KFP_HOST (e.g. https://kubeflow.example.com/pipeline), KFP_TOKEN or KFP_TOKEN_FILE
+(a bearer token), KFP_NAMESPACE (the Kubeflow profile). The compiled pipeline names the images of
+this commit: build and push them first.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,compile,submit,schedule,images}")
+
+    run = commands.add_parser("run", help="run the pipeline on this machine with kfp.local")
+    run.add_argument("standard")
+    run.add_argument("--out", help="output folder (default: runs/<standard name>)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+    compile_ = commands.add_parser("compile", help="write the pipeline YAML for a standard to build/")
+    compile_.add_argument("standard")
+    compile_.add_argument("--out", default="build", help="folder for the YAML (default: build)")
+
+    for name, text in (("submit", "upload the pipeline to a Kubeflow cluster and start a run"),
+                       ("schedule", "upload the pipeline and schedule it by the standard's schedule.cron")):
+        cluster = commands.add_parser(name, help=text)
+        cluster.add_argument("standard")
+        cluster.add_argument("--host", help="KFP API endpoint (default: $KFP_HOST)")
+        cluster.add_argument("--namespace", help="Kubeflow profile namespace (default: $KFP_NAMESPACE)")
+        cluster.add_argument("--experiment", help="experiment (default: the standard's schedule.experiment, else its name)")
+        cluster.add_argument("--out", default="build", help="folder for the compiled YAML (default: build)")
+
+    images = commands.add_parser("images", help="build the CPU and GPU images (and push them with --push)")
+    images.add_argument("--push", action="store_true", help="push to $NLPSTD_REGISTRY after building")
+    images.add_argument("--registry", help="registry and namespace (default: $NLPSTD_REGISTRY)")
+    images.add_argument("--only", choices=["cpu", "gpu"], help="build one image only")
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except NlpstdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.local import print_summary, run_local
+
+    result = run_local(args.standard, args.out, tracking=not args.no_tracking)
+    print_summary(result)
+    if not result.gate["passed"]:
+        print(f"export skipped: the gate failed ({result.gate['reason']})", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from nlpstd.spec import load_standard
+    from pipelines.images import images
+    from pipelines.pipeline import compile_pipeline
+
+    refs = images()
+    path = compile_pipeline(load_standard(args.standard), refs.cpu, refs.gpu, Path(args.out))
+    print(f"{path}\n  images: {refs.cpu} (data-prep, evaluate, export), {refs.gpu} (pretrain, finetune)")
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """submit and schedule: compile for this commit's images, upload as a new version, start or schedule."""
+    from nlpstd.spec import load_standard
+    from pipelines import cluster
+    from pipelines.images import image_tag, images
+    from pipelines.pipeline import compile_pipeline, pipeline_name
+
+    std = load_standard(args.standard)
+    if args.command == "schedule" and std.schedule is None:
+        raise NlpstdError(f"{args.standard}: no schedule section; add e.g. schedule: {{cron: \"0 3 * * *\"}}")
+    conn = cluster.connection_from_env(args.host, args.namespace)
+    refs = images()
+    package = compile_pipeline(std, refs.cpu, refs.gpu, Path(args.out), cache_data_prep=args.command == "submit")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    common = {
+        "pipeline_name": pipeline_name(std),
+        "version_name": f"{image_tag()}-{std.spec_hash()[:8]}-{stamp}",
+        "experiment": args.experiment or (std.schedule.experiment if std.schedule else None) or std.name,
+    }
+    if args.command == "submit":
+        url = cluster.submit(conn, package, **common, run_name=f"{std.name} {stamp}", params=submit_params(std))
+        print(f"run started: {url}")
+    else:
+        url = cluster.schedule(conn, package, **common, job_name=f"{std.name} retraining", cron=std.schedule.kfp_cron(), params={})
+        print(f"scheduled ({std.schedule.kfp_cron()}, one run at a time, no catch-up): {url}")
+    return 0
+
+
+def submit_params(std) -> dict[str, str]:
+    """A one-off run: a data stamp from the files when they are readable here (so data-prep's cache
+    serves unchanged data), else the time (data-prep runs afresh)."""
+    from pipelines.local import data_stamp
+
+    files = [f.path for f in std.data.files().values()]
+    if all(os.path.isfile(path) for path in files):
+        return {"data_stamp": data_stamp(files)}
+    return {"data_stamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _images(args: argparse.Namespace) -> int:
+    from pipelines.images import build_images
+
+    which = (args.only,) if args.only else ("cpu", "gpu")
+    refs = build_images(push=args.push, registry=args.registry, which=which)
+    for flavour in which:
+        print(f"{flavour}: {getattr(refs, flavour)}{' (pushed)' if args.push else ''}")
+    return 0
+
+
+COMMANDS = {"run": _run, "compile": _compile, "submit": _cluster, "schedule": _cluster, "images": _images}
+
+if __name__ == "__main__":
+    sys.exit(main())

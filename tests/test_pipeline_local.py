@@ -1,0 +1,59 @@
+"""The pipeline run through kfp.local: every stage a subprocess, as on a cluster but on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.__main__ import main
+from pipelines.local import run_local
+
+pytestmark = pytest.mark.slow  # each task starts a Python process that imports torch
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tracking store of the test's own, set the way a user sets it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return uri
+
+
+def test_local_run_goes_through_all_five_stages_and_tracks_each(pretrain_standard: Path, tmp_path: Path, local_env: str):
+    from mlflow import MlflowClient
+
+    result = run_local(pretrain_standard, tmp_path / "out")
+    assert list(result.stages) == ["data-prep", "pretrain", "finetune", "evaluate", "export"]
+    assert (result.exported / "model.safetensors").is_file()
+    assert result.stages["pretrain"]["heldout_perplexity"] < result.stages["pretrain"]["initial_heldout_perplexity"]
+    client = MlflowClient(local_env)
+    parent = client.get_run(result.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(run.data.tags["nlpstd.stage"] for run in children) == ["data-prep", "evaluate", "export", "finetune", "pretrain"]
+    assert all(run.info.status == "FINISHED" for run in children)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["exported"] == str(result.exported)
+
+
+def test_failed_gate_skips_export_and_says_why(ner_standard: Path, tmp_path: Path, local_env: str, capsys):
+    ner_standard.write_text(ner_standard.read_text().replace("min: 0.0", "min: 1.01"))
+    assert main(["run", str(ner_standard), "--out", str(tmp_path / "out"), "--no-tracking"]) == 3
+    captured = capsys.readouterr()
+    assert "export     skipped: the gate failed" in captured.out
+    assert "export skipped: the gate failed (f1 " in captured.err and "< min 1.0100" in captured.err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["exported"] is None and "export" not in summary["stages"]
+    assert not list((tmp_path / "out" / "pipeline").glob("*/export"))
+
+
+def test_rerun_serves_data_prep_from_the_cache(ner_standard: Path, tmp_path: Path, local_env: str):
+    first = run_local(ner_standard, tmp_path / "out", tracking=False)
+    second = run_local(ner_standard, tmp_path / "out", tracking=False)
+    assert second.run_dir != first.run_dir
+    assert second.folders["data-prep"] == first.folders["data-prep"]
+    assert second.folders["finetune"] != first.folders["finetune"], "training is never served from the cache"
