@@ -5,7 +5,7 @@ import pytest
 
 from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
-from nlpstd.evaluate.report import plot_confusion_matrix, plot_loss_curve, plot_per_type_f1, write_report
+from nlpstd.evaluate.report import plot_confusion_matrix, plot_loss_curve, plot_per_type_f1, self_contained, write_report
 from nlpstd.spec import GateSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -104,3 +104,18 @@ def test_report_lists_extra_facts(cls_scores, tmp_path):
     text = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
                         scores=cls_scores, gate=gate, plots=[], extra={"truncated examples": 3}).read_text()
     assert "- **truncated examples**: 3" in text
+
+
+def test_self_contained_report_inlines_its_plots(cls_scores, tmp_path):
+    import base64
+
+    plot = plot_confusion_matrix(cls_scores["validation"]["confusion_matrix"], cls_scores["validation"]["labels"],
+                                 tmp_path / "plots" / "confusion_validation.png")
+    gate = apply_gate(GateSpec(metric="accuracy", min=0.5), cls_scores, has_test=False)
+    report = write_report(tmp_path / "report.md", standard_name="sst", task="sequence-classification",
+                          scores=cls_scores, gate=gate, plots=[plot])
+    assert "](plots/confusion_validation.png)" in report.read_text()
+    text = self_contained(report)
+    encoded = base64.b64encode(plot.read_bytes()).decode()
+    assert f"![confusion_validation](data:image/png;base64,{encoded})" in text
+    assert "plots/confusion_validation.png" not in text

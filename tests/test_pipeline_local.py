@@ -57,3 +57,28 @@ def test_rerun_serves_data_prep_from_the_cache(ner_standard: Path, tmp_path: Pat
     assert second.run_dir != first.run_dir
     assert second.folders["data-prep"] == first.folders["data-prep"]
     assert second.folders["finetune"] != first.folders["finetune"], "training is never served from the cache"
+
+
+def test_killed_run_resumes_training_from_its_checkpoint(ner_standard: Path, tmp_path: Path, local_env: str):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = ner_standard.read_text()
+    ner_standard.write_text(text.replace("epochs: 3", "epochs: 150"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipelines", "run", str(ner_standard), "--out", str(out), "--no-tracking"]
+    first = subprocess.Popen(command, cwd=Path(__file__).parents[1], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("work/*/finetune/checkpoints/last/state.json")):
+        assert first.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the runner and its task, as a lost machine would
+    first.wait()
+
+    result = run_local(ner_standard, out, tracking=False)
+    assert result.stages["finetune"]["resumed_from_step"] > 0
+    assert result.run_dir not in result.folders["data-prep"].parents, "data-prep came from the first run's cache"

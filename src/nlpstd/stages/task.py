@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,11 +54,14 @@ def training_work_dir(work_dir: str, std: Standard, stage: str) -> Path | None:
 
 def torchrun_stage(stage: str, nproc: int, standard_text: str, mlflow_run_id: str, data: str, out: str,
                    work: Path | None = None, base: Path | None = None) -> dict[str, Any]:
-    """Run a training stage under `torchrun --nproc-per-node N` (one process per GPU) and return its metrics."""
+    """Run a training stage under torchrun (one process per GPU) and return its metrics.
+
+    torchrun is started as `python -m torch.distributed.run`, the same program, so that it is
+    found whether or not the environment's bin folder is on PATH."""
     with tempfile.TemporaryDirectory() as tmp:
         standard_file = Path(tmp) / "standard.yaml"
         standard_file.write_text(standard_text, encoding="utf-8")
-        command = ["torchrun", "--standalone", f"--nproc-per-node={nproc}", "-m", "nlpstd.cli", "stage", stage,
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "nlpstd.cli", "stage", stage,
                    str(standard_file), "--data", data, "--out", out]
         command += ["--work", str(work)] if work else []
         command += ["--base", str(base)] if base else []
