@@ -115,6 +115,10 @@ def print_summary(result: LocalRun) -> None:
     if scores:
         print("  " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     print(f"  gate {'PASSED' if result.gate['passed'] else 'FAILED'}: {result.gate['reason']}")
+    export = result.stages.get("export", {})
+    if "registered_version" in export:
+        outcome = "now the champion" if export["promoted"] else "champion unchanged"
+        print(f"  registry: {export['registered_model']} v{export['registered_version']}, {outcome}: {export['promotion_reason']}")
     print(f"  task outputs: {result.run_dir}")
     if result.exported:
         print(f"  model:        {result.exported}")

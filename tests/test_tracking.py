@@ -47,3 +47,17 @@ def test_failed_stage_marks_the_runs_failed(cls_standard: Path, tmp_path: Path, 
         [MlflowClient(mlflow_uri).get_experiment_by_name("tiny-cls").experiment_id], "tags.nlpstd.stage = 'export'"
     )
     assert runs[0].info.status == "FAILED"
+
+
+def test_unreachable_tracking_server_fails_before_any_stage(ner_standard: Path, tmp_path: Path, monkeypatch):
+    import socket
+
+    from nlpstd.errors import NlpstdError
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(NlpstdError, match=f"MLflow tracking server http://127.0.0.1:{port} does not answer"):
+        run_standard(ner_standard, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing ran, nothing was written"

@@ -227,6 +227,7 @@ class FinetuneSpec(LoopRecipe):
 class GateSpec(_Section):
     metric: str = Field("f1", description="Metric the gate reads.")
     min: float = Field(0.0, description="The model passes when the metric is at least this.")
+    min_delta: float = Field(0.0, ge=0, description="To take the champion alias, beat the champion's metric by at least this.")
     split: Literal["validation", "test"] | None = Field(None, description="Default: test if present, else validation.")
 
 

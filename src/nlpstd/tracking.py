@@ -19,6 +19,8 @@ from nlpstd.spec import Standard
 
 
 class Tracker(Protocol):
+    run_id: str | None
+
     def log_params(self, params: dict[str, str]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
@@ -27,6 +29,8 @@ class Tracker(Protocol):
 
 class NullTracker:
     """Tracks nothing (tracking switched off, or a stage run on its own)."""
+
+    run_id = None
 
     def log_params(self, params: dict[str, str]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -75,6 +79,22 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on a tracking server that does not answer: MLflow's own client retries for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    from nlpstd.errors import NlpstdError
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if not isinstance(exc, requests.HTTPError) else f"HTTP {exc.response.status_code}"
+        raise NlpstdError(f"MLflow tracking server {uri} does not answer ({reason}): start it, point "
+                          "MLFLOW_TRACKING_URI elsewhere, or run with --no-tracking") from None
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -98,6 +118,7 @@ class RunTracking:
             return
         import mlflow
 
+        check_reachable(tracking_uri())
         mlflow.set_tracking_uri(tracking_uri())
         experiment = _experiment_id(self.std.name)
         parent = mlflow.MlflowClient().create_run(experiment, run_name=self.std.name, tags={"nlpstd.standard": self.std.name})

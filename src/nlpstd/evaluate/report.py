@@ -114,14 +114,17 @@ def write_report(
     gate: GateResult,
     plots: list[Path],
     extra: dict | None = None,
+    decision: dict | None = None,
 ) -> Path:
-    """Verdict first, then headline metrics per split, per-type tables, confusion matrices, plots, facts."""
+    """Verdicts first (the gate, the champion), then headline metrics per split, per-type tables,
+    confusion matrices, plots, facts."""
     path = Path(path)
     lines = [
         f"# Evaluation of {standard_name}",
         "",
         f"**Gate: {'PASSED' if gate.passed else 'FAILED'}**: {gate.reason}",
         "",
+        *([f"**Champion: {'PROMOTE' if decision['promote'] else 'KEEP'}**: {decision['reason']}", ""] if decision else []),
         f"Task: {task}",
         "",
         "## Headline metrics",

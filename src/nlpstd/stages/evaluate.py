@@ -1,4 +1,5 @@
-"""Stage 4, evaluate: score the fine-tuned model on validation and test, write a report, apply the gate."""
+"""Stage 4, evaluate: score the fine-tuned model on validation and test, apply the gate, and score the
+registry's champion on the same data to decide whether this model may take its place."""
 
 from __future__ import annotations
 
@@ -14,35 +15,48 @@ from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import load_model, load_tokenizer
+from nlpstd.registry import Decision, Registry, decide, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
 
-def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: Tracker | None = None) -> dict:
-    """Writes `metrics.json` (per split, and the gate), `gate.json`, `report.md`, `plots/*.png` and
-    `predictions_<split>.jsonl`."""
+def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: Tracker | None = None,
+        registry: Registry | None = None) -> dict:
+    """Writes `metrics.json` (per split, the gate, the champion decision), `gate.json`, `champion.json`,
+    `report.md`, `plots/*.png` and `predictions_<split>.jsonl`. The registry defaults to the tracker's."""
     tracker = tracker or NullTracker()
+    registry = registry or registry_for(tracker)
     started = time.perf_counter()
 
     # -- inputs
     data = prep.load(data_dir)
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
-    tokenizer = load_tokenizer(str(model_dir))
-    model = load_model(model_dir, std.task).to(device)
+
+    def score_split(folder: Path, split: str, desc: str):
+        tokenizer = load_tokenizer(str(folder))
+        model = load_model(folder, std.task).to(device)
+        encoded = encode(tokenizer, std.task, data.splits[split], data.labels, std.data.max_length, std.data.label_subwords)
+        scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
+                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc)
+        return scored, encoded.stats()
 
     # -- score every labelled split
     scores, scored_by_split, truncation = {}, {}, {}
     for split in ("validation", "test"):
-        if split not in data.splits:
-            continue
-        encoded = encode(tokenizer, std.task, data.splits[split], data.labels, std.data.max_length, std.data.label_subwords)
-        scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
-                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=f"evaluate {split}")
-        scores[split], scored_by_split[split] = scored.metrics, scored
-        truncation[split] = encoded.stats()
+        if split in data.splits:
+            scored_by_split[split], truncation[split] = score_split(model_dir, split, f"evaluate {split}")
+            scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
+
+    # -- the champion, scored on the same split of the same data
+    name = std.export.register_as or std.name
+    champion, champion_score = registry.champion(name), None
+    if champion is not None:
+        champion_score = float(score_split(champion.model_dir, gate.split, f"champion v{champion.version}")[0].metrics[gate.metric])
+    decision = decide(gate.metric, gate.split, gate.value, gate.threshold, std.evaluate.gate.min_delta,
+                      champion_score, champion.version if champion else None)
 
     # -- outputs
     with staged(out_dir) as tmp:
@@ -60,19 +74,31 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                 f" ({stats['dropped']} {'words predicted O' if std.task == 'token-classification' else 'sub-words cut'})"
             )
         report.write_report(tmp / "report.md", standard_name=std.name, task=std.task, scores=scores,
-                            gate=gate, plots=plots, extra=extra)
+                            gate=gate, plots=plots, extra=extra, decision=decision.to_dict())
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict(), indent=2))
+        (tmp / "champion.json").write_text(json.dumps({**decision.to_dict(), "data_fingerprint": data.fingerprint}, indent=2))
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
         seconds = round(time.perf_counter() - started, 2)
-        write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "truncation": truncation, "stage_seconds": seconds})
+        write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "champion": decision.to_dict(),
+                            "truncation": truncation, "stage_seconds": seconds})
 
     tracker.log_metrics(flat)
-    tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason})
-    for name in ("report.md", "gate.json", "plots"):
+    tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
+                      **_decision_tags(decision)})
+    for name in ("report.md", "gate.json", "champion.json", "plots"):
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
     print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
     print(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
+    print(f"evaluate: champion {'PROMOTE' if decision.promote else 'KEEP'}: {decision.reason}")
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
+
+
+def _decision_tags(decision: Decision) -> dict[str, str]:
+    return {"nlpstd.champion_decision": "promote" if decision.promote else "keep",
+            "nlpstd.champion_reason": decision.reason,
+            "nlpstd.candidate_score": f"{decision.candidate:.6f}",
+            "nlpstd.champion_score": "" if decision.champion is None else f"{decision.champion:.6f}",
+            "nlpstd.champion_version": decision.champion_version or ""}
 
 
 def _write_predictions(path: Path, records: list[dict], scored) -> None:

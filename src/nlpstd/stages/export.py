@@ -1,4 +1,5 @@
-"""Stage 5, export: the deliverable Hugging Face folder with its model card, only if the gate passed."""
+"""Stage 5, export: the deliverable Hugging Face folder with its model card, only if the gate passed;
+registered as a new model version, which takes the champion alias if evaluation said it beat the champion."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from nlpstd.errors import GateFailed, NlpstdError
 from nlpstd.export.card import model_card
 from nlpstd.models.build import count_parameters, load_model
+from nlpstd.registry import Registry, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages.output import read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
@@ -18,9 +20,12 @@ from nlpstd.train.checkpoint import replace_dir
 _KEEP = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "nlpstd.json"}
 
 
-def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None, standard_file: str = "STANDARD.yaml") -> dict:
-    """Writes `model/` (config with the label map, model.safetensors, tokenizer, README.md card) and `metrics.json`."""
+def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None,
+        standard_file: str = "STANDARD.yaml", registry: Registry | None = None) -> dict:
+    """Writes `model/` (config with the label map, model.safetensors, tokenizer, README.md card) and `metrics.json`.
+    The registry defaults to the tracker's; untracked, nothing is registered."""
     tracker = tracker or NullTracker()
+    registry = registry or registry_for(tracker)
     started = time.perf_counter()
 
     # -- inputs: the gate decides
@@ -55,7 +60,27 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
     tracker.log_artifact(final, "model")
     tracker.log_metrics({"parameters": parameters, "size_bytes": size})
     print(f"export: {final} ({size / 1e6:.1f} MB)" + (f", copied to {std.export.destination}" if std.export.destination else ""))
+    if tracker.run_id:
+        metrics.update(_register(std, evaluation.get("champion", {}), data_info["data_fingerprint"], tracker, registry))
+        write_metrics(out_dir, metrics)
     return metrics
+
+
+def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry) -> dict:
+    """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so."""
+    name = std.export.register_as or std.name
+    tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
+            "nlpstd.champion_decision": "promote" if decision.get("promote") else "keep",
+            "nlpstd.champion_reason": decision.get("reason", "")}
+    version = registry.register(name, tracker.run_id, "model", tags)
+    if decision.get("promote"):
+        promoted, reason = registry.promote(name, version, decision.get("champion_version"))
+    else:
+        promoted, reason = False, decision.get("reason", "evaluation made no champion decision")
+    tracker.set_tags({"nlpstd.registered_model": name, "nlpstd.registered_version": version,
+                      "nlpstd.promoted": str(promoted).lower(), "nlpstd.promotion_reason": reason})
+    print(f"export: registered {name} v{version}; {'now the champion' if promoted else 'champion unchanged'}: {reason}")
+    return {"registered_model": name, "registered_version": version, "promoted": promoted, "promotion_reason": reason}
 
 
 def _copy_to(folder: Path, destination: Path) -> None:
