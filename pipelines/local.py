@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlpstd import storage
 from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, check_files, load_standard
@@ -87,11 +88,13 @@ def run_local(standard_file: str | Path, out: str | Path | None = None, tracking
 
 
 def data_stamp(files: list[str]) -> str:
-    """Path, size and modification time of every input file: cheap, and it changes when a file does."""
+    """Path, size and modification time of every input file: cheap, and it changes when a file does.
+    An s3:// object counts by its cached copy, whose folder is named by the object's ETag."""
     digest = hashlib.sha256()
     for path in sorted(set(files)):
-        stat = os.stat(path)
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        local = storage.fetch(path) if storage.is_remote(path) else Path(path)
+        stat = os.stat(local)
+        digest.update(f"{path}:{local}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

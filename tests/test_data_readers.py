@@ -353,15 +353,6 @@ def test_missing_file_is_reported_without_a_line(tmp_path):
     assert str(caught.value).startswith(f"{tmp_path / 'absent.tsv'}: cannot read the file")
 
 
-def test_s3_data_is_not_supported(tmp_path):
-    std = Standard.model_validate(
-        {"name": "t", "task": CLASS, "model": {"base": "m"},
-         "data": {"format": "tsv", "train": "s3://bucket/train.tsv", "validation": "s3://bucket/dev.tsv"}},
-    )
-    with pytest.raises(DataError, match="s3:// data is not supported in this version"):
-        read_split(std.data, "train", CLASS)
-
-
 # ---------------------------------------------------------------------------------------
 # Real data
 

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from nlpstd.errors import StandardError
+from nlpstd.errors import NlpstdError, StandardError
 
 Task = Literal["token-classification", "sequence-classification"]
 
@@ -571,7 +571,14 @@ def check_files(std: Standard, path: str | Path) -> list[str]:
     for split, data_file in std.data.files().items():
         loc = ("data", split)
         if data_file.path.startswith("s3://"):
-            raise StandardError(path, _line_of(loc, lines), _dotted(loc), "s3:// data is not supported in this version")
+            from nlpstd import storage
+
+            try:
+                storage.fetch(data_file.path)  # into the local cache, where data-prep finds it
+            except NlpstdError as exc:
+                raise StandardError(path, _line_of(loc, lines), _dotted(loc), str(exc)) from None
+            checked.append(data_file.path)
+            continue
         try:
             with open(data_file.path, "rb") as handle:
                 handle.read(1)

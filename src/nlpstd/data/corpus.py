@@ -51,6 +51,8 @@ def expand(entries: list[CorpusFile], default_encoding: str) -> list[tuple[str, 
     found: list[tuple[str, str]] = []
     for entry in entries:
         encoding = entry.encoding or default_encoding
+        if glob.has_magic(entry.path) and entry.path.startswith("s3://"):
+            raise DataError(entry.path, None, None, "patterns do not apply to s3:// objects: list each object")
         if glob.has_magic(entry.path):
             matches = sorted(p for p in glob.glob(entry.path, recursive=True) if Path(p).is_file())
             if not matches:

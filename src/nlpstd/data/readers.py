@@ -54,11 +54,11 @@ def read_all(data: DataSpec, split: str, task: str) -> list[dict]:
 
 
 def read_bytes(path: str) -> bytes:
-    """The file's bytes; s3:// and unreadable files become errors a user can act on."""
-    if path.startswith("s3://"):
-        raise DataError(path, None, None, "s3:// data is not supported in this version; copy it to a local path")
+    """The file's bytes (an s3:// object through the local cache); unreadable files become errors a user can act on."""
+    from nlpstd import storage
+
     try:
-        return Path(path).read_bytes()
+        return (storage.fetch(path) if storage.is_remote(path) else Path(path)).read_bytes()
     except OSError as exc:
         raise DataError(path, None, None, f"cannot read the file: {exc.strerror or exc}") from None
 

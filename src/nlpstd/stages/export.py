@@ -7,7 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
-from nlpstd.errors import GateFailed, NlpstdError
+from nlpstd import storage
+from nlpstd.errors import GateFailed
 from nlpstd.export.card import model_card
 from nlpstd.models.build import count_parameters, load_model
 from nlpstd.registry import Registry, registry_for
@@ -56,7 +57,7 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
 
     final = Path(out_dir) / "model"
     if std.export.destination:
-        _copy_to(final, Path(std.export.destination))
+        _copy_to(final, std.export.destination)
     tracker.log_artifact(final, "model")
     tracker.log_metrics({"parameters": parameters, "size_bytes": size})
     print(f"export: {final} ({size / 1e6:.1f} MB)" + (f", copied to {std.export.destination}" if std.export.destination else ""))
@@ -70,6 +71,7 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
     """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so."""
     name = std.export.register_as or std.name
     tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
+            "nlpstd.destination": std.export.destination or "",
             "nlpstd.champion_decision": "promote" if decision.get("promote") else "keep",
             "nlpstd.champion_reason": decision.get("reason", "")}
     version = registry.register(name, tracker.run_id, "model", tags)
@@ -83,10 +85,13 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
     return {"registered_model": name, "registered_version": version, "promoted": promoted, "promotion_reason": reason}
 
 
-def _copy_to(folder: Path, destination: Path) -> None:
-    """Copy next to the destination, then rename: readers never see half a model."""
-    if "://" in str(destination):
-        raise NlpstdError(f"export.destination: {destination}: remote destinations are not supported in this version")
+def _copy_to(folder: Path, destination: str) -> None:
+    """Readers never see half a model: locally a copy beside the destination, then a rename; on S3
+    the files first and the manifest last (see `storage.upload_folder`)."""
+    if storage.is_remote(destination):
+        storage.upload_folder(folder, destination)
+        return
+    destination = Path(destination)
     tmp = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)

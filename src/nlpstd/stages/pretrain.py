@@ -25,7 +25,8 @@ from nlpstd.spec import Standard
 from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.loop import train
-from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cache_dir, cached_blocks, tokenizer_fingerprint
+from nlpstd.cache import cache_dir
+from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cached_blocks, tokenizer_fingerprint
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None) -> dict:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from nlpstd.cache import cache_dir
 from nlpstd.data.encode import IGNORE
 from nlpstd.runtime import autocast
 from nlpstd.train.batching import epoch_batches
@@ -97,10 +97,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     state.pop("truncation", None)
     state.pop("padding", None)
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NLPSTD_CACHE") or Path.home() / ".cache" / "nlpstd").expanduser()
 
 
 class Masker:

@@ -1,0 +1,312 @@
+"""Data paths and export destinations on S3 (`s3://bucket/key`), next to plain local paths.
+
+A folder on S3 is published by writing its `MANIFEST.json` last (every file with its size and
+SHA-256): a reader treats a folder without one as absent, so a crashed or half-finished upload is
+never mistaken for a model. Single files are fetched into a local cache keyed by ETag, so a data
+set is downloaded once and again only when the object changes.
+
+The endpoint and credentials come from the usual boto3 sources (`AWS_ENDPOINT_URL`,
+`AWS_ACCESS_KEY_ID`, profiles, instance roles); error messages name the object and what to
+check, never a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError, ClientError, ConnectionError, HTTPClientError, IncompleteReadError, NoCredentialsError,
+)
+from s3transfer.utils import ChunksizeAdjuster
+
+from nlpstd.errors import NlpstdError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+MB = 1024 * 1024
+ATTEMPTS = 3  # whole-object attempts, each on top of botocore's own per-request retries
+BACKOFF_S = 0.5  # first pause between whole-object attempts; doubles each time
+_TRANSIENT = (ConnectionError, HTTPClientError, IncompleteReadError, RetriesExceededError)
+T = TypeVar("T")
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """True for `s3://` URIs, the only remote scheme nlpstd reads and writes."""
+    return str(path).startswith("s3://")
+
+
+def client() -> Any:
+    """An S3 client from the environment (boto3 itself reads `AWS_ENDPOINT_URL`), with
+    botocore's standard retries and timeouts short enough that an outage fails in seconds."""
+    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    return boto3.client("s3", config=config)
+
+
+def fetch(uri: str, cache_dir: Path | None = None) -> Path:
+    """A local path for `uri`: local paths as they are; an S3 object downloaded into the cache,
+    or the cached copy when the object's ETag is unchanged (one HEAD request to find out)."""
+    if not is_remote(uri):
+        return Path(uri)
+    bucket, key = _split(uri)
+    if cache_dir is None:
+        from nlpstd.cache import cache_dir as nlpstd_cache
+
+        cache_dir = nlpstd_cache() / "s3"
+    root, s3 = cache_dir, client()
+
+    def attempt() -> Path:
+        head = _head(s3, bucket, key)
+        if head is None:
+            raise NlpstdError(f"{uri}: no such object: check the key")
+        etag = head["ETag"].strip('"')
+        path = root.joinpath(bucket, etag, *_safe_parts(key))
+        if not path.is_file():
+            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
+            with _atomic_file(path) as out:
+                shutil.copyfileobj(body, out, MB)
+            log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
+        return path
+
+    return _retrying(uri, attempt)
+
+
+def upload_folder(folder: Path, uri: str, multipart_threshold: int = 64 * MB) -> dict[str, Any]:
+    """Upload every file under `folder` to the prefix `uri`, verify each by SHA-256, then write
+    `MANIFEST.json` last. Returns the manifest.
+
+    An earlier manifest at `uri` is deleted first, so readers see the folder as absent until the
+    new one is complete. Files of `multipart_threshold` bytes or more go up in parts.
+    """
+    bucket, prefix, folder = *_split(uri), Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if any(p.relative_to(folder).as_posix() == MANIFEST for p in files):
+        raise NlpstdError(f"{folder}: a file named {MANIFEST} would be overwritten by the upload's manifest")
+    s3 = client()
+    transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold,
+                              preferred_transfer_client="classic")  # its part sizes are the ones _digest assumes
+    manifest_key = _join(prefix, MANIFEST)
+    _retrying(f"s3://{bucket}/{manifest_key}", lambda: s3.delete_object(Bucket=bucket, Key=manifest_key))
+    entries = {}
+    for path in files:
+        rel, size = path.relative_to(folder).as_posix(), path.stat().st_size
+        part = ChunksizeAdjuster().adjust_chunksize(multipart_threshold, size) if size >= multipart_threshold else None
+        digest, key = _digest(path, part), _join(prefix, rel)
+        _retrying(f"s3://{bucket}/{key}", partial(_upload, s3, path, bucket, key, digest, transfer))
+        entries[rel] = {"size": size, "sha256": digest.hex}
+    manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": entries}
+    body = json.dumps(manifest, indent=2).encode()
+    _retrying(f"s3://{bucket}/{manifest_key}",
+              lambda: s3.put_object(Bucket=bucket, Key=manifest_key, Body=body, ChecksumAlgorithm="SHA256"))
+    return manifest
+
+
+def download_folder(uri: str, dest: Path) -> Path:
+    """Download the folder published at `uri` into `dest` (replacing it), verifying every file
+    against the manifest. The folder appears at `dest` complete or not at all."""
+    bucket, prefix = _split(uri)
+    key, s3 = _join(prefix, MANIFEST), client()
+    if _retrying(f"s3://{bucket}/{key}", lambda: _head(s3, bucket, key)) is None:
+        raise NlpstdError(f"{uri} has no {MANIFEST}: absent or incomplete upload")
+    manifest = json.loads(_retrying(f"s3://{bucket}/{key}", lambda: s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for rel, entry in manifest["files"].items():
+            key, target = _join(prefix, rel), tmp.joinpath(*_safe_parts(rel))
+            _retrying(f"s3://{bucket}/{key}", partial(_download, s3, bucket, key, target, entry))
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def folder_exists(uri: str) -> bool:
+    """True when a complete folder is published at `uri` (its manifest is there)."""
+    bucket, prefix = _split(uri)
+    key = _join(prefix, MANIFEST)
+    return _retrying(f"s3://{bucket}/{key}", lambda: _head(client(), bucket, key)) is not None
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+class _Digest(NamedTuple):
+    """A file's SHA-256 (hex and base64) and, when it goes up in `parts` parts, the composite
+    checksum S3 keeps for it: base64 of the SHA-256 over the parts' SHA-256 digests."""
+
+    size: int
+    hex: str
+    b64: str
+    parts: int
+    composite: str
+
+
+def _digest(path: Path, part_size: int | None) -> _Digest:
+    full, part, parts, filled = hashlib.sha256(), hashlib.sha256(), [], 0
+    with path.open("rb") as f:
+        while block := f.read(min(MB, part_size - filled) if part_size else MB):
+            full.update(block)
+            if part_size:
+                part.update(block)
+                filled += len(block)
+                if filled == part_size:
+                    parts.append(part.digest())
+                    part, filled = hashlib.sha256(), 0
+    if part_size and (filled or not parts):
+        parts.append(part.digest())
+    composite = hashlib.sha256(b"".join(parts)).digest()
+    return _Digest(path.stat().st_size, full.hexdigest(), _b64(full.digest()), len(parts), _b64(composite))
+
+
+def _upload(s3: Any, path: Path, bucket: str, key: str, local: _Digest, transfer: TransferConfig) -> None:
+    """Upload one file and compare the stored object with it. AWS validates the SHA-256 that
+    botocore sends and keeps it, so a HEAD suffices; when a server keeps none (some S3-compatible
+    stores), or its parts differ from ours, the object is read back and hashed."""
+    s3.upload_file(str(path), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=transfer)
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    parts = int(head["ETag"].strip('"').rpartition("-")[2]) if "-" in head["ETag"] else 0
+    remote = (head.get("ChecksumSHA256") or "").split("-")[0]  # composite ones end in -<parts> on AWS
+    if head["ContentLength"] != local.size:
+        same = False
+    elif remote and parts == local.parts:
+        same = remote == (local.composite if parts else local.b64)
+    else:
+        body, sha = s3.get_object(Bucket=bucket, Key=key)["Body"], hashlib.sha256()
+        while block := body.read(MB):
+            sha.update(block)
+        same = sha.hexdigest() == local.hex
+    if not same:
+        raise NlpstdError(f"s3://{bucket}/{key}: the stored object does not match the local file "
+                          "(it changed during the upload, or the transfer was corrupted)")
+
+
+def _download(s3: Any, bucket: str, key: str, target: Path, entry: dict[str, Any]) -> None:
+    sha, size = hashlib.sha256(), 0
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    with _atomic_file(target) as out:
+        while block := body.read(MB):
+            sha.update(block)
+            size += len(block)
+            out.write(block)
+        if size != entry["size"] or sha.hexdigest() != entry["sha256"]:
+            raise NlpstdError(f"s3://{bucket}/{key}: corrupted: {size} bytes, sha256 {sha.hexdigest()[:12]}…, "
+                              f"but the manifest lists {entry['size']} bytes, sha256 {entry['sha256'][:12]}…")
+
+
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """HEAD an object; None when it is missing. A 404 has no body, so ask the bucket whether
+    the object or the whole bucket is missing."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _code(exc) != "404":
+            raise
+    s3.head_bucket(Bucket=bucket)  # raises (404 → "bucket does not exist") if the bucket is missing
+    return None
+
+
+def _retrying(uri: str, action: Callable[[], T]) -> T:
+    """Run a whole-object operation, retrying connection failures with exponential backoff;
+    any lasting failure becomes a one-line NlpstdError naming `uri`."""
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except _TRANSIENT as exc:
+            if attempt == ATTEMPTS:
+                raise _error(uri, exc) from exc
+            log.warning("%s: %s, retrying (%d/%d)", uri, type(exc).__name__, attempt, ATTEMPTS - 1)
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+            attempt += 1
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise _error(uri, exc) from exc
+
+
+def _error(uri: str, exc: BaseException) -> NlpstdError:
+    """A message from the error's kind and code only: botocore's texts may carry the endpoint,
+    and nothing here ever formats a credential."""
+    if isinstance(exc, (S3UploadFailedError, RetriesExceededError)):  # wrappers: report the cause
+        exc = getattr(exc, "last_exception", None) or exc.__context__ or exc
+    if isinstance(exc, NoCredentialsError):
+        why = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+    elif isinstance(exc, _TRANSIENT):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "").rpartition("@")[2] or "the S3 endpoint"  # never a user:password@
+        why = f"cannot reach {endpoint} ({type(exc).__name__}): check AWS_ENDPOINT_URL and the network"
+    elif isinstance(exc, ClientError):
+        code = _code(exc)
+        if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
+            why = "the bucket does not exist: check the bucket name and the endpoint"
+        elif code in ("NoSuchKey", "404"):
+            why = "no such object: check the key"
+        elif code == "PreconditionFailed":
+            why = "the object changed while it was being downloaded: try again"
+        elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+            why = f"access denied ({code}): check the credentials and the bucket's policy"
+        else:
+            why = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+    else:
+        why = type(exc).__name__
+    return NlpstdError(f"{uri}: {why}")
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _split(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise NlpstdError(f"{uri}: not an s3://bucket/key URI")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
+
+
+def _safe_parts(key: str) -> tuple[str, ...]:
+    """A key's path segments, refusing any that would escape the destination folder."""
+    parts = tuple(p for p in PurePosixPath(key).parts if p != "/")
+    if not parts or ".." in parts:
+        raise NlpstdError(f"{key}: not usable as a local path")
+    return parts
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[Any]:
+    """Write to a temporary file beside `path`; rename it into place only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
