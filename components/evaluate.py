@@ -14,6 +14,7 @@ def evaluate(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Inp
     from nlpstd.stages import evaluate
     from nlpstd.stages.output import read_json
     from nlpstd.stages.task import numeric, stage_task
+    from nlpstd.tracking import close_pipeline_run
 
     with stage_task(standard, "evaluate", mlflow_run_id) as (std, tracker):
         figures = evaluate.run(std, data.path, Path(model.path) / "model", evaluation.path, tracker)
@@ -24,4 +25,6 @@ def evaluate(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Inp
     if "confusion_matrix" in split:
         confusion.log_confusion_matrix(split["labels"], split["confusion_matrix"])
     Path(report.path).write_text(self_contained(Path(evaluation.path) / "report.md"), encoding="utf-8")
+    if not figures["gate_passed"]:  # nothing follows: end the parent run if the pipeline opened it
+        close_pipeline_run(mlflow_run_id)
     return bool(figures["gate_passed"])

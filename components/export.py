@@ -10,9 +10,11 @@ def export(standard: str, mlflow_run_id: str, model: Input[Model], evaluation: I
 
     from nlpstd.stages import export
     from nlpstd.stages.task import numeric, stage_task
+    from nlpstd.tracking import close_pipeline_run
 
     with stage_task(standard, "export", mlflow_run_id) as (std, tracker):
         figures = export.run(std, Path(model.path) / "model", evaluation.path, exported.path, tracker, f"{std.name}.yaml")
     exported.metadata["model_dir"] = "model"
     for name, value in numeric(figures).items():
         metrics.log_metric(name, value)
+    close_pipeline_run(mlflow_run_id)  # the last stage: end the parent run if the pipeline opened it

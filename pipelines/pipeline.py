@@ -53,27 +53,27 @@ def build_pipeline(std: Standard, cpu_image: str, gpu_image: str, retries: int |
         """standard: the standard's YAML; mlflow_run_id: the parent run the stages log under (none: no
         tracking); data_stamp: sizes and times of the input files (a data-prep cache key);
         work_dir: where training keeps checkpoints that a rerun or retry resumes from."""
-        common = {"standard": standard, "mlflow_run_id": mlflow_run_id}
-
         prep = ops.data_prep(standard=standard, has_pretrain_task=std.pretrain.enabled, data_stamp=data_stamp)
-        _cpu_task(prep, "data-prep", runtime.tasks).set_caching_options(cache_data_prep)
+        _cpu_task(prep, "data-prep", cpu_image, runtime.tasks).set_caching_options(cache_data_prep)
         data = prep.outputs["data"]
 
+        # the first training task opens the MLflow parent run when none is given; the id travels on as an output
         pretrained = {}
         if std.pretrain.enabled:
-            pre = ops.pretrain(**common, work_dir=work_dir, data=data)
-            _training_task(pre, "pretrain (MLM)", runtime, retries)
-            pretrained = {"pretrained": pre.outputs["model"]}
+            pre = ops.pretrain(standard=standard, mlflow_run_id=mlflow_run_id, work_dir=work_dir, data=data)
+            _training_task(pre, "pretrain (MLM)", gpu_image, runtime, retries)
+            pretrained, mlflow_run_id = {"pretrained": pre.outputs["model"]}, pre.outputs["Output"]
 
-        tune = ops.finetune(**common, work_dir=work_dir, data=data, **pretrained)
-        _training_task(tune, f"finetune ({std.finetune.method})", runtime, retries)
+        tune = ops.finetune(standard=standard, mlflow_run_id=mlflow_run_id, work_dir=work_dir, data=data, **pretrained)
+        _training_task(tune, f"finetune ({std.finetune.method})", gpu_image, runtime, retries)
+        common = {"standard": standard, "mlflow_run_id": tune.outputs["Output"]}
 
         score = ops.evaluate(**common, data=data, model=tune.outputs["model"])
-        _cpu_task(score, "evaluate + gate", runtime.tasks)
+        _cpu_task(score, "evaluate + gate", cpu_image, runtime.tasks)
 
         with dsl.If(score.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a pipeline condition, not Python)
             ship = ops.export(**common, model=tune.outputs["model"], evaluation=score.outputs["evaluation"])
-            _cpu_task(ship, "export", runtime.tasks)
+            _cpu_task(ship, "export", cpu_image, runtime.tasks)
 
         return Outputs(data=data, model=tune.outputs["model"], evaluation=score.outputs["evaluation"])
 
@@ -92,8 +92,9 @@ def compile_pipeline(std: Standard, cpu_image: str, gpu_image: str, folder: Path
     return path
 
 
-def _environment(task: dsl.PipelineTask) -> None:
+def _environment(task: dsl.PipelineTask, image: str) -> None:
     task.set_env_variable("PYTHONUNBUFFERED", "1")
+    task.set_env_variable("NLPSTD_IMAGE", image)  # tagged on the MLflow run
     if os.environ.get("MLFLOW_TRACKING_URI"):  # the server the pipeline logs to is the one set when it is built
         task.set_env_variable("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
 
@@ -109,18 +110,18 @@ def _resources(task: dsl.PipelineTask, resources: Resources) -> None:
         task.set_memory_limit(resources.memory_limit)
 
 
-def _cpu_task(task: dsl.PipelineTask, name: str, resources: Resources) -> dsl.PipelineTask:
+def _cpu_task(task: dsl.PipelineTask, name: str, image: str, resources: Resources) -> dsl.PipelineTask:
     task.set_display_name(name).set_caching_options(False)
     _resources(task, resources)
-    _environment(task)
+    _environment(task, image)
     return task
 
 
-def _training_task(task: dsl.PipelineTask, name: str, runtime: RuntimeSpec, retries: int) -> dsl.PipelineTask:
+def _training_task(task: dsl.PipelineTask, name: str, image: str, runtime: RuntimeSpec, retries: int) -> dsl.PipelineTask:
     """GPU, node pool, shared memory for data loaders, retries (which resume from the work dir)."""
     task.set_display_name(name).set_caching_options(False)
     _resources(task, runtime.training)
-    _environment(task)
+    _environment(task, image)
     if retries:
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
     gpu = runtime.gpu

@@ -175,6 +175,7 @@ def test_save_writes_a_summary_with_counts(tmp_path):
     assert json.loads((tmp_path / "out/summary.json").read_text()) == {
         "task": CLASS,
         "fingerprint": prepared.fingerprint,
+        "sources": {"train": str(tmp_path / "src" / "train.tsv"), "validation": str(tmp_path / "src" / "validation.tsv")},
         "examples": {"train": 3, "validation": 1},
         "label_counts": {"train": {"0": 1, "1": 2}, "validation": {"1": 1}},
     }

@@ -82,3 +82,25 @@ def test_killed_run_resumes_training_from_its_checkpoint(ner_standard: Path, tmp
     result = run_local(ner_standard, out, tracking=False)
     assert result.stages["finetune"]["resumed_from_step"] > 0
     assert result.run_dir not in result.folders["data-prep"].parents, "data-prep came from the first run's cache"
+
+
+def test_without_a_parent_run_the_pipeline_opens_and_closes_its_own(ner_standard: Path, tmp_path: Path, local_env: str):
+    """As on a cluster, where nothing outside the pipeline opens the MLflow run."""
+    from kfp import local
+    from mlflow import MlflowClient
+
+    from nlpstd.spec import load_standard
+    from pipelines.pipeline import build_pipeline
+
+    std = load_standard(ner_standard)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    build_pipeline(std, "registry/nlpstd:1", "registry/nlpstd-gpu:1", retries=0)(standard=json.dumps(std.to_dict()))
+    client = MlflowClient(local_env)
+    experiment = client.get_experiment_by_name("tiny-ner").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`nlpstd.opened_by` = 'pipeline'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["nlpstd.image"] == "registry/nlpstd-gpu:1"
+    assert parent.data.params["finetune.lr"] == "0.003"
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(run.data.tags["nlpstd.stage"] for run in children) == ["data-prep", "evaluate", "export", "finetune"]
+    assert all(run.info.status == "FINISHED" for run in children)

@@ -61,3 +61,19 @@ def test_unreachable_tracking_server_fails_before_any_stage(ner_standard: Path, 
     with pytest.raises(NlpstdError, match=f"MLflow tracking server http://127.0.0.1:{port} does not answer"):
         run_standard(ner_standard, tmp_path / "out")
     assert not (tmp_path / "out").exists(), "nothing ran, nothing was written"
+
+
+def test_stage_runs_carry_datasets_system_metrics_per_type_scores_and_device(ner_standard: Path, tmp_path: Path, mlflow_uri: str):
+    from mlflow import MlflowClient
+
+    summary = run_standard(ner_standard, tmp_path / "out")
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_stage = {r.data.tags["nlpstd.stage"]: r for r in children}
+    inputs = {d.dataset.name: d.dataset.digest for d in by_stage["data-prep"].inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation", "test"}
+    assert set(inputs.values()) == {by_stage["data-prep"].data.tags["nlpstd.data_fingerprint"][:16]}
+    assert any(name.startswith("system/cpu_utilization") for name in by_stage["finetune"].data.metrics)
+    assert "test_f1_PER" in by_stage["evaluate"].data.metrics
+    assert by_stage["finetune"].data.tags["nlpstd.device"] == "cpu"

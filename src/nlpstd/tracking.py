@@ -25,6 +25,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...
 
 
 class NullTracker:
@@ -36,6 +37,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...
 
 
 class MlflowTracker:
@@ -73,6 +75,20 @@ class MlflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self._client.set_tag(self.run_id, key, str(value))
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
+        """A run input that names the file (local or s3://) and the data's fingerprint, without copying it."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # the resolver warns when several source kinds could match
+            warnings.simplefilter("ignore")
+            dataset = MetaDataset(source=resolve_dataset_source(source), name=name, digest=digest)
+        entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        self._client.log_inputs(self.run_id, datasets=[entity])
 
 
 def tracking_uri() -> str:
@@ -118,17 +134,8 @@ class RunTracking:
             return
         import mlflow
 
-        check_reachable(tracking_uri())
-        mlflow.set_tracking_uri(tracking_uri())
-        experiment = _experiment_id(self.std.name)
-        parent = mlflow.MlflowClient().create_run(experiment, run_name=self.std.name, tags={"nlpstd.standard": self.std.name})
-        self.run_id, self.parent = parent.info.run_id, MlflowTracker(parent.info.run_id)
-        self.parent.set_tags({"nlpstd.spec_hash": self.std.spec_hash(), "nlpstd.git_commit": git_commit(), **(tags or {})})
-        self.parent.log_params(self.std.flat_params())
-        with tempfile.TemporaryDirectory() as tmp:
-            resolved = Path(tmp) / "standard.yaml"
-            resolved.write_text(self.std.to_yaml())
-            self.parent.log_artifact(resolved)
+        self.run_id = open_parent_run(self.std, tags)
+        self.parent = MlflowTracker(self.run_id)
         status = "FAILED"
         try:
             yield self
@@ -159,12 +166,85 @@ class RunTracking:
             run_name=name,
             tags={"mlflow.parentRunId": self.run_id, "nlpstd.stage": name, "nlpstd.standard": self.std.name},
         )
+        monitor = _SystemMetrics(child.info.run_id)
         status = "FAILED"
         try:
             yield MlflowTracker(child.info.run_id)
             status = "FINISHED"
         finally:
+            monitor.finish()
             client.set_terminated(child.info.run_id, status)
+
+
+class _SystemMetrics:
+    """CPU, memory, disk, network (and GPU when there is one) sampled into a stage's run every few
+    seconds, plus one sample at the end, so that a short stage has its figures too."""
+
+    def __init__(self, run_id: str):
+        import logging
+
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        self.monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1)
+        self.monitor.start()
+
+    def finish(self) -> None:
+        self.monitor.finish()
+        self.monitor.collect_metrics()
+        self.monitor.publish_metrics(self.monitor.aggregate_metrics())
+        self.monitor.mlflow_logger.flush()
+
+
+def open_parent_run(std: Standard, tags: dict[str, str] | None = None) -> str:
+    """A new parent run: tags (standard, spec hash, git commit, image), the flattened standard as
+    params, and the resolved standard as an artifact."""
+    import mlflow
+
+    check_reachable(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri())
+    run = mlflow.MlflowClient().create_run(_experiment_id(std.name), run_name=std.name, tags={"nlpstd.standard": std.name})
+    parent = MlflowTracker(run.info.run_id)
+    image = {"nlpstd.image": os.environ["NLPSTD_IMAGE"]} if os.environ.get("NLPSTD_IMAGE") else {}
+    parent.set_tags({"nlpstd.spec_hash": std.spec_hash(), "nlpstd.git_commit": git_commit(), **image, **(tags or {})})
+    parent.log_params(std.flat_params())
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "standard.yaml"
+        resolved.write_text(std.to_yaml())
+        parent.log_artifact(resolved)
+    return run.info.run_id
+
+
+# A parent run opened by a pipeline task (no runner outside the pipeline opened one) is closed by a task too.
+OPENED_BY_PIPELINE = {"nlpstd.opened_by": "pipeline"}
+
+
+def pipeline_parent_run(std: Standard, run_id: str, data_dir: Path) -> str:
+    """The parent run a pipeline's tasks log under: the one given, else a new one when a tracking
+    server is configured (on a cluster nothing outside the pipeline opens one); else none. A new
+    one also gets data-prep's nested run, logged from its output: data-prep takes no run id."""
+    if run_id or not os.environ.get("MLFLOW_TRACKING_URI"):
+        return run_id
+    from nlpstd.stages import data_prep
+
+    run_id = open_parent_run(std, {**OPENED_BY_PIPELINE, "nlpstd.runner": "kubeflow"})
+    with RunTracking.attach(std, run_id).stage("data-prep") as tracker:
+        data_prep.track(data_dir, tracker)
+    return run_id
+
+
+def close_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
+    """End a parent run that a pipeline task opened (one opened by a runner is the runner's to end)."""
+    if not run_id:
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    opened_here = all(run.data.tags.get(k) == v for k, v in OPENED_BY_PIPELINE.items())
+    if opened_here and run.info.status == "RUNNING":
+        client.set_terminated(run_id, status)
 
 
 def _experiment_id(name: str) -> str:

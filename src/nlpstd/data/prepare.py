@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpstd.data.readers import apply_limit, read_all, read_bytes, read_text
@@ -26,6 +26,7 @@ class PreparedData:
     labels: list[str]  # the label set of train, in a stable order
     splits: dict[str, list[dict]]  # "train", "validation", optionally "test"
     fingerprint: str
+    sources: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from
 
 
 def prepare(std: Standard) -> PreparedData:
@@ -41,7 +42,7 @@ def prepare(std: Standard) -> PreparedData:
         if split != "train":
             _check_known(data, split, task, records, labels)
     splits = {split: apply_limit(data, split, records) for split, records in full.items()}
-    return PreparedData(task, labels, splits, fingerprint(data))
+    return PreparedData(task, labels, splits, fingerprint(data), {split: f.path for split, f in data.files().items()})
 
 
 def label_set(task: str, records: list[dict]) -> list[str]:
@@ -134,6 +135,7 @@ def save(prepared: PreparedData, out_dir: Path) -> None:
     summary = {
         "task": prepared.task,
         "fingerprint": prepared.fingerprint,
+        "sources": prepared.sources,
         "examples": {split: len(records) for split, records in prepared.splits.items()},
         "label_counts": {split: _label_counts(records) for split, records in prepared.splits.items()},
     }
@@ -165,4 +167,4 @@ def load(data_dir: Path) -> PreparedData:
     for split in summary["examples"]:
         with open(data_dir / f"{split}.jsonl", encoding="utf-8") as handle:
             splits[split] = [json.loads(line) for line in handle if line.strip()]
-    return PreparedData(summary["task"], labels, splits, summary["fingerprint"])
+    return PreparedData(summary["task"], labels, splits, summary["fingerprint"], summary.get("sources", {}))

@@ -47,8 +47,10 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
 def track(out_dir: Path, tracker: Tracker) -> None:
     """Log a data-prep output folder: its fingerprints, counts and summaries. Separate from `run`, so
     a prepared folder served from a pipeline's cache is logged in the run that reuses it."""
-    out_dir = Path(out_dir)
-    tracker.set_tags({"nlpstd.data_fingerprint": read_json(out_dir / "summary.json")["fingerprint"]})
+    out_dir, summary = Path(out_dir), read_json(Path(out_dir) / "summary.json")
+    tracker.set_tags({"nlpstd.data_fingerprint": summary["fingerprint"]})
+    for split, source in summary.get("sources", {}).items():  # the run's inputs, as MLflow datasets
+        tracker.log_dataset(split, source, digest=summary["fingerprint"][:16], context=split)
     tracker.log_metrics(read_json(out_dir / "metrics.json"))
     tracker.log_artifact(out_dir / "summary.json")
     if (out_dir / "corpus" / "corpus.json").is_file():

@@ -82,7 +82,9 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "champion": decision.to_dict(),
                             "truncation": truncation, "stage_seconds": seconds})
 
-    tracker.log_metrics(flat)
+    per_name = {f"{split}_f1_{name}": row["f1"] for split, m in scores.items()
+                for name, row in (m.get("per_type") or m.get("per_label") or {}).items()}
+    tracker.log_metrics({**flat, **per_name})
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
                       **_decision_tags(decision)})
     for name in ("report.md", "gate.json", "champion.json", "plots"):

@@ -88,4 +88,5 @@ def write_training(folder: Path, result: TrainResult, *, batch_size: int, starte
 def log_training(tracker: Tracker, out_dir: Path, metrics: dict[str, Any]) -> None:
     """The stage's numeric figures and its loss curve, once the stage folder is published."""
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.set_tags({"nlpstd.device": metrics["device"], "nlpstd.precision": metrics["precision"]})
     tracker.log_artifact(Path(out_dir) / "loss.png")

@@ -17,17 +17,22 @@ from typing import Any
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, load_standard_text
 from nlpstd.stages.output import read_json
-from nlpstd.tracking import RunTracking, Tracker
+from nlpstd.tracking import RunTracking, Tracker, close_pipeline_run
 
 
 @contextlib.contextmanager
 def stage_task(standard_text: str, stage: str, mlflow_run_id: str = "",
                source: str | Path = "standard.yaml") -> Iterator[tuple[Standard, Tracker]]:
     """The standard and the stage's tracker (a nested run under `mlflow_run_id`, or none);
-    `source` names the standard in errors and anchors its relative paths."""
+    `source` names the standard in errors and anchors its relative paths. A failing stage also
+    fails a parent run that the pipeline itself opened."""
     std = load_standard_text(standard_text, source)
-    with RunTracking.attach(std, mlflow_run_id).stage(stage) as tracker:
-        yield std, tracker
+    try:
+        with RunTracking.attach(std, mlflow_run_id).stage(stage) as tracker:
+            yield std, tracker
+    except BaseException:
+        close_pipeline_run(mlflow_run_id, "FAILED")
+        raise
 
 
 def check_pipeline_shape(std: Standard, has_pretrain_task: bool) -> None:
