@@ -2,7 +2,7 @@
 
 It is the very pipeline a cluster runs (the same components and DAG); kfp.local ignores the
 images and the Kubernetes settings and runs each task with this Python. Outputs land in
-`OUT/pipeline/<pipeline>-<time>/<task>/<output>`; training checkpoints live in `OUT/work/`, so
+`OUT/pipeline/<pipeline>-<time>/<task>/<output>`; training checkpoints live in `OUT/checkpoints`, so
 rerunning after an interruption resumes, and data-prep is served from kfp.local's cache when
 neither the standard nor its files changed.
 """
@@ -68,7 +68,7 @@ def run_local(standard_file: str | Path, out: str | Path | None = None, tracking
     with RunTracking(std, enabled=tracking).run(tags={"nlpstd.runner": "kfp.local"}) as tracker:
         try:
             run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
-                           data_stamp=data_stamp(files), work_dir=str(out / "work"))
+                           data_stamp=data_stamp(files), work_dir=str(out / "checkpoints"))
         except RuntimeError as exc:  # kfp.local names the failed task; its log is printed above
             raise NlpstdError(f"pipeline {pipeline_name(std)} failed: {exc}") from None
         evaluation = Path(run.outputs["evaluation"].path)

@@ -73,7 +73,7 @@ def test_killed_run_resumes_training_from_its_checkpoint(ner_standard: Path, tmp
     first = subprocess.Popen(command, cwd=Path(__file__).parents[1], start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not list(out.glob("work/*/finetune/checkpoints/last/state.json")):
+    while not list(out.glob("checkpoints/*/finetune/checkpoints/last/state.json")):
         assert first.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)  # the runner and its task, as a lost machine would
