@@ -11,7 +11,8 @@ def data_prep(standard: str, has_pretrain_task: bool, data_stamp: str, data: Out
     from pathlib import Path
 
     from nlpstd.stages import data_prep
-    from nlpstd.stages.task import check_pipeline_shape, numeric, stage_task
+    from nlpstd.stages.output import numeric
+    from nlpstd.stages.task import check_pipeline_shape, stage_task
 
     with stage_task(standard, "data-prep") as (std, tracker):
         check_pipeline_shape(std, has_pretrain_task)

@@ -12,8 +12,8 @@ def evaluate(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Inp
 
     from nlpstd.evaluate.report import self_contained
     from nlpstd.stages import evaluate
-    from nlpstd.stages.output import read_json
-    from nlpstd.stages.task import numeric, stage_task
+    from nlpstd.stages.output import numeric, read_json
+    from nlpstd.stages.task import stage_task
     from nlpstd.tracking import close_pipeline_run
 
     with stage_task(standard, "evaluate", mlflow_run_id) as (std, tracker):

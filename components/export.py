@@ -9,7 +9,8 @@ def export(standard: str, mlflow_run_id: str, model: Input[Model], evaluation: I
     from pathlib import Path
 
     from nlpstd.stages import export
-    from nlpstd.stages.task import numeric, stage_task
+    from nlpstd.stages.output import numeric
+    from nlpstd.stages.task import stage_task
     from nlpstd.tracking import close_pipeline_run
 
     with stage_task(standard, "export", mlflow_run_id) as (std, tracker):

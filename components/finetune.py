@@ -13,7 +13,8 @@ def finetune(standard: str, mlflow_run_id: str, work_dir: str, data: Input[Datas
 
     from nlpstd.spec import load_standard_text
     from nlpstd.stages import finetune
-    from nlpstd.stages.task import numeric, stage_task, torchrun_stage, training_work_dir
+    from nlpstd.stages.output import numeric
+    from nlpstd.stages.task import stage_task, torchrun_stage, training_work_dir
     from nlpstd.tracking import pipeline_parent_run
 
     std = load_standard_text(standard)

@@ -84,7 +84,7 @@ def test_decision_is_recorded_on_the_runs_and_the_version(ner_standard: Path, tm
 def test_alias_does_not_move_when_another_run_won_meanwhile(ner_standard: Path, tmp_path: Path, store: str):
     run_standard(ner_standard, tmp_path / "run1")
     registry = MlflowRegistry()
-    assert registry.champion("tiny-ner").version == "1"
+    assert registry.champion("tiny-ner", tmp_path / "downloads").version == "1"
     # run 2 is scored against v1, but before it exports, run 3 takes the alias
     run_standard(ner_standard, tmp_path / "run2", stages=["data-prep", "finetune", "evaluate"])
     run_standard(ner_standard, tmp_path / "run3")

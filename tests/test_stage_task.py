@@ -10,8 +10,8 @@ import pytest
 from nlpstd.cli import main
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import load_standard
-from nlpstd.stages.output import staged
-from nlpstd.stages.task import numeric, stage_task, training_work_dir
+from nlpstd.stages.output import numeric, staged
+from nlpstd.stages.task import stage_task, training_work_dir
 
 
 def test_staged_with_a_work_dir_publishes_into_the_output_folder(tmp_path: Path):

@@ -10,7 +10,6 @@ given champion. Stages see the `Registry` protocol; `MlflowRegistry` is the MLfl
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,8 +59,17 @@ def decide(metric: str, split: str, candidate: float, minimum: float, min_delta:
                        f"by min_delta {min_delta:.4f} on {split} (margin {margin:+.4f})")
 
 
+def decision_tags(decision: dict) -> dict[str, str]:
+    """A decision (as `Decision.to_dict()`, or read back from champion.json) as MLflow tags."""
+    return {"nlpstd.champion_decision": "promote" if decision.get("promote") else "keep",
+            "nlpstd.champion_reason": decision.get("reason", ""),
+            "nlpstd.candidate_score": "" if decision.get("candidate") is None else f"{decision['candidate']:.6f}",
+            "nlpstd.champion_score": "" if decision.get("champion") is None else f"{decision['champion']:.6f}",
+            "nlpstd.champion_version": decision.get("champion_version") or ""}
+
+
 class Registry(Protocol):
-    def champion(self, name: str) -> Champion | None: ...
+    def champion(self, name: str, downloads: Path) -> Champion | None: ...
     def register(self, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str: ...
     def promote(self, name: str, version: str, expected: str | None) -> tuple[bool, str]: ...
 
@@ -69,7 +77,7 @@ class Registry(Protocol):
 class NullRegistry:
     """No registry (tracking off): no champion, nothing registered."""
 
-    def champion(self, name: str) -> Champion | None:
+    def champion(self, name: str, downloads: Path) -> Champion | None:
         return None
 
     def register(self, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
@@ -103,15 +111,15 @@ class MlflowRegistry:
         except MlflowException:  # no such model, or no alias yet
             return None
 
-    def champion(self, name: str) -> Champion | None:
+    def champion(self, name: str, downloads: Path) -> Champion | None:
+        """The current champion, its model downloaded into `downloads` (the caller's to remove)."""
         import mlflow
 
         version = self._alias_version(name)
         if version is None:
             return None
         found = self._client.get_model_version(name, version)
-        folder = Path(tempfile.mkdtemp(prefix="nlpstd-champion-"))
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(folder))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(downloads))
         return Champion(version=str(version), run_id=found.run_id, model_dir=Path(local))
 
     def register(self, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:

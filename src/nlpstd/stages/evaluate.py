@@ -4,6 +4,7 @@ registry's champion on the same data to decide whether this model may take its p
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import load_model, load_tokenizer
-from nlpstd.registry import Decision, Registry, decide, registry_for
+from nlpstd.registry import Registry, decide, decision_tags, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
@@ -34,9 +35,10 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
 
-    def score_split(folder: Path, split: str, desc: str):
-        tokenizer = load_tokenizer(str(folder))
-        model = load_model(folder, std.task).to(device)
+    def load(folder: Path) -> tuple:
+        return load_tokenizer(str(folder)), load_model(folder, std.task).to(device)
+
+    def score_split(tokenizer, model, split: str, desc: str):
         encoded = encode(tokenizer, std.task, data.splits[split], data.labels, std.data.max_length, std.data.label_subwords)
         scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
                        device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc)
@@ -44,17 +46,19 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
 
     # -- score every labelled split
     scores, scored_by_split, truncation = {}, {}, {}
+    candidate = load(model_dir)
     for split in ("validation", "test"):
         if split in data.splits:
-            scored_by_split[split], truncation[split] = score_split(model_dir, split, f"evaluate {split}")
+            scored_by_split[split], truncation[split] = score_split(*candidate, split, f"evaluate {split}")
             scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
 
     # -- the champion, scored on the same split of the same data
-    name = std.export.register_as or std.name
-    champion, champion_score = registry.champion(name), None
-    if champion is not None:
-        champion_score = float(score_split(champion.model_dir, gate.split, f"champion v{champion.version}")[0].metrics[gate.metric])
+    with tempfile.TemporaryDirectory(prefix="nlpstd-champion-") as downloads:
+        champion, champion_score = registry.champion(std.export.register_as or std.name, Path(downloads)), None
+        if champion is not None:
+            scored, _ = score_split(*load(champion.model_dir), gate.split, f"champion v{champion.version}")
+            champion_score = float(scored.metrics[gate.metric])
     decision = decide(gate.metric, gate.split, gate.value, gate.threshold, std.evaluate.gate.min_delta,
                       champion_score, champion.version if champion else None)
 
@@ -86,21 +90,13 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                 for name, row in (m.get("per_type") or m.get("per_label") or {}).items()}
     tracker.log_metrics({**flat, **per_name})
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
-                      **_decision_tags(decision)})
+                      **decision_tags(decision.to_dict())})
     for name in ("report.md", "gate.json", "champion.json", "plots"):
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
     print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
     print(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
     print(f"evaluate: champion {'PROMOTE' if decision.promote else 'KEEP'}: {decision.reason}")
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
-
-
-def _decision_tags(decision: Decision) -> dict[str, str]:
-    return {"nlpstd.champion_decision": "promote" if decision.promote else "keep",
-            "nlpstd.champion_reason": decision.reason,
-            "nlpstd.candidate_score": f"{decision.candidate:.6f}",
-            "nlpstd.champion_score": "" if decision.champion is None else f"{decision.champion:.6f}",
-            "nlpstd.champion_version": decision.champion_version or ""}
 
 
 def _write_predictions(path: Path, records: list[dict], scored) -> None:

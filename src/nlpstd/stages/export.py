@@ -11,7 +11,7 @@ from nlpstd import storage
 from nlpstd.errors import GateFailed
 from nlpstd.export.card import model_card
 from nlpstd.models.build import count_parameters, load_model
-from nlpstd.registry import Registry, registry_for
+from nlpstd.registry import Registry, decision_tags, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages.output import read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
@@ -71,9 +71,7 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
     """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so."""
     name = std.export.register_as or std.name
     tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
-            "nlpstd.destination": std.export.destination or "",
-            "nlpstd.champion_decision": "promote" if decision.get("promote") else "keep",
-            "nlpstd.champion_reason": decision.get("reason", "")}
+            "nlpstd.destination": std.export.destination or "", **decision_tags(decision)}
     version = registry.register(name, tracker.run_id, "model", tags)
     if decision.get("promote"):
         promoted, reason = registry.promote(name, version, decision.get("champion_version"))

@@ -52,6 +52,11 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
     replace_dir(tmp, out_dir)
 
 
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of a stage's metrics (what a metrics view can plot; flags and text stay out)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
     (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
@@ -87,6 +92,6 @@ def write_training(folder: Path, result: TrainResult, *, batch_size: int, starte
 
 def log_training(tracker: Tracker, out_dir: Path, metrics: dict[str, Any]) -> None:
     """The stage's numeric figures and its loss curve, once the stage folder is published."""
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    tracker.log_metrics(numeric(metrics))
     tracker.set_tags({"nlpstd.device": metrics["device"], "nlpstd.precision": metrics["precision"]})
     tracker.log_artifact(Path(out_dir) / "loss.png")

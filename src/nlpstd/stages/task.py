@@ -45,11 +45,6 @@ def check_pipeline_shape(std: Standard, has_pretrain_task: bool) -> None:
         )
 
 
-def numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    """The plain numbers of a stage's metrics (what a pipeline's metrics view can show)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def training_work_dir(work_dir: str, std: Standard, stage: str) -> Path | None:
     """Where a training task keeps its checkpoints across runs and retries: one folder per recipe and stage."""
     if not work_dir:
