@@ -1,11 +1,15 @@
-"""export: the deliverable model folder with its model card; the pipeline runs it only when the gate passed."""
+"""export: the deliverable model folder (Hugging Face, ONNX, int8) with its card, parity checks and KServe
+manifest; the pipeline runs it only when the gate passed."""
 
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def export(standard: str, mlflow_run_id: str, model: Input[Model], evaluation: Input[Artifact],
-           exported: Output[Model], metrics: Output[Metrics]):
-    """`exported` is the stage folder: the Hugging Face model with its README card is its `model/`."""
+def export(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Input[Model], evaluation: Input[Artifact],
+           exported: Output[Model], metrics: Output[Metrics], card: Output[Markdown]):
+    """`exported` is the stage folder: the model with its README card is its `model/`, the parity
+    figures its `parity.json`; `card` shows the card in the run's UI. Fails, uploading nothing, when a
+    format strays from the torch model beyond `export.parity`."""
+    import shutil
     from pathlib import Path
 
     from nlpstd.stages import export
@@ -14,8 +18,10 @@ def export(standard: str, mlflow_run_id: str, model: Input[Model], evaluation: I
     from nlpstd.tracking import close_pipeline_run
 
     with stage_task(standard, "export", mlflow_run_id) as (std, tracker):
-        figures = export.run(std, Path(model.path) / "model", evaluation.path, exported.path, tracker, f"{std.name}.yaml")
+        figures = export.run(std, data.path, Path(model.path) / "model", evaluation.path, exported.path, tracker, f"{std.name}.yaml")
     exported.metadata["model_dir"] = "model"
+    exported.metadata["formats"] = figures["formats"]
     for name, value in numeric(figures).items():
         metrics.log_metric(name, value)
+    shutil.copyfile(Path(exported.path) / "model" / "README.md", card.path)
     close_pipeline_run(mlflow_run_id)  # the last stage: end the parent run if the pipeline opened it

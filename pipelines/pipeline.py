@@ -72,7 +72,7 @@ def build_pipeline(std: Standard, cpu_image: str, gpu_image: str, retries: int |
         _cpu_task(score, "evaluate + gate", cpu_image, runtime.tasks)
 
         with dsl.If(score.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a pipeline condition, not Python)
-            ship = ops.export(**common, model=tune.outputs["model"], evaluation=score.outputs["evaluation"])
+            ship = ops.export(**common, data=data, model=tune.outputs["model"], evaluation=score.outputs["evaluation"])
             _cpu_task(ship, "export", cpu_image, runtime.tasks)
 
         return Outputs(data=data, model=tune.outputs["model"], evaluation=score.outputs["evaluation"])

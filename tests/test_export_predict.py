@@ -82,4 +82,42 @@ def test_decoder_joins_inside_tags_and_splits_on_type_change():
 
 def test_predict_on_a_folder_without_a_model_is_a_clear_error(tmp_path: Path, capsys):
     assert main(["predict", str(tmp_path), "some text"]) == 2
-    assert "not a model folder (no config.json)" in capsys.readouterr().err
+    assert "not a model (expected an exported folder with config.json" in capsys.readouterr().err
+
+
+@pytest.fixture
+def onnx_export(ner_standard: Path, tmp_path: Path) -> Path:
+    """The tiny NER model exported as a Hugging Face folder with an ONNX graph in `onnx/`."""
+    ner_standard.write_text(ner_standard.read_text() + "export: {formats: [safetensors, onnx]}\n")
+    run_standard(ner_standard, tmp_path / "out", tracking=False)
+    return tmp_path / "out" / "export" / "model"
+
+
+def entities_of(path: Path) -> list[list[tuple]]:
+    return [[(e["label"], e["start"], e["end"]) for e in json.loads(line)["entities"]] for line in path.read_text().splitlines()]
+
+
+def test_predict_with_onnx_gives_the_torch_labels_on_10000_lines(onnx_export: Path, tmp_path: Path):
+    names, places = ["Maria", "John", "Sofia", "Lukas", "Anna"], ["Tokyo", "Oslo", "Lima", "Paris"]
+    lines = [json.dumps({"id": i, "text": f"{names[i % 5]} Smith flew to {places[i % 4]} on day {i} ."}) for i in range(10_000)]
+    (tmp_path / "texts.jsonl").write_text("\n".join(lines) + "\n")
+    for name, model in (("torch", onnx_export), ("onnx", onnx_export / "onnx" / "model.onnx")):
+        assert main(["predict", str(model), "--file", str(tmp_path / "texts.jsonl"), "--output", str(tmp_path / f"{name}.jsonl"), "--batch-size", "64"]) == 0
+    torch_rows = (tmp_path / "torch.jsonl").read_text().splitlines()
+    assert len(torch_rows) == 10_000 and json.loads(torch_rows[9_999])["id"] == 9_999, "input order and ids kept"
+    assert entities_of(tmp_path / "onnx.jsonl") == entities_of(tmp_path / "torch.jsonl")
+    assert any(entities_of(tmp_path / "torch.jsonl")), "the model finds entities to compare"
+
+
+def test_predict_reads_plain_text_one_line_per_text(onnx_export: Path, tmp_path: Path):
+    (tmp_path / "texts.txt").write_text("Anna Smith flew to Oslo .\n\nJohn Smith flew to Lima .\n")
+    assert main(["predict", str(onnx_export / "onnx"), "--file", str(tmp_path / "texts.txt"), "--output", str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["Anna Smith flew to Oslo .", "John Smith flew to Lima ."], "a folder with model.onnx is read as ONNX"
+
+
+def test_a_bad_jsonl_line_is_named_and_no_output_is_written(ner_export: Path, tmp_path: Path, capsys):
+    (tmp_path / "texts.jsonl").write_text('{"text": "Anna Smith"}\n{"text": 3}\n')
+    assert main(["predict", str(ner_export), "--file", str(tmp_path / "texts.jsonl"), "--output", str(tmp_path / "out.jsonl")]) == 2
+    assert f"{tmp_path / 'texts.jsonl'}:2: text:" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -33,11 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--out", required=True, help="this stage's output folder")
     stage.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
 
-    predict = commands.add_parser("predict", help="entities or labels for texts, from a model folder")
-    predict.add_argument("model_dir")
+    predict = commands.add_parser("predict", help="entities or labels for texts, from an exported folder or ONNX file")
+    predict.add_argument("model", help="an exported model folder, or a .onnx file beside its tokenizer and config")
     predict.add_argument("texts", nargs="*", help="texts to label (or --file)")
-    predict.add_argument("--file", help="a text file, one text per line")
+    predict.add_argument("--file", help='texts to label: JSON Lines of {"text": ...} (.jsonl), else one text per line')
+    predict.add_argument("--output", help="write JSON Lines here (replaced only when complete) instead of printing")
     predict.add_argument("--json", action="store_true", help="print one JSON object per text")
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    predict.add_argument("--threads", type=int, help="CPU threads of the ONNX Runtime session")
 
     args = parser.parse_args(argv)
     try:
@@ -108,20 +111,32 @@ def _stage(args: argparse.Namespace) -> int:
         elif args.name == "evaluate":
             evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker)
         else:
-            export.run(std, need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
+            export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nlpstd.predict import Predictor
+    import os
+    from pathlib import Path
 
-    texts = list(args.texts)
+    from nlpstd.predict import Predictor, predict_records, read_texts
+
+    records = [{"text": text} for text in args.texts]
     if args.file:
-        with open(args.file, encoding="utf-8") as handle:
-            texts += [line.rstrip("\n") for line in handle if line.strip()]
-    if not texts:
+        records += read_texts(Path(args.file))
+    if not records:
         raise NlpstdError("predict: give texts as arguments or --file")
-    for result in Predictor(args.model_dir)(texts):
+    predictor = Predictor(args.model, batch_size=args.batch_size, threads=args.threads)
+    results = predict_records(predictor, records, progress=bool(args.file))
+    if args.output:
+        partial = f"{args.output}.partial"
+        with open(partial, "w", encoding="utf-8") as out:
+            for result in results:
+                out.write(json.dumps(result) + "\n")
+        os.replace(partial, args.output)
+        print(f"predict: {len(records)} predictions ({predictor.backend}) in {args.output}", file=sys.stderr)
+        return 0
+    for result in results:
         if args.json:
             print(json.dumps(result))
         elif "entities" in result:

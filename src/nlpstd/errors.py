@@ -28,3 +28,7 @@ class DataError(LocatedError):
 
 class GateFailed(NlpstdError):
     """The evaluation gate rejected the model; nothing downstream of it runs."""
+
+
+class ParityFailed(NlpstdError):
+    """An exported format strays from the torch model beyond the standard's tolerances; nothing is uploaded."""

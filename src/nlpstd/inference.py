@@ -1,6 +1,12 @@
-"""Batched forward passes for evaluation and prediction, and turning logits into labels."""
+"""Batched forward passes for evaluation, prediction and export parity, and turning logits into labels.
+
+One batching path serves every backend: a *forward* is any callable from a padded batch of tensors
+to a logits array, so the torch model and an ONNX Runtime session are scored by the same code.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -10,26 +16,40 @@ from transformers import PreTrainedModel
 from nlpstd.runtime import autocast
 from nlpstd.train.batching import collate, eval_batches
 
+Forward = Callable[[dict[str, torch.Tensor]], np.ndarray]
 
-@torch.inference_mode()
+
+def torch_forward(model: PreTrainedModel, device: torch.device, precision: str = "fp32") -> Forward:
+    """The model's logits as float32 numpy, under the precision the standard asks for."""
+    model.eval()
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        with autocast(device, precision):
+            return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+
+    return forward
+
+
 def predict_logits(
-    model: PreTrainedModel,
+    forward: Forward | PreTrainedModel,
     features: list[dict],
     batch_size: int,
-    device: torch.device,
+    device: torch.device | None = None,
     precision: str = "fp32",
     pad_id: int = 0,
     desc: str | None = None,
 ) -> list[np.ndarray]:
-    """Logits per example, in input order: (T_i, L) for token tasks, (L,) for sequence tasks."""
-    model.eval()
+    """Logits per example, in input order: (T_i, L) for token tasks, (L,) for sequence tasks.
+    A torch model is wrapped with `torch_forward(model, device, precision)`."""
+    if isinstance(forward, torch.nn.Module):
+        forward = torch_forward(forward, device or torch.device("cpu"), precision)
     out: list[np.ndarray | None] = [None] * len(features)
     batches = eval_batches([len(f["input_ids"]) for f in features], batch_size)
     for indices in tqdm(batches, desc=desc, disable=desc is None, unit="batch", leave=False):
         batch = collate([features[i] for i in indices], pad_id)
         batch.pop("labels")
-        with autocast(device, precision):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+        logits = forward(batch)
         for row, i in enumerate(indices):
             out[i] = logits[row, : len(features[i]["input_ids"])] if logits.ndim == 3 else logits[row]
     return out

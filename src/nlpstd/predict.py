@@ -1,15 +1,19 @@
-"""Predictions from an exported model folder: entities with character offsets, or a label with scores."""
+"""Predictions from an exported model, torch or ONNX: entities with character offsets, or a label with scores."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from nlpstd.data.encode import encode_tokens, words_and_offsets
 from nlpstd.errors import NlpstdError
-from nlpstd.inference import predict_logits, softmax, word_predictions
+from nlpstd.export.onnx import MODEL_FILE, OnnxForward
+from nlpstd.inference import predict_logits, softmax, torch_forward, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
 
 TASK_OF_ARCHITECTURE = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "sequence-classification"}
@@ -23,6 +27,17 @@ def task_of(model_dir: Path) -> str:
             if arch.endswith(suffix):
                 return task
     raise ValueError(f"{model_dir}: config.json names no token or sequence classification architecture")
+
+
+def locate(path: Path) -> tuple[Path, Path | None]:
+    """(folder with config and tokenizer, ONNX file or None for the torch weights)."""
+    if path.is_file() and path.suffix == ".onnx":
+        return path.parent, path
+    if path.is_dir() and (path / "config.json").is_file():
+        has_weights = any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        return (path, None) if has_weights or not (path / MODEL_FILE).is_file() else (path, path / MODEL_FILE)
+    raise NlpstdError(f"{path}: not a model (expected an exported folder with config.json, or a .onnx file beside one); "
+                      "pass e.g. runs/<standard>/export/model or runs/<standard>/export/model/onnx-int8/model.onnx")
 
 
 def decode_entities(text: str, offsets: list[tuple[int, int]], tags: list[str], probs: list[float]) -> list[dict]:
@@ -49,20 +64,27 @@ def decode_entities(text: str, offsets: list[tuple[int, int]], tags: list[str], 
 
 
 class Predictor:
-    """Loads a model folder once; call it with a list of texts."""
+    """Loads a model once, torch or ONNX; call it with a list of texts.
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 32, device: str = "cpu"):
-        self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise NlpstdError(f"{self.model_dir}: not a model folder (no config.json); pass e.g. runs/<standard>/export/model")
+    `model_path` is an exported folder (the Hugging Face model), an ONNX file, or a folder holding
+    `model.onnx`; the tokenizer and label map are read from the folder (the file's folder for ONNX).
+    """
+
+    def __init__(self, model_path: str | Path, batch_size: int = 32, device: str = "cpu", threads: int | None = None):
+        self.model_dir, onnx_file = locate(Path(model_path))
         info_path = self.model_dir / "nlpstd.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        config = json.loads((self.model_dir / "config.json").read_text())
         self.task = info.get("task") or task_of(self.model_dir)
         self.tokenizer = load_tokenizer(str(self.model_dir))
         self.max_length = info.get("max_length") or min(self.tokenizer.model_max_length, 512)
-        self.device, self.batch_size = torch.device(device), batch_size
-        self.model = load_model(self.model_dir, self.task).to(self.device).eval()
-        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        self.batch_size = batch_size
+        self.id2label = {int(k): v for k, v in config["id2label"].items()}
+        if onnx_file is not None:
+            self.backend, self.forward = "onnx", OnnxForward(onnx_file, threads)
+        else:
+            model = load_model(self.model_dir, self.task).to(device)
+            self.backend, self.forward = "torch", torch_forward(model, torch.device(device))
 
     def __call__(self, texts: list[str]) -> list[dict]:
         if self.task == "token-classification":
@@ -73,7 +95,7 @@ class Predictor:
         pieces = [words_and_offsets(self.tokenizer, text) for text in texts]
         records = [{"tokens": [w for w, _ in p], "tags": ["O"] * len(p)} for p in pieces]
         encoded = encode_tokens(self.tokenizer, records, ["O"], self.max_length)
-        logits = predict_logits(self.model, encoded.features, self.batch_size, self.device, pad_id=self.tokenizer.pad_token_id)
+        logits = predict_logits(self.forward, encoded.features, self.batch_size, pad_id=self.tokenizer.pad_token_id)
         results = []
         for text, piece, row, feature in zip(texts, pieces, logits, encoded.features):
             per_word = word_predictions(row, feature["word_ids"], len(piece))
@@ -87,7 +109,7 @@ class Predictor:
         features = [{"input_ids": ids, "labels": -100} for ids in batch["input_ids"]]
         for feature, types in zip(features, batch.get("token_type_ids") or []):
             feature["token_type_ids"] = types
-        logits = predict_logits(self.model, features, self.batch_size, self.device, pad_id=self.tokenizer.pad_token_id)
+        logits = predict_logits(self.forward, features, self.batch_size, pad_id=self.tokenizer.pad_token_id)
         results = []
         for text, row in zip(texts, logits):
             probs = softmax(row)
@@ -95,3 +117,37 @@ class Predictor:
             scores = {self.id2label[i]: round(float(p), 4) for i, p in enumerate(probs)}
             results.append({"text": text, "label": self.id2label[best], "score": round(float(probs[best]), 4), "scores": scores})
         return results
+
+
+def read_texts(path: Path) -> list[dict]:
+    """Records to label from a file: JSON Lines (`{"text": ...}`; other fields such as an id come back
+    with the prediction) when it ends in .jsonl, else plain text, one per line. Blank lines are skipped."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            if path.suffix != ".jsonl":
+                records.append({"text": line.rstrip("\n")})
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise NlpstdError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            if isinstance(record, str):
+                record = {"text": record}
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise NlpstdError(f"{path}:{number}: text: expected an object with a string \"text\" field")
+            records.append(record)
+    return records
+
+
+def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024, progress: bool = True) -> Iterator[dict]:
+    """Predictions in input order, `chunk` texts at a time (each cut into batches), so output streams
+    and memory stays flat however long the file."""
+    with tqdm(total=len(records), unit="text", desc="predict", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(records), chunk):
+            part = records[start : start + chunk]
+            for record, result in zip(part, predictor([r["text"] for r in part])):
+                yield {**{k: v for k, v in record.items() if k != "text"}, **result}
+            bar.update(len(part))

@@ -62,4 +62,4 @@ def _run_stage(stage: str, std: Standard, dirs: dict[str, Path], tracker, standa
         return finetune.run(std, dirs["data-prep"], dirs["finetune"], tracker, base=base)
     if stage == "evaluate":
         return evaluate.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], tracker)
-    return export.run(std, dirs["finetune"] / "model", dirs["evaluate"], dirs["export"], tracker, standard_file)
+    return export.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], dirs["export"], tracker, standard_file)

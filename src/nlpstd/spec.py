@@ -236,14 +236,39 @@ class EvaluateSpec(_Section):
     gate: GateSpec = Field(default_factory=GateSpec)
 
 
-class ExportSpec(_Section):
-    formats: list[Literal["safetensors"]] = Field(default_factory=lambda: ["safetensors"], min_length=1)
-    register_as: str | None = Field(None, description="Registered model name (defaults to the standard's name).")
-    destination: PathStr | None = Field(None, description="Copy the exported folder here as well.")
-
-
 _CPU = r"^\d+(\.\d+)?m?$"  # Kubernetes quantities: "4", "500m"
 _MEMORY = r"^\d+(\.\d+)?([KMGTP]i?)?$"  # "16Gi", "512Mi"
+
+
+ExportFormat = Literal["safetensors", "onnx", "onnx-int8"]
+
+
+class ParitySpec(_Section):
+    """How far an exported format may stray from the torch model on held-out examples before export fails."""
+
+    max_abs_diff: float = Field(1e-3, gt=0, description="ONNX fp32 vs torch: largest |difference| of any logit.")
+    min_agreement: float = Field(0.999, ge=0, le=1, description="ONNX fp32 vs torch: share of identical predictions.")
+    max_metric_drop: float = Field(0.01, ge=0, description="Each format vs torch: largest drop of the gate metric (0.01 = 1 point).")
+    split: Literal["test", "validation"] | None = Field(None, description="Held-out split to compare on (default: test if set, else validation).")
+    max_examples: int | None = Field(None, gt=0, description="Compare on the first N examples only (default: the whole split).")
+
+
+class ServingSpec(_Section):
+    """The KServe InferenceService written beside the export."""
+
+    format: ExportFormat = Field("safetensors", description="What to serve: safetensors (Hugging Face runtime) or onnx / onnx-int8 (ONNX runtime).")
+    storage_uri: str | None = Field(None, description="Where the cluster finds the model (default: export.destination when it is s3://).")
+    cpu: str = Field("1", pattern=_CPU)
+    memory: str = Field("2Gi", pattern=_MEMORY)
+
+
+class ExportSpec(_Section):
+    formats: list[ExportFormat] = Field(default_factory=lambda: ["safetensors"], min_length=1,
+                                        description="safetensors (the Hugging Face folder, always), onnx (fp32), onnx-int8 (dynamic int8).")
+    register_as: str | None = Field(None, description="Registered model name (defaults to the standard's name).")
+    destination: PathStr | None = Field(None, description="Copy the exported folder here as well (a path or s3://bucket/prefix).")
+    parity: ParitySpec = Field(default_factory=ParitySpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
 
 
 class Toleration(_Section):
@@ -529,6 +554,19 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
             fail((section, "grad_accumulation"), f"batch_size {recipe.batch_size} is not a multiple of grad_accumulation {recipe.grad_accumulation}")
     if std.data.text_pair_column and std.task == "token-classification":
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
+    _check_export(std, fail)
+
+
+def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    formats = std.export.formats
+    if "safetensors" not in formats:
+        fail(("export", "formats"), "safetensors is always exported: it is the Hugging Face folder the other formats are built from")
+    if len(set(formats)) != len(formats):
+        fail(("export", "formats"), "a format is listed twice")
+    if std.export.serving.format not in formats:
+        fail(("export", "serving", "format"), f"serves {std.export.serving.format!r}, which export.formats does not list")
+    if std.export.parity.split == "test" and std.data.test is None:
+        fail(("export", "parity", "split"), "parity reads the test split, but data.test is not set")
 
 
 def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel
 
 from nlpstd.data.encode import Encoded
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
-from nlpstd.inference import predict_logits, word_tags
+from nlpstd.inference import Forward, predict_logits, word_tags
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Scored:
 
 
 def score(
-    model: PreTrainedModel,
+    model: PreTrainedModel | Forward,
     encoded: Encoded,
     task: str,
     labels: list[str],
@@ -31,7 +32,13 @@ def score(
     pad_id: int = 0,
     desc: str | None = None,
 ) -> Scored:
+    """Score a torch model, or any forward (an ONNX session), on the encoded examples."""
     logits = predict_logits(model, encoded.features, batch_size, device, precision, pad_id, desc)
+    return score_logits(logits, encoded, task, labels)
+
+
+def score_logits(logits: list[np.ndarray], encoded: Encoded, task: str, labels: list[str]) -> Scored:
+    """Metrics from logits already computed: the predictions are the ones `predict` would return."""
     id2label = dict(enumerate(labels))
     if task == "token-classification":
         pred = [

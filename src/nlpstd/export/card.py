@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from nlpstd.export.serving import FOLDERS
 from nlpstd.spec import Standard
 
 
-def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters: int, standard_file: str) -> str:
+def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters: int, standard_file: str,
+               parity: dict, sizes: dict[str, int], manifest: str | None) -> str:
+    """Provenance, scores per split and per format, how to load and serve it, its limits, how to rebuild it."""
     scores = evaluation.get("scores", {})
     gate = evaluation.get("gate", {})
     metric_rows = [
@@ -38,6 +41,18 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
         f"Gate: **{'passed' if gate.get('passed') else 'failed'}** ({gate.get('reason', 'not evaluated')}).",
         "",
+        "## Formats",
+        "",
+        f"Each format scored on {parity['examples']:,} {parity['split']} examples, against the torch model "
+        f"(tolerances: max |Δlogit| {parity['tolerances']['max_abs_diff']:g} and agreement ≥ {parity['tolerances']['min_agreement']:.2%} "
+        f"for ONNX fp32; {parity['metric']} at most {parity['tolerances']['max_metric_drop']:g} below torch for every format).",
+        "",
+        f"| format | file | size | {parity['metric']} | max abs logit diff | agreement with torch |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *_format_rows(parity, sizes),
+        "",
+        "Agreement counts identical predictions: per word for token classification, per text for classification.",
+        "",
         "## Use",
         "",
         "```python",
@@ -47,14 +62,24 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
         "```",
         "",
-        'or `nlpstd predict path/to/this/folder "some text"`.',
+        "or, batched, from a JSON Lines file of `{\"text\": ...}` objects, with any format:",
         "",
+        "```sh",
+        "nlpstd predict path/to/this/folder --file texts.jsonl --output predictions.jsonl",
+        *(f"nlpstd predict path/to/this/folder/{FOLDERS[fmt]}/model.onnx --file texts.jsonl --output predictions.jsonl"
+          for fmt in std.export.formats if fmt != "safetensors"),
+        "```",
+        "",
+        *([f"On Kubernetes with KServe: `kubectl apply -f {manifest}` serves the `{std.export.serving.format}` format from "
+           "the export destination.", ""] if manifest else []),
         "## Intended use and limits",
         "",
         "- Trained and scored on the data named above only; scores on other domains will differ.",
         f"- Inputs longer than {std.data.max_length} sub-word tokens are truncated"
         + (" (words beyond the limit are predicted `O`)." if std.task == "token-classification" else "."),
         "- The test score is an estimate on one fixed split; it carries sampling error.",
+        *(["- `onnx-int8` is quantized dynamically: its logits differ from fp32 by design; the table shows what that costs."]
+          if "onnx-int8" in std.export.formats else []),
         "",
         "## Reproduce",
         "",
@@ -64,6 +89,17 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
     ]
     return "\n".join(lines)
+
+
+def _format_rows(parity: dict, sizes: dict[str, int]) -> list[str]:
+    rows = []
+    for fmt, size in sizes.items():
+        row = parity["formats"]["torch" if fmt == "safetensors" else fmt]
+        file = "model.safetensors" if fmt == "safetensors" else f"{FOLDERS[fmt]}/model.onnx"
+        diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "(reference)"
+        agree = f"{row['agreement']:.2%}" if "agreement" in row else "(reference)"
+        rows.append(f"| {fmt} | `{file}` | {size / 1e6:.1f} MB | {row[parity['metric']]:.4f} | {diff} | {agree} |")
+    return rows
 
 
 def _base(std: Standard) -> str:

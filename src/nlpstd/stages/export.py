@@ -1,30 +1,48 @@
-"""Stage 5, export: the deliverable Hugging Face folder with its model card, only if the gate passed;
-registered as a new model version, which takes the champion alias if evaluation said it beat the champion."""
+"""Stage 5, export: what a serving team takes over, only if the gate passed.
+
+The Hugging Face folder with its model card, the ONNX formats the standard lists, each checked against
+the torch model on held-out examples (a format that strays fails the stage before anything is
+uploaded), a KServe manifest, the upload to `export.destination`, and a registered model version that
+takes the champion alias if evaluation said it beat the champion.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
-from nlpstd import storage
-from nlpstd.errors import GateFailed
+import torch
+import yaml
+
+from nlpstd import runtime, storage
+from nlpstd.data import prepare as prep
+from nlpstd.data.encode import Encoded, encode
+from nlpstd.errors import GateFailed, ParityFailed
+from nlpstd.evaluate.scoring import score_logits
+from nlpstd.export import parity
 from nlpstd.export.card import model_card
-from nlpstd.models.build import count_parameters, load_model
+from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
+from nlpstd.export.serving import FOLDERS, inference_service, storage_uri
+from nlpstd.inference import Forward, predict_logits, torch_forward
+from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, registry_for
 from nlpstd.spec import Standard
-from nlpstd.stages.output import read_json, staged, write_metrics
+from nlpstd.stages.output import numeric, read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.checkpoint import replace_dir
 
 # What a Hugging Face folder needs; training leftovers stay behind.
 _KEEP = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "nlpstd.json"}
+MANIFEST = "inferenceservice.yaml"
 
 
-def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None,
+def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None,
         standard_file: str = "STANDARD.yaml", registry: Registry | None = None) -> dict:
-    """Writes `model/` (config with the label map, model.safetensors, tokenizer, README.md card) and `metrics.json`.
-    The registry defaults to the tracker's; untracked, nothing is registered."""
+    """Writes `model/` (the Hugging Face folder, README.md card, `onnx/` and `onnx-int8/` as listed, the
+    KServe manifest), `parity.json` and `metrics.json`. The registry defaults to the tracker's;
+    untracked, nothing is registered."""
     tracker = tracker or NullTracker()
     registry = registry or registry_for(tracker)
     started = time.perf_counter()
@@ -34,9 +52,14 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
     gate = evaluation["gate"]
     if not gate["passed"]:
         raise GateFailed(f"export skipped: the gate failed ({gate['reason']})")
+    runtime.setup(std.runtime, std.seed)
+    data = prep.load(data_dir)
+    tokenizer = load_tokenizer(str(model_dir))
     model = load_model(model_dir, std.task)
     parameters, _ = count_parameters(model)
     data_info = read_json(Path(model_dir) / "nlpstd.json")
+    split, held_out = _held_out(std, data, tokenizer)
+    metric = std.evaluate.gate.metric
 
     # -- outputs
     with staged(out_dir) as tmp:
@@ -45,13 +68,30 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
         for path in Path(model_dir).iterdir():
             if path.name in _KEEP:
                 shutil.copy2(path, folder / path.name)
+        report = _formats(std, model, tokenizer, held_out, data.labels, folder, scratch=tmp / "scratch")
+        checks = {"split": split, "examples": len(held_out.features), "metric": metric,
+                  "tolerances": std.export.parity.model_dump(), "formats": report}
+        (tmp / "parity.json").write_text(json.dumps(checks, indent=2))
+        failures = parity.violations(report, std.export.parity, metric)
+        if failures:  # the figures reach the tracker, the model reaches nothing
+            tracker.log_metrics(_flat(report))
+            tracker.log_artifact(tmp / "parity.json", "export")
+            raise ParityFailed(f"export stopped, nothing uploaded: the exported model strays from the torch model on "
+                               f"{len(held_out.features)} {split} examples: " + "; ".join(failures))
+
+        sizes = {fmt: _format_size(folder, fmt) for fmt in std.export.formats}
+        uri = storage_uri(std)
+        if uri:
+            (folder / MANIFEST).write_text(yaml.safe_dump(inference_service(std, uri), sort_keys=False))
         evaluation["labels"] = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        card = model_card(std, fingerprint=data_info["data_fingerprint"], evaluation=evaluation,
-                          parameters=parameters, standard_file=standard_file)
+        card = model_card(std, fingerprint=data_info["data_fingerprint"], evaluation=evaluation, parameters=parameters,
+                          standard_file=standard_file, parity=checks, sizes=sizes, manifest=MANIFEST if uri else None)
         (folder / "README.md").write_text(card, encoding="utf-8")
         (tmp / "standard.yaml").write_text(std.to_yaml(), encoding="utf-8")
-        size = sum(p.stat().st_size for p in folder.iterdir())
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats),
+                   "parity_split": split, "parity_examples": len(held_out.features), **_flat(report),
+                   **{f"{_key(fmt)}_size_bytes": n for fmt, n in sizes.items()},
                    "stage_seconds": round(time.perf_counter() - started, 2)}
         write_metrics(tmp, metrics)
 
@@ -59,19 +99,79 @@ def run(std: Standard, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: 
     if std.export.destination:
         _copy_to(final, std.export.destination)
     tracker.log_artifact(final, "model")
-    tracker.log_metrics({"parameters": parameters, "size_bytes": size})
-    print(f"export: {final} ({size / 1e6:.1f} MB)" + (f", copied to {std.export.destination}" if std.export.destination else ""))
+    tracker.log_artifact(Path(out_dir) / "parity.json", "export")
+    tracker.log_metrics(numeric({k: v for k, v in metrics.items() if k != "stage_seconds"}))
+    print(f"export: {final} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})"
+          + (f", copied to {std.export.destination}" if std.export.destination else ""))
+    if not uri:
+        print("export: no KServe manifest: set export.destination to s3://… (or export.serving.storage_uri) so a cluster can read the model")
     if tracker.run_id:
         metrics.update(_register(std, evaluation.get("champion", {}), data_info["data_fingerprint"], tracker, registry))
         write_metrics(out_dir, metrics)
     return metrics
 
 
+def _held_out(std: Standard, data: prep.PreparedData, tokenizer) -> tuple[str, Encoded]:
+    """The split parity is measured on: the standard's choice, else test when there is one."""
+    split = std.export.parity.split or ("test" if "test" in data.splits else "validation")
+    records = data.splits[split][: std.export.parity.max_examples]
+    return split, encode(tokenizer, std.task, records, data.labels, std.data.max_length, std.data.label_subwords)
+
+
+def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[str], folder: Path, scratch: Path) -> dict[str, dict]:
+    """Writes each ONNX format (with the tokenizer and config beside it, so its folder serves alone) and
+    scores torch and every format on the held-out examples. int8 is quantized from the fp32 graph,
+    which is built and checked even when only int8 ships."""
+    formats = std.export.formats
+    threads = torch.get_num_threads()
+
+    def scored(name: str, forward: Forward) -> parity.Run:
+        logits = predict_logits(forward, held_out.features, std.finetune.eval_batch_size, pad_id=tokenizer.pad_token_id, desc=f"parity {name}")
+        return parity.Run(logits, score_logits(logits, held_out, std.task, labels))
+
+    runs = {"torch": scored("torch", torch_forward(model, torch.device("cpu")))}
+    if any(fmt.startswith("onnx") for fmt in formats):
+        began = time.perf_counter()
+        home = folder / FOLDERS["onnx"] if "onnx" in formats else scratch
+        fp32 = export_onnx(model, home / MODEL_FILE, token_types="token_type_ids" in tokenizer.model_input_names)
+        print(f"export: onnx graph written in {time.perf_counter() - began:.1f} s")
+        runs["onnx"] = scored("onnx", OnnxForward(fp32, threads))
+        if "onnx-int8" in formats:
+            int8 = quantize_int8(fp32, folder / FOLDERS["onnx-int8"] / MODEL_FILE)
+            runs["onnx-int8"] = scored("onnx-int8", OnnxForward(int8, threads))
+        for fmt in formats:
+            if fmt != "safetensors":
+                for path in folder.iterdir():
+                    if path.is_file() and path.name != "model.safetensors":
+                        shutil.copy2(path, folder / FOLDERS[fmt] / path.name)
+        shutil.rmtree(scratch, ignore_errors=True)
+    report = parity.compare(runs, std.evaluate.gate.metric)
+    for name, row in report.items():
+        extra = "" if name == "torch" else f", max |Δlogit| {row['max_abs_diff']:.2e}, agreement {row['agreement']:.4%}"
+        print(f"export: {name:<9} {std.evaluate.gate.metric} {row[std.evaluate.gate.metric]:.4f}{extra}")
+    return report
+
+
+def _key(fmt: str) -> str:
+    return fmt.replace("-", "_")
+
+
+def _flat(report: dict[str, dict]) -> dict[str, float]:
+    """`torch_f1`, `onnx_max_abs_diff`, `onnx_int8_agreement`, …: one metric per figure."""
+    return {f"{_key(fmt)}_{name}": value for fmt, row in report.items() for name, value in row.items()}
+
+
+def _format_size(folder: Path, fmt: str) -> int:
+    path = folder / "model.safetensors" if fmt == "safetensors" else folder / FOLDERS[fmt] / MODEL_FILE
+    return path.stat().st_size
+
+
 def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry) -> dict:
     """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so."""
     name = std.export.register_as or std.name
     tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
-            "nlpstd.destination": std.export.destination or "", **decision_tags(decision)}
+            "nlpstd.destination": std.export.destination or "", "nlpstd.formats": ",".join(std.export.formats),
+            **decision_tags(decision)}
     version = registry.register(name, tracker.run_id, "model", tags)
     if decision.get("promote"):
         promoted, reason = registry.promote(name, version, decision.get("champion_version"))
