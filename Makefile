@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm clean
+.PHONY: install test test-fast pipeline-local pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm bench-inference clean
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ bench-hf: $(STAMP)
 # MLM training throughput, Trainer and nlpstd side by side (BERT-base shape on a GPU; BENCH_ARGS="--size mini --steps 30" on a CPU)
 bench-mlm: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mlm_throughput.py $(BENCH_ARGS)
+
+# Inference speed of an exported model: torch eager fp32, ONNX Runtime fp32 and int8 (MODEL=runs/<standard>/export/model)
+MODEL ?= runs/conll2003-ner-quick/export/model
+bench-inference: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/inference.py --model $(MODEL) --standard $(STANDARD)
 
 clean:
 	rm -rf runs build .pytest_cache

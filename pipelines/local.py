@@ -119,6 +119,10 @@ def print_summary(result: LocalRun) -> None:
         print("  " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     print(f"  gate {'PASSED' if result.gate['passed'] else 'FAILED'}: {result.gate['reason']}")
     export = result.stages.get("export", {})
+    metric = export.get("parity_metric")
+    if metric:
+        per_format = [f"{fmt} {export[key]:.4f}" for fmt, key in (("torch", f"torch_{metric}"), ("onnx", f"onnx_{metric}"), ("onnx-int8", f"onnx_int8_{metric}")) if key in export]
+        print(f"  export ({export.get('parity_split')} {metric}): " + ", ".join(per_format))
     if "registered_version" in export:
         outcome = "now the champion" if export["promoted"] else "champion unchanged"
         print(f"  registry: {export['registered_model']} v{export['registered_version']}, {outcome}: {export['promotion_reason']}")

@@ -34,7 +34,7 @@ def s3_standard(ner_standard: Path, s3_server, bucket: str) -> Path:
     text = ner_standard.read_text()
     for split, name in (("train", "train"), ("validation", "dev"), ("test", "test")):
         text = text.replace(f"{split}: {name}.txt", f"{split}: s3://{bucket}/conll/{name}.txt")
-    text += f"export: {{destination: s3://{bucket}/models/tiny-ner}}\n"
+    text += f"export: {{formats: [safetensors, onnx-int8], destination: s3://{bucket}/models/tiny-ner}}\n"
     ner_standard.write_text(text)
     return ner_standard
 
@@ -53,6 +53,26 @@ def test_data_from_s3_and_model_exported_to_s3(s3_standard: Path, bucket: str, m
     version = MlflowClient().get_model_version_by_alias(name, ALIAS)
     assert version.tags["nlpstd.destination"] == destination
     assert version.source.startswith(mlflow_server.artifact_root), "the registered model's files live in S3"
+
+
+def test_the_kserve_manifest_points_at_the_uploaded_format(s3_standard: Path, bucket: str, tmp_path: Path):
+    import yaml
+
+    run_standard(s3_standard, tmp_path / "out", tracking=False)
+    local = storage.download_folder(f"s3://{bucket}/models/tiny-ner", tmp_path / "downloaded")
+    assert (local / "onnx-int8" / "model.onnx").is_file(), "the int8 graph was uploaded beside the Hugging Face folder"
+    manifest = yaml.safe_load((local / "inferenceservice.yaml").read_text())
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == f"s3://{bucket}/models/tiny-ner"
+
+
+def test_a_parity_failure_uploads_nothing_to_s3(s3_standard: Path, bucket: str, s3_server, tmp_path: Path):
+    from nlpstd.errors import ParityFailed
+
+    s3_standard.write_text(s3_standard.read_text().replace("formats: [safetensors, onnx-int8]", "formats: [safetensors, onnx-int8], parity: {max_abs_diff: 1.0e-12}"))
+    with pytest.raises(ParityFailed, match="nothing uploaded"):
+        run_standard(s3_standard, tmp_path / "out", tracking=False)
+    listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="models/")
+    assert listed.get("KeyCount", 0) == 0
 
 
 def test_champion_scenario_through_the_pipeline(ner_standard: Path, mlflow_server, tmp_path: Path, monkeypatch):

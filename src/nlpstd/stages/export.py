@@ -90,7 +90,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
         (tmp / "standard.yaml").write_text(std.to_yaml(), encoding="utf-8")
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats),
-                   "parity_split": split, "parity_examples": len(held_out.features), **_flat(report),
+                   "parity_split": split, "parity_metric": metric, "parity_examples": len(held_out.features), **_flat(report),
                    **{f"{_key(fmt)}_size_bytes": n for fmt, n in sizes.items()},
                    "stage_seconds": round(time.perf_counter() - started, 2)}
         write_metrics(tmp, metrics)
