@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from nlpstd.cli import main
-from nlpstd.errors import NlpstdError
 from nlpstd.spec import load_standard
 from nlpstd.stages.output import numeric, staged
 from nlpstd.stages.task import stage_task, training_work_dir
@@ -49,15 +48,6 @@ def test_numeric_keeps_plain_numbers_only():
     assert numeric({"f1": 0.5, "steps": 3, "passed": True, "device": "cpu", "scores": {}}) == {"f1": 0.5, "steps": 3.0}
 
 
-def test_training_refuses_to_run_as_several_uncoordinated_processes(monkeypatch: pytest.MonkeyPatch):
-    from nlpstd import runtime
-    from nlpstd.spec import RuntimeSpec
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(NlpstdError, match="launched as 2 processes"):
-        runtime.setup(RuntimeSpec(), seed=0)
-
-
 def test_stage_command_runs_one_stage_over_given_folders(ner_standard: Path, tmp_path: Path):
     data, model, evaluation = tmp_path / "data", tmp_path / "model", tmp_path / "evaluation"
     assert main(["stage", "data-prep", str(ner_standard), "--out", str(data)]) == 0
@@ -70,17 +60,3 @@ def test_stage_command_runs_one_stage_over_given_folders(ner_standard: Path, tmp
 def test_stage_command_names_the_missing_folder(ner_standard: Path, tmp_path: Path, capsys):
     assert main(["stage", "finetune", str(ner_standard), "--out", str(tmp_path / "m")]) == 2
     assert "stage finetune: --data is required" in capsys.readouterr().err
-
-
-def test_several_gpus_launch_torchrun_whose_workers_refuse_until_training_is_sharded(ner_standard: Path, tmp_path: Path, capfd):
-    import subprocess
-
-    from nlpstd.stages.task import torchrun_stage
-
-    assert main(["stage", "data-prep", str(ner_standard), "--out", str(tmp_path / "data")]) == 0
-    text = json.dumps(load_standard(ner_standard).to_dict())
-    with pytest.raises(subprocess.CalledProcessError) as failed:
-        torchrun_stage("finetune", 2, text, "", str(tmp_path / "data"), str(tmp_path / "model"))
-    assert failed.value.cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    assert "launched as 2 processes (torchrun)" in capfd.readouterr().err
-    assert not (tmp_path / "model").exists()

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", help="output folder (default: runs/<standard name>)")
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate,export")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--nproc", type=int, default=1, help="train data-parallel in N processes (torchrun: one per GPU, or gloo on CPU)")
 
     stage = commands.add_parser("stage", help="run one stage over given folders (what a pipeline task runs)")
     stage.add_argument("name", choices=["data-prep", "pretrain", "finetune", "evaluate", "export"])
@@ -78,7 +79,9 @@ def _validate(path: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from nlpstd.runner import parse_stages, run_standard
 
-    summary = run_standard(args.standard, args.out, parse_stages(args.stages), tracking=not args.no_tracking)
+    if args.nproc < 1:
+        raise NlpstdError("--nproc: at least 1 process")
+    summary = run_standard(args.standard, args.out, parse_stages(args.stages), tracking=not args.no_tracking, nproc=args.nproc)
     print(f"\n{summary['standard']}: done in {sum(s['seconds'] for s in summary['stages'].values()):.0f} s")
     for stage, info in summary["stages"].items():
         print(f"  {stage:<10} {info['seconds']:>7.1f} s")
@@ -92,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 def _stage(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from nlpstd import runtime
     from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
     from nlpstd.stages.task import stage_task
 
@@ -101,17 +105,20 @@ def _stage(args: argparse.Namespace) -> int:
         return Path(value)
 
     text = Path(args.standard).read_text(encoding="utf-8")
-    with stage_task(text, args.name, args.mlflow_run_id, source=args.standard) as (std, tracker):
-        if args.name == "data-prep":
-            data_prep.run(std, Path(args.out), tracker)
-        elif args.name == "pretrain":
-            pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work)
-        elif args.name == "finetune":
-            finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work)
-        elif args.name == "evaluate":
-            evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker)
-        else:
-            export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
+    try:
+        with stage_task(text, args.name, args.mlflow_run_id, source=args.standard) as (std, tracker):
+            if args.name == "data-prep":
+                data_prep.run(std, Path(args.out), tracker)
+            elif args.name == "pretrain":
+                pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work)
+            elif args.name == "finetune":
+                finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work)
+            elif args.name == "evaluate":
+                evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker)
+            else:
+                export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
+    finally:
+        runtime.teardown()  # under torchrun: leave the process group
     return 0
 
 

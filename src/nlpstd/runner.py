@@ -9,9 +9,11 @@ from pathlib import Path
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, check_files, load_standard
 from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
+from nlpstd.stages.task import torchrun_stage
 from nlpstd.tracking import RunTracking
 
 STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
+TRAINING = ("pretrain", "finetune")
 
 
 def parse_stages(text: str | None) -> list[str]:
@@ -24,8 +26,10 @@ def parse_stages(text: str | None) -> list[str]:
     return [s for s in STAGES if s in chosen]
 
 
-def run_standard(standard_file: str | Path, out: str | Path | None = None, stages: list[str] | None = None, tracking: bool = True) -> dict:
-    """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json)."""
+def run_standard(standard_file: str | Path, out: str | Path | None = None, stages: list[str] | None = None, tracking: bool = True,
+                 nproc: int = 1) -> dict:
+    """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json).
+    With `nproc` > 1 the training stages run data-parallel under torchrun, one process each."""
     std = load_standard(standard_file)
     check_files(std, standard_file)
     out = Path(out or Path("runs") / std.name)
@@ -44,12 +48,20 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
         summary["mlflow_run_id"] = tracker.run_id
         for stage in stages:
             started = time.perf_counter()
-            with tracker.stage(stage) as stage_tracker:
-                metrics = _run_stage(stage, std, dirs, stage_tracker, str(standard_file))
+            if nproc > 1 and stage in TRAINING:  # its main process logs the stage's nested run itself
+                metrics = _torchrun(stage, std, dirs, nproc, tracker.run_id or "")
+            else:
+                with tracker.stage(stage) as stage_tracker:
+                    metrics = _run_stage(stage, std, dirs, stage_tracker, str(standard_file))
             summary["stages"][stage] = {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
             tracker.parent.log_metrics({f"{stage}_seconds": summary["stages"][stage]["seconds"]})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _torchrun(stage: str, std: Standard, dirs: dict[str, Path], nproc: int, run_id: str) -> dict:
+    base = dirs["pretrain"] / "model" if stage == "finetune" and std.pretrain.enabled else None
+    return torchrun_stage(stage, nproc, std.to_yaml(), run_id, str(dirs["data-prep"]), str(dirs[stage]), base=base)
 
 
 def _run_stage(stage: str, std: Standard, dirs: dict[str, Path], tracker, standard_file: str) -> dict:

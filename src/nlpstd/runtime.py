@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -40,18 +41,67 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 
-def setup(runtime: RuntimeSpec, seed: int) -> torch.device:
-    """Threads, seeds and the device, in that order, before any model is built."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:  # N independent copies would write the same checkpoints
-        from nlpstd.errors import NlpstdError
+def rank() -> int:
+    """This process's rank under torchrun (0 when launched alone)."""
+    return int(os.environ.get("RANK", "0"))
 
-        raise NlpstdError(f"launched as {world} processes (torchrun), but training does not yet shard across "
-                          "processes: set runtime.gpu.count to 1")
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    """Only the main process logs, writes checkpoints and publishes outputs."""
+    return rank() == 0
+
+
+def setup(runtime: RuntimeSpec, seed: int) -> torch.device:
+    """Threads, seeds, the process group (under torchrun) and the device, before any model is built.
+
+    Under torchrun each process takes the GPU of its local rank (NCCL), or shares the CPU (gloo)
+    with its share of the cores. Every process seeds alike; DDP copies rank 0's weights anyway."""
+    world = world_size()
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
+    elif world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     seed_everything(seed)
-    return resolve_device(runtime)
+    device = resolve_device(runtime)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier() -> None:
+    """Wait for every process (nothing to wait for when alone)."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """The main process runs the block first (filling caches, repairing files); the others run it after."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def teardown() -> None:
+    """Leave the process group cleanly (torch warns at exit otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:

@@ -18,7 +18,7 @@ from nlpstd.spec import Standard
 from nlpstd.stages.output import log_training, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.batching import Supervised
-from nlpstd.train.loop import train
+from nlpstd.train.loop import micro_batch, train
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
@@ -57,7 +57,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         return headline(scored.metrics)
 
     recipe = std.finetune
-    objective = Supervised(train_set.features, recipe.batch_size // recipe.grad_accumulation, std.seed,
+    objective = Supervised(train_set.features, micro_batch(recipe, "finetune"), std.seed,
                            recipe.group_by_length, tokenizer.pad_token_id)
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         result = train(
@@ -65,6 +65,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
             device=device, precision=precision, tracker=tracker, desc="finetune",
         )
+        if not runtime.is_main():  # the main process writes the model
+            return {}
 
         # -- outputs: a self-describing Hugging Face folder; LoRA also as its adapter
         if std.finetune.method == "lora":

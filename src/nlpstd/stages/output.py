@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nlpstd import runtime
 from nlpstd.evaluate.report import plot_loss_curve
 from nlpstd.tracking import Tracker
 from nlpstd.train.checkpoint import replace_dir
@@ -36,6 +37,10 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
     """
     out_dir = Path(out_dir)
     tmp = Path(work_dir) if work_dir else partial_dir(out_dir)
+    if not runtime.is_main():  # under torchrun the main process alone writes and publishes; the others share its folder
+        tmp.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        return
     if not keep_on_error:
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from nlpstd.models.tokenizer import train_wordpiece
 from nlpstd.spec import Standard
 from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
-from nlpstd.train.loop import train
+from nlpstd.train.loop import micro_batch, train
 from nlpstd.cache import cache_dir
 from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cached_blocks, tokenizer_fingerprint
 
@@ -41,11 +41,13 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     precision = runtime.resolve_precision(std.runtime, device)
 
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
-        # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed)
-        tokenizer = _tokenizer(std, corpus)
+        # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed);
+        #    under torchrun the main process fills the caches, the others read them
+        with runtime.main_first():
+            tokenizer = _tokenizer(std, corpus)
+            train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
+            held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
         identity = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
-        train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
-        held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
         print(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
 
         # -- model
@@ -58,16 +60,19 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         # -- held-out perplexity before training (kept, so a resumed run reports the true start)
         masker = Masker(tokenizer, spec.mlm_probability, spec.whole_word_masking)
         held_out = HeldOut(held_blocks, masker, spec.eval_batch_size, std.seed, device, precision, spec.max_eval_blocks)
-        initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", identity)
+        with runtime.main_first():
+            initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", identity)
         print(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
 
         # -- train
-        objective = MaskedLM(train_blocks, masker, spec.batch_size // spec.grad_accumulation, std.seed)
+        objective = MaskedLM(train_blocks, masker, micro_batch(spec, "pretrain"), std.seed)
         result = train(
             model, objective, held_out, spec, select="loss", maximize=False,
             work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
             tracker=tracker, desc="pretrain",
         )
+        if not runtime.is_main():  # the main process writes the model
+            return {}
         final = held_out(model)
 
         # -- outputs

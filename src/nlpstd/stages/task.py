@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nlpstd import runtime
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard, load_standard_text
 from nlpstd.stages.output import read_json
@@ -27,11 +28,12 @@ def stage_task(standard_text: str, stage: str, mlflow_run_id: str = "",
     `source` names the standard in errors and anchors its relative paths. A failing stage also
     fails a parent run that the pipeline itself opened."""
     std = load_standard_text(standard_text, source)
+    run_id = mlflow_run_id if runtime.is_main() else ""  # under torchrun the main process alone logs
     try:
-        with RunTracking.attach(std, mlflow_run_id).stage(stage) as tracker:
+        with RunTracking.attach(std, run_id).stage(stage) as tracker:
             yield std, tracker
     except BaseException:
-        close_pipeline_run(mlflow_run_id, "FAILED")
+        close_pipeline_run(run_id, "FAILED")
         raise
 
 

@@ -1,10 +1,16 @@
 """The training loop both stages share: AdamW, warm-up then linear or cosine decay, gradient
 accumulation, clipping, evaluation, early stopping, best-model keeping, and checkpoints that a
 rerun resumes from (also after `kill -9`). What is trained on, and how a batch becomes a loss,
-comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm.MaskedLM`)."""
+comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm.MaskedLM`).
+
+Under torchrun the same loop runs data-parallel (DDP): each optimizer step takes the same
+`grad_accumulation × processes` micro-batches a single process would accumulate, each process
+computing its share, so the result does not depend on how many processes ran it. Only the main
+process logs, evaluates, shows progress and writes checkpoints; all of them resume from the same one."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from nlpstd import runtime
 from nlpstd.runtime import autocast
 from nlpstd.spec import LoopRecipe
 from nlpstd.tracking import NullTracker, Tracker
@@ -67,6 +74,18 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def micro_batch(recipe: LoopRecipe, section: str) -> int:
+    """Examples per forward pass: the step's batch split over accumulation and processes."""
+    world = runtime.world_size()
+    parts = recipe.grad_accumulation * world
+    if recipe.batch_size % parts:
+        from nlpstd.errors import NlpstdError
+
+        raise NlpstdError(f"{section}.batch_size {recipe.batch_size} is not a multiple of grad_accumulation × processes "
+                          f"({recipe.grad_accumulation} × {world}): choose a batch size divisible by {parts}")
+    return recipe.batch_size // parts
+
+
 def train(
     model: torch.nn.Module,
     objective: Objective,
@@ -83,19 +102,22 @@ def train(
     tracker: Tracker | None = None,
     desc: str = "train",
 ) -> TrainResult:
-    """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`."""
-    tracker = tracker or NullTracker()
+    """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
+    Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes."""
+    world, rank, main = runtime.world_size(), runtime.rank(), runtime.is_main()
+    tracker = tracker if tracker is not None and main else NullTracker()
     work_dir = Path(work_dir)
     last_dir, best_dir = work_dir / "checkpoints" / "last", work_dir / "checkpoints" / "best"
 
-    # -- schedule: epochs or max_steps; an optimizer step is `grad_accumulation` micro-batches
-    accumulate = recipe.grad_accumulation
+    # -- schedule: epochs or max_steps; an optimizer step is `grad_accumulation` micro-batches per process
+    accumulate = recipe.grad_accumulation * world
     steps_per_epoch = math.ceil(len(objective.batches(0)) / accumulate)
     total_steps = recipe.max_steps or recipe.epochs * steps_per_epoch
     eval_every = recipe.eval_every or steps_per_epoch
     log_every = recipe.log_every
 
     model.to(device)
+    engine = _data_parallel(model, objective, device) if world > 1 else None
     optimizer = torch.optim.AdamW(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, fused=device.type == "cuda"
     )
@@ -103,32 +125,37 @@ def train(
 
     # -- resume from the last complete checkpoint of the same recipe and data
     state, resumed_from = LoopState(identity=identity), None
-    saved = checkpoint.read_state(last_dir)
+    with runtime.main_first():  # the main process repairs a half-renamed checkpoint before the others read it
+        saved = checkpoint.read_state(last_dir)
     if saved and saved.get("identity") == identity:
         state = LoopState(**checkpoint.load_checkpoint(last_dir, model, optimizer, scheduler))
         resumed_from = state.step
-        tqdm.write(f"resuming from the checkpoint at step {state.step} (epoch {state.epoch + 1})")
+        if main:
+            tqdm.write(f"resuming from the checkpoint at step {state.step} (epoch {state.epoch + 1})")
 
     def save_last() -> None:
-        checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state))
+        if main:
+            checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state))
 
     def run_eval() -> bool:
-        """Evaluate, keep the best weights, and say whether patience ran out."""
-        scores = evaluate(model)
+        """Evaluate (on the main process; the others receive its scores), keep the best weights,
+        and say whether patience ran out: every process takes the same decision."""
+        scores = _from_main(evaluate(model) if main else None, world)
         model.train()
         score = scores[select]
         state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
         tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
         if state.best_score is None or (score > state.best_score if maximize else score < state.best_score):
             state.best_score, state.best_step, state.evals_without_gain = score, state.step, 0
-            checkpoint.save_weights(best_dir, model)
+            if main:
+                checkpoint.save_weights(best_dir, model)
         else:
             state.evals_without_gain += 1
         return recipe.early_stopping is not None and state.evals_without_gain >= recipe.early_stopping
 
     # -- the loop
     model.train()
-    progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
     window_loss, window_seconds, window_samples, window_tokens = 0.0, 0.0, 0, 0
     done = state.step >= total_steps or state.stopped_early
     while not done:
@@ -136,15 +163,18 @@ def train(
         for start in range(state.batch_in_epoch, len(batches), accumulate):
             step_start = time.perf_counter()
             group = batches[start : start + accumulate]
+            mine = _share(len(group), rank, world)
             step_loss = torch.zeros((), device=device)
-            for position, indices in enumerate(group, start):
-                batch = {k: v.to(device, non_blocking=True) for k, v in objective.collate(indices, state.epoch, position).items()}
-                with autocast(device, precision):
-                    loss = objective.loss(model, batch) / len(group)
-                loss.backward()
+            for k, offset in enumerate(mine):
+                batch = {key: v.to(device, non_blocking=True) for key, v in objective.collate(group[offset], state.epoch, start + offset).items()}
+                last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
+                with engine.no_sync() if engine is not None and not last else contextlib.nullcontext():
+                    with autocast(device, precision):
+                        loss = (engine(batch) if engine is not None else objective.loss(model, batch)) / len(mine)
+                    loss.backward()
                 step_loss += loss.detach()
-                window_samples += len(indices)
                 window_tokens += int(batch["attention_mask"].sum())
+            window_samples += sum(len(indices) for indices in group)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
@@ -159,6 +189,7 @@ def train(
             window_seconds += seconds
             if state.step % log_every == 0 or state.step == total_steps:
                 n = state.step % log_every or log_every
+                window_loss, window_tokens = _summed(window_loss, window_tokens, world, device)
                 point = {"loss": window_loss / n, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                          "samples_per_s": window_samples / window_seconds, "tokens_per_s": window_tokens / window_seconds}
                 state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
@@ -179,6 +210,58 @@ def train(
             state.batch_in_epoch = 0
     progress.close()
 
+    runtime.barrier()  # the main process has written the best weights
     if state.best_step is not None:
         checkpoint.load_weights(best_dir, model)
     return TrainResult(state=state, total_steps=total_steps, resumed_from=resumed_from)
+
+
+# -- data parallelism (torchrun); each helper is a no-op for a single process
+
+
+class _Loss(torch.nn.Module):
+    """The objective's loss as a module, so DDP sees the forward pass whatever the objective calls."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.objective.loss(self.model, batch)
+
+
+def _data_parallel(model: torch.nn.Module, objective: Objective, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_Loss(model, objective), device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _share(group_size: int, rank: int, world: int) -> list[int]:
+    """This process's micro-batches of a step: every `world`-th from its rank. A short last group
+    (fewer micro-batches than processes) gives a process one already taken, so every process steps."""
+    return list(range(rank, group_size, world)) or [rank % group_size]
+
+
+def _summed(loss: float, tokens: int, world: int, device: torch.device) -> tuple[float, int]:
+    """The window's loss averaged and its tokens summed over the processes (once per log line)."""
+    if world == 1:
+        return loss, tokens
+    import torch.distributed as dist
+
+    totals = torch.tensor([loss, float(tokens)], dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return float(totals[0]) / world, int(totals[1])
+
+
+def _from_main(value, world: int):
+    """The main process's value, on every process."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+
