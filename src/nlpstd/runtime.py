@@ -34,6 +34,11 @@ def resolve_precision(runtime: RuntimeSpec, device: torch.device) -> str:
     return "fp32"
 
 
+def peak_flops(runtime: RuntimeSpec) -> float | None:
+    """The standard's stated device peak in FLOP/s, if any (else the meter looks the device up)."""
+    return runtime.peak_tflops * 1e12 if runtime.peak_tflops else None
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass; weights and optimizer state stay fp32."""
     if precision == "fp32":

@@ -300,6 +300,8 @@ class RuntimeSpec(_Section):
         "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere."
     )
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+    peak_tflops: float | None = Field(None, gt=0, description="The device's peak TFLOP/s for MFU; default: known GPUs "
+                                      "by name (bf16 peak, half of it for fp32/TF32), none on a CPU.")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     training: Resources = Field(default_factory=lambda: Resources(cpu="4", memory="16Gi", memory_limit="16Gi"),
                                 description="Pipeline tasks pretrain and finetune.")

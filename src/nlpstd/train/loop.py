@@ -27,6 +27,7 @@ from nlpstd.runtime import autocast
 from nlpstd.spec import LoopRecipe
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
+from nlpstd.train.meter import Meter, device_peak_flops
 
 
 class Objective(Protocol):
@@ -101,6 +102,7 @@ def train(
     precision: str = "fp32",
     tracker: Tracker | None = None,
     desc: str = "train",
+    peak_flops: float | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
     Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes."""
@@ -155,8 +157,9 @@ def train(
 
     # -- the loop
     model.train()
+    meter = Meter(model.config, peak_flops or device_peak_flops(device, precision))
     progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
-    window_loss, window_seconds, window_samples, window_tokens = 0.0, 0.0, 0, 0
+    window_loss, window_seconds = 0.0, 0.0
     done = state.step >= total_steps or state.stopped_early
     while not done:
         batches = objective.batches(state.epoch)
@@ -173,8 +176,7 @@ def train(
                         loss = (engine(batch) if engine is not None else objective.loss(model, batch)) / len(mine)
                     loss.backward()
                 step_loss += loss.detach()
-                window_tokens += int(batch["attention_mask"].sum())
-            window_samples += sum(len(indices) for indices in group)
+                meter.add(batch)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
@@ -189,13 +191,12 @@ def train(
             window_seconds += seconds
             if state.step % log_every == 0 or state.step == total_steps:
                 n = state.step % log_every or log_every
-                window_loss, window_tokens = _summed(window_loss, window_tokens, world, device)
-                point = {"loss": window_loss / n, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                         "samples_per_s": window_samples / window_seconds, "tokens_per_s": window_tokens / window_seconds}
+                point = {"loss": _mean_over_processes(window_loss, world, device) / n, "lr": scheduler.get_last_lr()[0],
+                         "grad_norm": float(grad_norm), **meter.read(window_seconds, world)}
                 state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
                 tracker.log_metrics(point, step=state.step)
-                progress.set_postfix(loss=f"{point['loss']:.4f}", lr=f"{point['lr']:.2e}", samples_s=f"{point['samples_per_s']:.1f}")
-                window_loss, window_seconds, window_samples, window_tokens = 0.0, 0.0, 0, 0
+                progress.set_postfix(_postfix(point))
+                window_loss, window_seconds = 0.0, 0.0
             progress.update(1)
 
             if state.step % eval_every == 0 or state.step == total_steps:
@@ -242,15 +243,23 @@ def _share(group_size: int, rank: int, world: int) -> list[int]:
     return list(range(rank, group_size, world)) or [rank % group_size]
 
 
-def _summed(loss: float, tokens: int, world: int, device: torch.device) -> tuple[float, int]:
-    """The window's loss averaged and its tokens summed over the processes (once per log line)."""
+def _mean_over_processes(value: float, world: int, device: torch.device) -> float:
+    """The window's loss averaged over the processes (once per log line)."""
     if world == 1:
-        return loss, tokens
+        return value
     import torch.distributed as dist
 
-    totals = torch.tensor([loss, float(tokens)], dtype=torch.float64, device=device)
-    dist.all_reduce(totals)
-    return float(totals[0]) / world, int(totals[1])
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total[0]) / world
+
+
+def _postfix(point: dict[str, float]) -> dict[str, str]:
+    shown = {"loss": f"{point['loss']:.4f}", "lr": f"{point['lr']:.2e}", "samples_s": f"{point['samples_per_s']:.1f}",
+             "tok_s": f"{point['tokens_per_s']:.0f}", "tflops": f"{point['tflops']:.2f}"}
+    if "mfu" in point:
+        shown["mfu"] = f"{point['mfu']:.1%}"
+    return shown
 
 
 def _from_main(value, world: int):
