@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from nlpstd.train.batching import collate, epoch_batches
+from nlpstd.train.batching import Supervised, bucket_width, budget_batches, collate, epoch_batches
 
 _RNG = random.Random(1)
 LENGTHS = [_RNG.randint(5, 120) for _ in range(1000)]
@@ -36,3 +36,54 @@ def test_collate_pads_to_the_longest_in_the_batch():
     assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
+
+
+# -- batches by a token budget
+
+
+WIDTHS = [16, 32, 64]
+
+
+def budget_lengths(n: int = 300, seed: int = 3) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(3, 64) for _ in range(n)]
+
+
+def test_token_budget_batches_hold_every_example_once():
+    lengths = budget_lengths()
+    batches = budget_batches(lengths, WIDTHS, 512, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+
+
+def test_token_budget_batches_stay_within_the_budget_in_a_few_fixed_shapes():
+    lengths = budget_lengths()
+    features = [{"input_ids": [1] * n, "labels": [0] * n} for n in lengths]
+    objective = Supervised(features, 8, seed=1, group_by_length=True, pad_id=0, budget=(512, WIDTHS))
+    shapes = set()
+    for batch in objective.batches(epoch=0):
+        tensors = objective.collate(batch, epoch=0, position=0)
+        shapes.add(tuple(tensors["input_ids"].shape))
+        assert tensors["input_ids"].numel() <= 512
+        assert tensors["input_ids"].shape[1] in WIDTHS
+    assert {width for _, width in shapes} == set(WIDTHS) and len(shapes) <= 2 * len(WIDTHS), "full batches plus one short one per bucket"
+
+
+def test_token_budget_batches_are_the_same_for_the_same_epoch_and_differ_between_epochs():
+    lengths = budget_lengths()
+    assert budget_batches(lengths, WIDTHS, 512, seed=1, epoch=2) == budget_batches(lengths, WIDTHS, 512, seed=1, epoch=2)
+    assert budget_batches(lengths, WIDTHS, 512, seed=1, epoch=2) != budget_batches(lengths, WIDTHS, 512, seed=1, epoch=3)
+
+
+def test_an_example_goes_to_the_narrowest_bucket_that_holds_it():
+    assert [bucket_width(n, WIDTHS) for n in (1, 16, 17, 64, 90)] == [16, 16, 32, 64, 64]
+
+
+def test_fine_tuning_by_token_budget_learns_the_tiny_task(ner_standard, tmp_path):
+    from nlpstd.runner import run_standard
+
+    text = ner_standard.read_text().replace("finetune: {", "finetune: {token_budget: {max_tokens: 128}, ")
+    ner_standard.write_text(text)
+    summary = run_standard(ner_standard, tmp_path / "out", stages=["data-prep", "finetune", "evaluate"], tracking=False)
+    finetune = summary["stages"]["finetune"]["metrics"]
+    assert finetune["steps"] == finetune["total_steps"] > 0
+    assert summary["stages"]["evaluate"]["metrics"]["validation_f1"] > 0.5

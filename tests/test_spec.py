@@ -173,3 +173,29 @@ def test_toleration_operator_is_checked(tmp_path: Path):
 def test_memory_request_must_be_a_kubernetes_quantity(tmp_path: Path):
     with pytest.raises(StandardError, match=r"std.yaml:12: runtime\.training\.memory"):
         load_standard(write(tmp_path, GOOD + "runtime:\n  training:\n    memory: 16 gigs\n"))
+
+
+# -- finetune.token_budget
+
+
+def with_budget(standard: Path, budget: str) -> Path:
+    standard.write_text(standard.read_text().replace("finetune: {", f"finetune: {{token_budget: {budget}, "))
+    return standard
+
+
+def test_token_budget_buckets_default_to_powers_of_two_then_max_length(ner_standard: Path):
+    from nlpstd.spec import budget_widths
+
+    std = load_standard(with_budget(ner_standard, "{max_tokens: 256}"))
+    assert budget_widths(std) == [16, 32], "max_length 32"
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("{max_tokens: 16}", "does not hold one example of the widest bucket"),
+    ("{max_tokens: 256, buckets: [32, 16]}", "positive and ascending"),
+    ("{max_tokens: 256, buckets: [8, 16]}", "narrower than data.max_length 32"),
+])
+def test_impossible_token_budgets_are_located_errors(ner_standard: Path, budget: str, message: str):
+    with pytest.raises(StandardError, match=message) as error:
+        load_standard(with_budget(ner_standard, budget))
+    assert "finetune.token_budget" in error.value.field

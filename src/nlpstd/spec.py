@@ -217,9 +217,19 @@ class LoraSpec(_Section):
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
 
 
+class TokenBudget(_Section):
+    """Micro-batches by padded tokens instead of examples: few pad tokens, and a fixed set of shapes."""
+
+    max_tokens: int = Field(gt=0, description="Padded tokens per micro-batch: examples × the bucket's width.")
+    buckets: list[int] | None = Field(None, description="Widths batches are padded to, ascending; default: powers "
+                                      "of two from 16, then data.max_length.")
+
+
 class FinetuneSpec(LoopRecipe):
     method: Literal["full", "lora"] = "full"
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
+    token_budget: TokenBudget | None = Field(None, description="Batch by a token budget from length buckets; "
+                                             "batch_size then no longer sets the micro-batches.")
     classifier_dropout: float | None = Field(None, ge=0, lt=1)
     lora: LoraSpec = Field(default_factory=LoraSpec)
 
@@ -557,6 +567,32 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     if std.data.text_pair_column and std.task == "token-classification":
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
     _check_export(std, fail)
+    _check_token_budget(std, fail)
+
+
+def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    budget = std.finetune.token_budget
+    if budget is None:
+        return
+    widths = budget_widths(std)
+    if budget.buckets is not None and (widths != sorted(set(widths)) or widths[0] <= 0):
+        fail(("finetune", "token_budget", "buckets"), "widths must be positive and ascending")
+    if widths[-1] < std.data.max_length:
+        fail(("finetune", "token_budget", "buckets"), f"the widest bucket {widths[-1]} is narrower than data.max_length {std.data.max_length}")
+    if budget.max_tokens < widths[-1]:
+        fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
+
+
+def budget_widths(std: Standard) -> list[int]:
+    """The bucket widths of a token budget: as given, or 16, 32, 64, … below data.max_length, then data.max_length."""
+    budget = std.finetune.token_budget
+    if budget is not None and budget.buckets:
+        return list(budget.buckets)
+    widths, width = [], 16
+    while width < std.data.max_length:
+        widths.append(width)
+        width *= 2
+    return widths + [std.data.max_length]
 
 
 def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:

@@ -14,7 +14,7 @@ from nlpstd.data.encode import encode
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
-from nlpstd.spec import Standard
+from nlpstd.spec import Standard, budget_widths
 from nlpstd.stages.output import log_training, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.batching import Supervised
@@ -57,8 +57,9 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         return headline(scored.metrics)
 
     recipe = std.finetune
+    budget = (recipe.token_budget.max_tokens, budget_widths(std)) if recipe.token_budget else None
     objective = Supervised(train_set.features, micro_batch(recipe, "finetune"), std.seed,
-                           recipe.group_by_length, tokenizer.pad_token_id)
+                           recipe.group_by_length, tokenizer.pad_token_id, budget)
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         result = train(
             model, objective, evaluate, recipe, select=metric,

@@ -27,15 +27,39 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     return batches
 
 
+def budget_batches(lengths: list[int], widths: list[int], max_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    """The micro-batches of one epoch under a token budget: each example joins the narrowest bucket
+    that holds it, a bucket is cut into batches of `max_tokens // width` examples, and the batches
+    are shuffled. Every batch is padded to its bucket's width, so the model sees `len(widths)`
+    shapes at most; the same (seed, epoch) always gives the same batches, so resume is exact."""
+    rng = random.Random(seed * 100_003 + epoch)
+    buckets: dict[int, list[int]] = {width: [] for width in widths}
+    for index, length in enumerate(lengths):
+        buckets[bucket_width(length, widths)].append(index)
+    batches = []
+    for width, members in buckets.items():
+        rng.shuffle(members)
+        size = max(1, max_tokens // width)
+        batches += [members[s : s + size] for s in range(0, len(members), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def bucket_width(length: int, widths: list[int]) -> int:
+    """The narrowest width that holds `length` tokens (the widest for anything longer)."""
+    return next((width for width in widths if length <= width), widths[-1])
+
+
 def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Longest first, so padding is minimal and memory peaks at once; results are re-ordered by index."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest example of the batch: input_ids/attention_mask (B, T), labels (B, T) or (B,)."""
-    width = max(len(f["input_ids"]) for f in features)
+def collate(features: list[dict], pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to `width`, else to the longest example of the batch: input_ids/attention_mask (B, T),
+    labels (B, T) or (B,)."""
+    width = width or max(len(f["input_ids"]) for f in features)
 
     def pad(key: str, value: int) -> torch.Tensor:
         return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
@@ -56,16 +80,22 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 class Supervised:
     """The fine-tuning objective the shared loop runs: labelled features, the model's own loss."""
 
-    def __init__(self, features: list[dict], micro_batch: int, seed: int, group_by_length: bool, pad_id: int):
+    def __init__(self, features: list[dict], micro_batch: int, seed: int, group_by_length: bool, pad_id: int,
+                 budget: tuple[int, list[int]] | None = None):
+        """`budget` = (max_tokens, bucket widths) batches by tokens instead of `micro_batch` examples."""
         self.features, self.micro_batch, self.seed = features, micro_batch, seed
-        self.group_by_length, self.pad_id = group_by_length, pad_id
+        self.group_by_length, self.pad_id, self.budget = group_by_length, pad_id, budget
         self.lengths = [len(f["input_ids"]) for f in features]
 
     def batches(self, epoch: int) -> list[list[int]]:
+        if self.budget:
+            max_tokens, widths = self.budget
+            return budget_batches(self.lengths, widths, max_tokens, self.seed, epoch)
         return epoch_batches(self.lengths, self.micro_batch, self.seed, epoch, self.group_by_length)
 
     def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
-        return collate([self.features[i] for i in indices], self.pad_id)
+        width = bucket_width(max(self.lengths[i] for i in indices), self.budget[1]) if self.budget else None
+        return collate([self.features[i] for i in indices], self.pad_id, width)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**batch).loss
