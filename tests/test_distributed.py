@@ -139,3 +139,34 @@ def test_pretraining_and_fine_tuning_both_run_in_two_processes(pretrain_standard
     assert pretrain["steps"] == 40 and pretrain["heldout_perplexity"] < pretrain["initial_heldout_perplexity"]
     assert finetune["steps"] == finetune["total_steps"]
     assert (tmp_path / "out" / "pretrain" / "model" / "model.safetensors").is_file()
+
+
+# -- compiling the step
+
+
+def test_compiling_is_on_for_gpus_only_unless_asked():
+    import torch
+
+    from nlpstd.runtime import should_compile
+    from nlpstd.spec import RuntimeSpec
+
+    assert should_compile(RuntimeSpec(), torch.device("cuda")) and not should_compile(RuntimeSpec(), torch.device("cpu"))
+    assert should_compile(RuntimeSpec(compile="on"), torch.device("cpu"))
+    assert not should_compile(RuntimeSpec(compile="off"), torch.device("cuda"))
+
+
+def test_a_step_that_fails_to_compile_trains_eager_and_says_so(ner_standard: Path, tmp_path: Path, monkeypatch, capsys):
+    import torch
+
+    def broken_compile(module, *args, **kwargs):
+        def fail(*inputs, **named):
+            raise RuntimeError("no backend for this operator")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    ner_standard.write_text(ner_standard.read_text().replace("runtime: {threads: 1}", "runtime: {threads: 1, compile: \"on\"}"))
+    summary = run_standard(ner_standard, tmp_path / "out", stages=["data-prep", "finetune"], tracking=False)
+    metrics = summary["stages"]["finetune"]["metrics"]
+    assert metrics["steps"] == metrics["total_steps"]
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("torch.compile failed (RuntimeError: no backend for this operator)") == 1

@@ -34,6 +34,10 @@ def resolve_precision(runtime: RuntimeSpec, device: torch.device) -> str:
     return "fp32"
 
 
+def should_compile(runtime: RuntimeSpec, device: torch.device) -> bool:
+    return runtime.compile == "on" or (runtime.compile == "auto" and device.type == "cuda")
+
+
 def peak_flops(runtime: RuntimeSpec) -> float | None:
     """The standard's stated device peak in FLOP/s, if any (else the meter looks the device up)."""
     return runtime.peak_tflops * 1e12 if runtime.peak_tflops else None
@@ -72,6 +76,9 @@ def setup(runtime: RuntimeSpec, seed: int) -> torch.device:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     seed_everything(seed)
     device = resolve_device(runtime)
+    if device.type == "cuda":  # TF32 tensor cores for the fp32 matmuls that autocast leaves
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1:
         import torch.distributed as dist
 

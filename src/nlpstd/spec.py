@@ -310,6 +310,8 @@ class RuntimeSpec(_Section):
         "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere."
     )
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "
+                                                  "on a GPU; a step that fails to compile falls back to eager.")
     peak_tflops: float | None = Field(None, gt=0, description="The device's peak TFLOP/s for MFU; default: known GPUs "
                                       "by name (bf16 peak, half of it for fp32/TF32), none on a CPU.")
     gpu: GpuSpec = Field(default_factory=GpuSpec)

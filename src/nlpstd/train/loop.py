@@ -103,6 +103,7 @@ def train(
     tracker: Tracker | None = None,
     desc: str = "train",
     peak_flops: float | None = None,
+    compile: bool = False,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
     Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes."""
@@ -119,7 +120,9 @@ def train(
     log_every = recipe.log_every
 
     model.to(device)
-    engine = _data_parallel(model, objective, device) if world > 1 else None
+    ddp = _data_parallel(model, objective, device) if world > 1 else None
+    step = ddp or _Loss(model, objective)
+    engine = _EagerOnFailure(step) if compile else step
     optimizer = torch.optim.AdamW(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, fused=device.type == "cuda"
     )
@@ -159,24 +162,24 @@ def train(
     model.train()
     meter = Meter(model.config, peak_flops or device_peak_flops(device, precision))
     progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
-    window_loss, window_seconds = 0.0, 0.0
+    window_loss, clock = torch.zeros((), device=device), _Stopwatch(device)
     done = state.step >= total_steps or state.stopped_early
     while not done:
         batches = objective.batches(state.epoch)
         for start in range(state.batch_in_epoch, len(batches), accumulate):
-            step_start = time.perf_counter()
             group = batches[start : start + accumulate]
             mine = _share(len(group), rank, world)
             step_loss = torch.zeros((), device=device)
             for k, offset in enumerate(mine):
-                batch = {key: v.to(device, non_blocking=True) for key, v in objective.collate(group[offset], state.epoch, start + offset).items()}
+                host_batch = objective.collate(group[offset], state.epoch, start + offset)
+                meter.add(host_batch)  # counted on the host: no device sync
+                batch = _to_device(host_batch, device)
                 last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
-                with engine.no_sync() if engine is not None and not last else contextlib.nullcontext():
+                with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                     with autocast(device, precision):
-                        loss = (engine(batch) if engine is not None else objective.loss(model, batch)) / len(mine)
+                        loss = engine(batch) / len(mine)
                     loss.backward()
                 step_loss += loss.detach()
-                meter.add(batch)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
@@ -184,25 +187,29 @@ def train(
             state.step += 1
             state.batch_in_epoch = start + len(group)
 
-            # one host sync per step (reading the loss) is cheap next to a CPU step
-            window_loss += step_loss.item()
-            seconds = time.perf_counter() - step_start
-            state.train_seconds += seconds
-            window_seconds += seconds
+            # the loss stays on the device; it is read (one host sync) only every `log_every` steps
+            window_loss += step_loss
             if state.step % log_every == 0 or state.step == total_steps:
                 n = state.step % log_every or log_every
-                point = {"loss": _mean_over_processes(window_loss, world, device) / n, "lr": scheduler.get_last_lr()[0],
-                         "grad_norm": float(grad_norm), **meter.read(window_seconds, world)}
+                state.train_seconds += clock.pause()
+                point = {"loss": _mean_over_processes(float(window_loss), world, device) / n, "lr": scheduler.get_last_lr()[0],
+                         "grad_norm": float(grad_norm), **meter.read(clock.take_window(), world)}
                 state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
                 tracker.log_metrics(point, step=state.step)
                 progress.set_postfix(_postfix(point))
-                window_loss, window_seconds = 0.0, 0.0
+                window_loss.zero_()
+                clock.resume()
             progress.update(1)
 
-            if state.step % eval_every == 0 or state.step == total_steps:
-                state.stopped_early = run_eval()
-            if state.step % recipe.checkpoint_every == 0 or state.step == total_steps or state.stopped_early:
-                save_last()
+            evaluating = state.step % eval_every == 0 or state.step == total_steps
+            saving = state.step % recipe.checkpoint_every == 0 or state.step == total_steps
+            if evaluating or saving:  # not training time
+                state.train_seconds += clock.pause()
+                if evaluating:
+                    state.stopped_early = run_eval()
+                if saving or state.stopped_early:
+                    save_last()
+                clock.resume()
             if state.step >= total_steps or state.stopped_early:
                 done = True
                 break
@@ -237,6 +244,24 @@ def _data_parallel(model: torch.nn.Module, objective: Objective, device: torch.d
     return DistributedDataParallel(_Loss(model, objective), device_ids=[device.index] if device.type == "cuda" else None)
 
 
+class _EagerOnFailure(torch.nn.Module):
+    """A compiled step that, if compiling fails, says why once and runs eager from then on."""
+
+    def __init__(self, eager: torch.nn.Module):
+        super().__init__()
+        self.eager, self.compiled = eager, torch.compile(eager)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(batch)
+            except Exception as exc:  # an unsupported operator, a missing compiler: training goes on, slower
+                tqdm.write(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                           "training eager (set runtime.compile: off to skip compiling)")
+                self.compiled = None
+        return self.eager(batch)
+
+
 def _share(group_size: int, rank: int, world: int) -> list[int]:
     """This process's micro-batches of a step: every `world`-th from its rank. A short last group
     (fewer micro-batches than processes) gives a process one already taken, so every process steps."""
@@ -252,6 +277,37 @@ def _mean_over_processes(value: float, world: int, device: torch.device) -> floa
     total = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return float(total[0]) / world
+
+
+class _Stopwatch:
+    """Training time between pauses; pausing waits for the device, so queued work is counted."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.started, self.window = device, time.perf_counter(), 0.0
+
+    def pause(self) -> float:
+        """Seconds since the last resume (also added to the current window)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - self.started
+        self.window += elapsed
+        self.started = time.perf_counter()
+        return elapsed
+
+    def resume(self) -> None:
+        self.started = time.perf_counter()
+
+    def take_window(self) -> float:
+        """The window's training seconds so far, and a new window."""
+        window, self.window = self.window, 0.0
+        return window
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Host to device; through pinned memory on a GPU, so the copy overlaps the previous step."""
+    if device.type != "cuda":
+        return batch
+    return {key: value.pin_memory().to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _postfix(point: dict[str, float]) -> dict[str, str]:
