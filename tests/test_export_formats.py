@@ -4,6 +4,7 @@ anything leaves the machine; the model card and the KServe manifest say what was
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -228,3 +229,9 @@ def test_violations_name_each_exceeded_tolerance():
     assert found[0].startswith("onnx: max |Δlogit|") and found[1].startswith("onnx: agreement")
     assert found[2].startswith("onnx-int8: f1 0.8800 is 0.0200 below")
     assert parity.violations(report, ParitySpec(max_abs_diff=1, min_agreement=0.9, max_metric_drop=0.05), "f1") == []
+
+
+def test_onnx_graphs_carry_no_paths_of_the_machine_that_exported_them(ner_run: Path):
+    for sub in ("onnx", "onnx-int8"):
+        data = (ner_run / "out" / "export" / "model" / sub / "model.onnx").read_bytes()
+        assert b"stack_trace" not in data and sys.prefix.encode() not in data and str(Path.cwd()).encode() not in data

@@ -48,7 +48,19 @@ def export_onnx(model: PreTrainedModel, path: Path, token_types: bool) -> Path:
             program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter's own log says which operator failed
         raise NlpstdError(f"export: ONNX conversion failed: {exc}\n{log.getvalue()[-2000:]}") from exc
+    _strip_debug_info(path)
     return path
+
+
+def _strip_debug_info(path: Path) -> None:
+    """The exporter annotates every node with Python stack traces (file paths of the machine that
+    exported it); a deliverable carries none of that, and the same model gives the same file anywhere."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    for node in [*graph.graph.node, *(n for function in graph.functions for n in function.node)]:
+        del node.metadata_props[:]
+    onnx.save(graph, str(path))
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
