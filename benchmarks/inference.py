@@ -57,7 +57,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model)
     task = task_of(model_dir)
-    batches = {size: held_out_batches(args.standard, model_dir, task, args.sentences, size) for size in (1, 32)}
+    features, pad_id = held_out_features(args.standard, model_dir, task, args.sentences)
+    batches = {size: padded_batches(features, pad_id, size) for size in (1, 32)}
     with tempfile.TemporaryDirectory(prefix="nlpstd-bench-") as scratch:
         graphs = onnx_graphs(model_dir, task, Path(scratch))
         backends: dict[str, Callable[[], Forward]] = {
@@ -77,17 +78,22 @@ def main() -> None:
     print(f"\n{report['device']}; {args.sentences} sentences; written to {out / 'inference.json'}")
 
 
-def held_out_batches(standard: str, model_dir: Path, task: str, count: int, size: int) -> list[dict[str, torch.Tensor]]:
-    """The first `count` held-out sentences, tokenized by the model's tokenizer and padded per batch."""
+def held_out_features(standard: str, model_dir: Path, task: str, count: int) -> tuple[list[dict], int]:
+    """The first `count` held-out sentences, tokenized by the model's tokenizer; and its pad id."""
     path = Path(standard) if Path(standard).exists() else REPO / standard
     std = load_standard(path)
     split = "test" if std.data.test else "validation"
     records = read_all(std.data, split, task)[:count]
     tokenizer = load_tokenizer(str(model_dir))
     features = encode(tokenizer, task, records, label_set(task, records), std.data.max_length, std.data.label_subwords).features
+    return features, tokenizer.pad_token_id
+
+
+def padded_batches(features: list[dict], pad_id: int, size: int) -> list[dict[str, torch.Tensor]]:
+    """Consecutive batches of `size`, each padded to its longest sentence."""
     batches = []
     for start in range(0, len(features), size):
-        batch = collate(features[start : start + size], tokenizer.pad_token_id)
+        batch = collate(features[start : start + size], pad_id)
         batch.pop("labels")
         batches.append(batch)
     return batches

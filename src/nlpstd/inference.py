@@ -31,19 +31,9 @@ def torch_forward(model: PreTrainedModel, device: torch.device, precision: str =
     return forward
 
 
-def predict_logits(
-    forward: Forward | PreTrainedModel,
-    features: list[dict],
-    batch_size: int,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-    pad_id: int = 0,
-    desc: str | None = None,
-) -> list[np.ndarray]:
-    """Logits per example, in input order: (T_i, L) for token tasks, (L,) for sequence tasks.
-    A torch model is wrapped with `torch_forward(model, device, precision)`."""
-    if isinstance(forward, torch.nn.Module):
-        forward = torch_forward(forward, device or torch.device("cpu"), precision)
+def predict_logits(forward: Forward, features: list[dict], batch_size: int, pad_id: int = 0,
+                   desc: str | None = None) -> list[np.ndarray]:
+    """Logits per example, in input order: (T_i, L) for token tasks, (L,) for sequence tasks."""
     out: list[np.ndarray | None] = [None] * len(features)
     batches = eval_batches([len(f["input_ids"]) for f in features], batch_size)
     for indices in tqdm(batches, desc=desc, disable=desc is None, unit="batch", leave=False):

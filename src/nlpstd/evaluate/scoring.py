@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from nlpstd.data.encode import Encoded
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
-from nlpstd.inference import Forward, predict_logits, word_tags
+from nlpstd.inference import predict_logits, torch_forward, word_tags
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Scored:
 
 
 def score(
-    model: PreTrainedModel | Forward,
+    model: PreTrainedModel,
     encoded: Encoded,
     task: str,
     labels: list[str],
@@ -32,8 +32,8 @@ def score(
     pad_id: int = 0,
     desc: str | None = None,
 ) -> Scored:
-    """Score a torch model, or any forward (an ONNX session), on the encoded examples."""
-    logits = predict_logits(model, encoded.features, batch_size, device, precision, pad_id, desc)
+    """Score a torch model on the encoded examples (other backends: `predict_logits` then `score_logits`)."""
+    logits = predict_logits(torch_forward(model, device, precision), encoded.features, batch_size, pad_id, desc)
     return score_logits(logits, encoded, task, labels)
 
 
