@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -68,21 +70,30 @@ def write_standard(folder: Path, body: str) -> Path:
     return path
 
 
-@pytest.fixture
-def ner_standard(tmp_path: Path, tiny_base: Path) -> Path:
-    """A token-classification standard on small CoNLL files and the tiny base."""
-    (tmp_path / "train.txt").write_text(conll_text(96))
-    (tmp_path / "dev.txt").write_text(conll_text(24, offset=500))
-    (tmp_path / "test.txt").write_text(conll_text(24, offset=900))
-    return write_standard(tmp_path, f"""
+def write_conll_splits(folder: Path) -> None:
+    (folder / "train.txt").write_text(conll_text(96))
+    (folder / "dev.txt").write_text(conll_text(24, offset=500))
+    (folder / "test.txt").write_text(conll_text(24, offset=900))
+
+
+def ner_yaml(base: Path) -> str:
+    """The tiny NER standard over `write_conll_splits` files; append sections (e.g. `export: {...}`) to vary it."""
+    return textwrap.dedent(f"""
         name: tiny-ner
         task: token-classification
         data: {{format: conll, train: train.txt, validation: dev.txt, test: test.txt, max_length: 32}}
-        model: {{base: {tiny_base}}}
+        model: {{base: {base}}}
         finetune: {{epochs: 3, lr: 3.0e-3, batch_size: 8, warmup_ratio: 0.1, checkpoint_every: 10}}
         evaluate: {{gate: {{metric: f1, min: 0.0}}}}
         runtime: {{threads: 1}}
     """)
+
+
+@pytest.fixture
+def ner_standard(tmp_path: Path, tiny_base: Path) -> Path:
+    """A token-classification standard on small CoNLL files and the tiny base."""
+    write_conll_splits(tmp_path)
+    return write_standard(tmp_path, ner_yaml(tiny_base))
 
 
 @pytest.fixture
@@ -99,6 +110,15 @@ def cls_standard(tmp_path: Path, tiny_base: Path) -> Path:
         evaluate: {{metrics: [accuracy, f1], gate: {{metric: accuracy, min: 0.0}}}}
         runtime: {{threads: 1}}
     """)
+
+
+def wait_for_checkpoint(process, state: Path, step: int, timeout: float = 240) -> None:
+    """Until the run behind `process` has checkpointed at `step` or later (or has ended, or time is up)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] >= step:
+            return
+        time.sleep(0.05)
 
 
 def corpus_text(n: int, seed: int = 0) -> str:

@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from safetensors.torch import load_file
 
-from conftest import conll_text
+from conftest import conll_text, wait_for_checkpoint
 from nlpstd.errors import NlpstdError
 from nlpstd.runner import run_standard
 from nlpstd.spec import LoopRecipe
@@ -85,11 +84,7 @@ def test_a_killed_two_process_run_resumes_and_matches_an_uninterrupted_one(still
     #    (torchrun starts its workers in sessions of their own: the whole tree goes, as when a node is lost)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / ".finetune.partial" / "checkpoints" / "last" / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= 50:
-            break
-        time.sleep(0.05)
+    wait_for_checkpoint(process, state, 50, timeout=300)
     launcher = psutil.Process(process.pid)
     workers = launcher.children(recursive=True)
     for member in (launcher, *workers):

@@ -12,7 +12,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from conftest import conll_text, sst_text
+from conftest import ner_yaml, sst_text, write_conll_splits
 from kserve_schema import INFERENCE_SERVICE
 from nlpstd.errors import ParityFailed, StandardError
 from nlpstd.evaluate.scoring import Scored
@@ -26,25 +26,14 @@ ALL_FORMATS = "[safetensors, onnx, onnx-int8]"
 
 
 def ner_body(base: Path, export_section: str) -> str:
-    return textwrap.dedent(f"""
-        name: tiny-ner
-        task: token-classification
-        data: {{format: conll, train: train.txt, validation: dev.txt, test: test.txt, max_length: 32}}
-        model: {{base: {base}}}
-        finetune: {{epochs: 3, lr: 3.0e-3, batch_size: 8, warmup_ratio: 0.1, checkpoint_every: 10}}
-        evaluate: {{gate: {{metric: f1, min: 0.0}}}}
-        export: {export_section}
-        runtime: {{threads: 1}}
-    """)
+    return ner_yaml(base) + f"export: {export_section}\n"
 
 
 @pytest.fixture(scope="module")
 def ner_run(tmp_path_factory, tiny_base: Path) -> Path:
     """The tiny NER standard run once with every format, exported to a local destination."""
     folder = tmp_path_factory.mktemp("export-formats")
-    (folder / "train.txt").write_text(conll_text(96))
-    (folder / "dev.txt").write_text(conll_text(24, offset=500))
-    (folder / "test.txt").write_text(conll_text(24, offset=900))
+    write_conll_splits(folder)
     (folder / "standard.yaml").write_text(ner_body(tiny_base, f"{{formats: {ALL_FORMATS}, destination: shipped}}"))
     run_standard(folder / "standard.yaml", folder / "out", tracking=False)
     return folder

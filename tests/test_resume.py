@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from safetensors.torch import load_file
 
+from conftest import wait_for_checkpoint
 from nlpstd.runner import run_standard
 
 
@@ -30,11 +30,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_ru
     # -- start, wait for the second checkpoint, kill without warning
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / ".finetune.partial" / "checkpoints" / "last" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= 50:
-            break
-        time.sleep(0.05)
+    wait_for_checkpoint(process, state, 50)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
