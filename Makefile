@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm bench-inference clean
+.PHONY: install test test-fast pipeline-local sweep sweep-compile pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm bench-inference clean
 
 install: $(STAMP)
 
@@ -26,6 +26,15 @@ test-fast: $(STAMP)
 # The Kubeflow pipeline on this machine (kfp.local: each stage a subprocess, no cluster, no Docker).
 pipeline-local: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m pipelines run $(STANDARD) $(if $(OUT),--out $(OUT))
+
+# A standard's sweep on this machine: trials, report and recommended standard in runs/<name>-sweep/.
+SWEEP ?= standards/sweep-conll-sizes-quick.yaml
+sweep: $(STAMP)
+	HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(BIN)/nlpstd sweep $(SWEEP) $(if $(OUT),--out $(OUT))
+
+# The sweep as a Kubeflow pipeline (parallel trials) and a Katib Experiment, in build/.
+sweep-compile: $(STAMP)
+	$(BIN)/python -m pipelines sweep $(SWEEP)
 
 # The pipeline YAML for STANDARD, in build/.
 pipeline-compile: $(STAMP)

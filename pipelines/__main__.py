@@ -20,6 +20,8 @@ The same pipeline (data-prep -> pretrain -> finetune -> evaluate -> export), thr
 and around it:
 
   python -m pipelines compile STANDARD     write the pipeline YAML to build/ (to read, or to upload by hand)
+  python -m pipelines sweep STANDARD       write the standard's sweep to build/: a KFP pipeline of its planned
+                                           trials, and the same search as a Katib Experiment (kubectl apply -f)
   python -m pipelines images [--push]      build the images the tasks run in ($NLPSTD_REGISTRY)
 
 Cluster connection: KFP_HOST (e.g. https://kubeflow.example.com/pipeline), KFP_TOKEN or KFP_TOKEN_FILE
@@ -30,7 +32,7 @@ this commit: build and push them first.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,compile,submit,schedule,images}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,compile,sweep,submit,schedule,images}")
 
     run = commands.add_parser("run", help="run the pipeline on this machine with kfp.local")
     run.add_argument("standard")
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     compile_ = commands.add_parser("compile", help="write the pipeline YAML for a standard to build/")
     compile_.add_argument("standard")
     compile_.add_argument("--out", default="build", help="folder for the YAML (default: build)")
+
+    sweep = commands.add_parser("sweep", help="write the sweep pipeline and its Katib Experiment for a standard to build/")
+    sweep.add_argument("standard")
+    sweep.add_argument("--out", default="build", help="folder for the YAML files (default: build)")
+    sweep.add_argument("--namespace", help="the Experiment's namespace (default: $KFP_NAMESPACE, else none)")
 
     for name, text in (("submit", "upload the pipeline to a Kubeflow cluster and start a run"),
                        ("schedule", "upload the pipeline and schedule it by the standard's schedule.cron")):
@@ -85,6 +92,21 @@ def _compile(args: argparse.Namespace) -> int:
     refs = images()
     path = compile_pipeline(load_standard(args.standard), refs.cpu, refs.gpu, Path(args.out))
     print(f"{path}\n  images: {refs.cpu} (data-prep, evaluate, export), {refs.gpu} (pretrain, finetune)")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from nlpstd.spec import load_standard
+    from pipelines.images import images
+    from pipelines.katib import write_katib_experiment
+    from pipelines.sweep import compile_sweep
+
+    std = load_standard(args.standard)
+    refs = images()
+    pipeline = compile_sweep(std, refs.cpu, refs.gpu, Path(args.out))
+    experiment = write_katib_experiment(std, refs.gpu, Path(args.out), args.namespace or os.environ.get("KFP_NAMESPACE"))
+    print(f"{pipeline}\n  images: {refs.gpu} (trials), {refs.cpu} (report)")
+    print(f"{experiment}\n  Katib Experiment: kubectl apply -f {experiment}")
     return 0
 
 
@@ -137,7 +159,7 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "compile": _compile, "submit": _cluster, "schedule": _cluster, "images": _images}
+COMMANDS = {"run": _run, "compile": _compile, "sweep": _sweep, "submit": _cluster, "schedule": _cluster, "images": _images}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from nlpstd.errors import GateFailed, NlpstdError
 
@@ -34,6 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--out", required=True, help="this stage's output folder")
     stage.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
 
+    sweep = commands.add_parser("sweep", help="run a standard's sweep: trials over sizes and settings, a report, a recommended standard")
+    sweep.add_argument("standard")
+    sweep.add_argument("--out", help="sweep folder (default: runs/<standard name>-sweep); rerun to continue")
+    sweep.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+    trial = commands.add_parser("trial", help="run one trial of a sweep (what a cluster's trial task runs)")
+    trial.add_argument("standard")
+    trial.add_argument("--point", required=True, help='the trial\'s axis values as JSON, e.g. \'{"variant": "tiny", "finetune.lr": 3e-4}\'')
+    trial.add_argument("--out", required=True, help="the trial's output folder")
+    trial.add_argument("--work", help="prepared data and pretrained encoders, shared between trials (default: inside --out)")
+    trial.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
+
     predict = commands.add_parser("predict", help="entities or labels for texts, from an exported folder or ONNX file")
     predict.add_argument("model", help="an exported model folder, or a .onnx file beside its tokenizer and config")
     predict.add_argument("texts", nargs="*", help="texts to label (or --file)")
@@ -51,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "stage":
             return _stage(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "trial":
+            return _trial(args)
         return _predict(args)
     except GateFailed as exc:
         print(f"nlpstd: {exc}", file=sys.stderr)
@@ -93,8 +110,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from nlpstd import runtime
     from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
     from nlpstd.stages.task import stage_task
@@ -122,9 +137,60 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from nlpstd.sweep.study import run_sweep
+
+    summary = run_sweep(args.standard, args.out, tracking=not args.no_tracking)
+    chosen = summary["recommended"]
+    print(f"\nsweep {summary['standard']}: {summary['trials']} trials, {summary['pruned']} pruned, "
+          f"{summary['trial_seconds']:.0f} trial-seconds")
+    if chosen is None:
+        print(f"  no recommendation: {summary['reason']}")
+    else:
+        print(f"  recommended: {chosen['label']} (validation {summary['metric']} {chosen['value']:.4f}, "
+              f"{chosen['parameters']:,} parameters), {summary['reason']}")
+        print(f"  standard: {summary['recommended_standard']}")
+    print(f"  report: {summary['report']}")
+    return 0
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from nlpstd.spec import load_standard
+    from nlpstd.sweep.trial import objective_metric, run_trial
+    from nlpstd.tracking import RunTracking
+
+    std = load_standard(args.standard)
+    if std.sweep is None:
+        raise NlpstdError(f"{args.standard}: no sweep section")
+    try:
+        point = json.loads(args.point)
+    except json.JSONDecodeError as exc:
+        raise NlpstdError(f"--point: not JSON ({exc})") from None
+    unknown = set(point) - set(axes_of(std))
+    if not isinstance(point, dict) or unknown:
+        raise NlpstdError(f"--point: axes of this sweep are {', '.join(axes_of(std))}; got {', '.join(sorted(unknown)) or args.point}")
+    out, metric = Path(args.out), objective_metric(std)
+
+    def progress(evaluation: int, scores: dict[str, float]) -> None:  # what Katib's early stopping compares
+        print(f"validation-{metric}={scores[metric]:.6f}", flush=True)
+
+    with RunTracking.attach(std, args.mlflow_run_id).stage("trial", {"nlpstd.trial_point": args.point}) as tracker:
+        result = run_trial(std, point, out, Path(args.work) if args.work else out / "shared", tracker, on_evaluation=progress)
+    for name in ("value", "train_metric"):  # name=value lines: what Katib's stdout collector reads
+        print(f"{'validation' if name == 'value' else 'train'}-{result['metric']}={result[name]:.6f}")
+    print(f"parameters={result['parameters']}")
+    print(f"train-seconds={result['train_seconds']:.2f}")
+    return 0
+
+
+def axes_of(std) -> list[str]:
+    from nlpstd.sweep.space import axes
+
+    return list(axes(std.sweep))
+
+
 def _predict(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
     from nlpstd.predict import Predictor, predict_records, read_texts
 

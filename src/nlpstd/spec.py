@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +25,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -348,6 +350,73 @@ class ScheduleSpec(_Section):
         return " ".join(["0", *fields] if len(fields) == 5 else fields)
 
 
+class SearchRange(_Section):
+    """A numeric axis for random and bayes search: integers when low, high (and step) are integers."""
+
+    low: float | int
+    high: float | int
+    log: bool = Field(False, description="Sample on a log scale (learning rates).")
+    step: float | int | None = Field(None, gt=0, description="Only multiples of step above low.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("set either log or step, not both")
+        return self
+
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1))
+
+
+# A sweep axis is a list of values or, given as a mapping, a range: the shape decides which, so an
+# error names the range's own problem. Tags in brackets are dropped from error paths (see _located).
+SweepAxis = Annotated[
+    Annotated[list[Any], Tag("[values]")] | Annotated[SearchRange, Tag("[range]")],
+    Discriminator(lambda value: "[range]" if isinstance(value, dict | SearchRange) else "[values]"),
+]
+
+
+class PruningSpec(_Section):
+    """Stop a trial early when its validation metric trails the others' at the same evaluation."""
+
+    pruner: Literal["median", "hyperband", "none"] = Field("median", description="Optuna's MedianPruner or HyperbandPruner.")
+    startup_trials: int = Field(2, ge=0, description="Trials that always run to the end, to compare against.")
+    warmup_evaluations: int = Field(1, ge=0, description="Evaluations of a trial before it may be pruned.")
+
+
+class SweepObjective(_Section):
+    metric: str | None = Field(None, description="Validation metric to maximize (default: the gate's metric).")
+    cost: Literal["parameters", "flops", "seconds"] = Field("parameters", description="What a smaller configuration saves: "
+                                                             "parameter count, training FLOPs or training seconds.")
+    tolerance: float = Field(0.01, ge=0, description="Recommend the cheapest configuration within this of the best (0.01 = 1 point).")
+    recommend: Literal["within-tolerance", "passes-gate"] = Field(
+        "within-tolerance", description="The cheapest within tolerance of the best, or the cheapest that passes the gate.")
+    overfit_gap: float = Field(0.05, ge=0, description="A trial whose train metric exceeds its validation metric by more over-fits.")
+
+
+class SweepSpec(_Section):
+    """Trials of the same standard with some settings changed, ending in a report and a recommended standard.
+
+    `variants` are named sets of changes (model sizes, base checkpoints), each key a dotted path whose value
+    replaces what the standard has there; `params` are single settings, each a list of values or a range."""
+
+    strategy: Literal["grid", "random", "bayes"] = Field("grid", description="grid: every combination; random; bayes: Optuna's TPE.")
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> {dotted.key: value, ...}.")
+    params: dict[str, SweepAxis] = Field(default_factory=dict, description="dotted.key -> [values] or {low, high, log, step}.")
+    trials: int | None = Field(None, gt=0, description="Trials to run (random, bayes); caps a grid.")
+    startup_trials: int | None = Field(None, gt=0, description="bayes: trials drawn at random before TPE models the "
+                                       "results (default: a third of the trials, at least 2).")
+    max_minutes: float | None = Field(None, gt=0, description="Start no trial once the trials so far took this long.")
+    pruning: PruningSpec | None = Field(None, description="Prune trials that trail at an evaluation (set finetune.eval_every).")
+    objective: SweepObjective = Field(default_factory=SweepObjective)
+    parallelism: int = Field(4, gt=0, description="Trials at once on a cluster.")
+    seed: int | None = Field(None, description="Seed of the sampler (default: the standard's seed).")
+
+
 class Standard(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names runs and the registered model.")
     description: str = ""
@@ -362,6 +431,7 @@ class Standard(_Section):
     export: ExportSpec = Field(default_factory=ExportSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     schedule: ScheduleSpec | None = Field(None, description="Recurring retraining on a cluster.")
+    sweep: SweepSpec | None = Field(None, description="Search sizes and settings: `nlpstd sweep`.")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -387,6 +457,30 @@ class Standard(_Section):
 
         walk("", self.to_dict())
         return flat
+
+    def with_changes(self, changes: dict[str, Any], name: str | None = None) -> Standard:
+        """This standard without its sweep, with `{dotted.key: value}` changes applied (a value
+        replaces what is there, a mapping a whole section) and checked like a loaded standard."""
+        data = self.to_dict()
+        data.pop("sweep", None)
+        for key, value in changes.items():
+            set_dotted(data, key, value)
+        if name:
+            data["name"] = name
+        return load_standard_text(yaml.safe_dump(data, sort_keys=False), _TRIAL_SOURCE)
+
+
+_TRIAL_SOURCE = Path("/") / "standard.yaml"  # every path of a dumped standard is absolute already
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """`finetune.lora.r` = 4 in a nested mapping, creating the sections on the way."""
+    *sections, last = key.split(".")
+    for section in sections:
+        data = data.setdefault(section, {})
+        if not isinstance(data, dict):
+            raise NlpstdError(f"{key}: {section} is not a section")
+    data[last] = value
 
 
 # Metrics each task's evaluation produces; the gate may read any of them.
@@ -570,6 +664,7 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
     _check_export(std, fail)
     _check_token_budget(std, fail)
+    _check_sweep(std, fail)
 
 
 def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -583,6 +678,58 @@ def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> No
         fail(("finetune", "token_budget", "buckets"), f"the widest bucket {widths[-1]} is narrower than data.max_length {std.data.max_length}")
     if budget.max_tokens < widths[-1]:
         fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
+
+
+def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Every axis names a real key, and every value it can take makes a valid standard on its own."""
+    sweep = std.sweep
+    if sweep is None:
+        return
+    if not sweep.variants and not sweep.params:
+        fail(("sweep",), "a sweep needs at least one axis: variants or params")
+    metric = sweep.objective.metric
+    if metric is not None and metric not in TASK_METRICS[std.task]:
+        fail(("sweep", "objective", "metric"), f"unknown metric {metric!r} (known: {', '.join(TASK_METRICS[std.task])})")
+    if sweep.strategy != "grid" and sweep.trials is None:
+        fail(("sweep", "trials"), f"a {sweep.strategy} search needs a number of trials")
+
+    def check_keys(loc: tuple, keys: Iterable[str]) -> None:
+        for key in keys:
+            if not _is_field(key):
+                known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
+                fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
+
+    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
+        try:
+            std.with_changes(changes)
+        except StandardError as exc:
+            fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
+
+    first_variant = next(iter(sweep.variants.values()), {})
+    for name, changes in sweep.variants.items():
+        check_keys(("sweep", "variants", name), changes)
+        try_changes(("sweep", "variants", name), changes)
+    for key, axis in sweep.params.items():
+        loc = ("sweep", "params", key)
+        if key in ("name", "sweep") or key.startswith("sweep."):
+            fail(loc, "a sweep cannot change the standard's name or the sweep itself")
+        check_keys(loc, [key])
+        if isinstance(axis, SearchRange):
+            if sweep.strategy == "grid":
+                fail(loc, "a grid takes a list of values, not a range (or use strategy: random or bayes)")
+            values = [axis.low, axis.high]
+        elif not axis:
+            fail(loc, "list at least one value")
+        else:
+            values = axis
+        for index, value in enumerate(values):
+            try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
+
+
+def _is_field(key: str) -> bool:
+    """Whether a dotted path names a key of the standard (a section or a setting)."""
+    *parents, last = key.split(".")
+    return last in _field_names(tuple(parents)) and (not parents or bool(_field_names(tuple(parents))))
 
 
 def budget_widths(std: Standard) -> list[int]:

@@ -151,7 +151,7 @@ class RunTracking:
         return tracking
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[Tracker]:
+    def stage(self, name: str, tags: dict[str, str] | None = None) -> Iterator[Tracker]:
         if not self.enabled or self.run_id is None:
             yield NullTracker()
             return
@@ -164,7 +164,7 @@ class RunTracking:
         child = client.create_run(
             parent.info.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.run_id, "nlpstd.stage": name, "nlpstd.standard": self.std.name},
+            tags={"mlflow.parentRunId": self.run_id, "nlpstd.stage": name, "nlpstd.standard": self.std.name, **(tags or {})},
         )
         monitor = _SystemMetrics(child.info.run_id)
         status = "FAILED"

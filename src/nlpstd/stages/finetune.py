@@ -6,6 +6,7 @@ Rerunning after an interruption resumes from the last checkpoint in the stage's 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nlpstd import runtime
@@ -22,10 +23,11 @@ from nlpstd.train.loop import micro_batch, train
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
-        work_dir: Path | None = None) -> dict:
+        work_dir: Path | None = None, on_evaluation: Callable[[int, dict[str, float]], None] | None = None) -> dict:
     """Writes `model/` (a Hugging Face folder, LoRA merged), `adapter/` (LoRA only), `history.json`,
     `loss.png` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder);
-    checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`."""
+    checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`. `on_evaluation`
+    hears each validation's scores (see `train`)."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
@@ -65,7 +67,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             model, objective, evaluate, recipe, select=metric,
             work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
             device=device, precision=precision, tracker=tracker, desc="finetune", peak_flops=runtime.peak_flops(std.runtime),
-            compile=runtime.should_compile(std.runtime, device),
+            compile=runtime.should_compile(std.runtime, device), on_evaluation=on_evaluation,
         )
         if not runtime.is_main():  # the main process writes the model
             return {}

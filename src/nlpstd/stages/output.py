@@ -85,6 +85,7 @@ def write_training(folder: Path, result: TrainResult, *, batch_size: int, starte
         "stopped_early": state.stopped_early,
         "resumed_from_step": result.resumed_from,
         "train_seconds": round(state.train_seconds, 2),
+        "train_flops": state.train_flops,
         "stage_seconds": round(time.perf_counter() - started, 2),
         "train_samples_per_s": round(state.step * batch_size / max(state.train_seconds, 1e-9), 2),
         "device": str(device),

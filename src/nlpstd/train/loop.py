@@ -56,6 +56,7 @@ class LoopState:
     evals_without_gain: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    train_flops: float = 0.0  # model FLOPs of the optimizer steps so far, all processes
     history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr"} and {"step", "eval_<metric>", ...}
 
 
@@ -104,9 +105,12 @@ def train(
     desc: str = "train",
     peak_flops: float | None = None,
     compile: bool = False,
+    on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
-    Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes."""
+    Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes.
+    `on_evaluation(n, scores)` hears the n-th evaluation's scores; what it raises stops training
+    (a sweep prunes a trial that way), leaving the last checkpoint."""
     world, rank, main = runtime.world_size(), runtime.rank(), runtime.is_main()
     tracker = tracker if tracker is not None and main else NullTracker()
     work_dir = Path(work_dir)
@@ -150,6 +154,8 @@ def train(
         score = scores[select]
         state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
         tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
+        if on_evaluation is not None:
+            on_evaluation(sum(1 for point in state.history if f"eval_{select}" in point), scores)
         if state.best_score is None or (score > state.best_score if maximize else score < state.best_score):
             state.best_score, state.best_step, state.evals_without_gain = score, state.step, 0
             if main:
@@ -192,6 +198,7 @@ def train(
             if state.step % log_every == 0 or state.step == total_steps:
                 n = state.step % log_every or log_every
                 state.train_seconds += clock.pause()
+                state.train_flops += meter.flops * world
                 point = {"loss": _mean_over_processes(float(window_loss), world, device) / n, "lr": scheduler.get_last_lr()[0],
                          "grad_norm": float(grad_norm), **meter.read(clock.take_window(), world)}
                 state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
@@ -217,6 +224,7 @@ def train(
             state.epoch += 1
             state.batch_in_epoch = 0
     progress.close()
+    state.train_flops += meter.flops * world  # steps after the last log line (early stopping)
 
     runtime.barrier()  # the main process has written the best weights
     if state.best_step is not None:

@@ -1,0 +1,135 @@
+"""One trial of a sweep: the standard with a point's changes, prepared, (pre)trained and scored.
+
+Trials share what they can rebuild: prepared data and pretrained encoders live in `shared_dir`,
+keyed by the settings they depend on, so a learning-rate sweep pretrains once and a size sweep
+once per size. A trial's fine-tuning resumes from its own checkpoint when rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nlpstd import runtime
+from nlpstd.data import prepare as prep
+from nlpstd.data.encode import encode
+from nlpstd.evaluate.metrics import headline
+from nlpstd.evaluate.scoring import score
+from nlpstd.models.build import load_model, load_tokenizer
+from nlpstd.spec import Standard
+from nlpstd.stages import data_prep, finetune, pretrain
+from nlpstd.stages.output import read_json
+from nlpstd.sweep import space
+from nlpstd.tracking import NullTracker, Tracker
+
+
+def objective_metric(std: Standard) -> str:
+    """The validation metric a sweep maximizes: its own, else the gate's."""
+    assert std.sweep is not None
+    return std.sweep.objective.metric or std.evaluate.gate.metric
+
+
+def run_trial(std: Standard, point: dict[str, Any], out_dir: Path, shared_dir: Path, tracker: Tracker | None = None,
+              on_evaluation: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Run the trial at `point` of the sweep standard `std`; write and return `out_dir/result.json`:
+    the validation and train scores of the fine-tuned model, its size and its training cost."""
+    tracker = tracker or NullTracker()
+    out_dir, shared_dir = Path(out_dir), Path(shared_dir)
+    started = time.perf_counter()
+    trial_std = space.trial_standard(std, point)
+    metric = objective_metric(std)
+
+    # -- inputs: prepared data and, when the trial pretrains, the encoder (both shared between trials)
+    data_dir = _prepared(trial_std, shared_dir)
+    pretrained = _pretrained(trial_std, data_dir, shared_dir) if trial_std.pretrain.enabled else None
+
+    # -- fine-tune (resumes from the trial's checkpoint; a finished one is not redone)
+    tuned_dir = out_dir / "finetune"
+    if not (tuned_dir / "metrics.json").is_file():
+        finetune.run(trial_std, data_dir, tuned_dir, tracker, base=pretrained / "model" if pretrained else None,
+                     on_evaluation=on_evaluation)
+    tuned = read_json(tuned_dir / "metrics.json")
+    before = read_json(pretrained / "metrics.json") if pretrained else {}
+
+    # -- score: validation decides, a train sample of the same size shows over-fitting
+    scores = _scores(trial_std, data_dir, tuned_dir / "model")
+    gate = trial_std.evaluate.gate
+    result = {
+        "key": space.point_key(point),
+        "label": space.label(point),
+        "point": point,
+        "changes": space.changes(std.sweep, point),
+        "spec_hash": trial_std.spec_hash(),
+        "metric": metric,
+        "value": scores["validation"][metric],
+        "train_metric": scores["train"][metric],
+        "validation": scores["validation"],
+        "train": scores["train"],
+        "passes_gate": scores["validation"][gate.metric] >= gate.min,
+        "parameters": tuned["parameters"],
+        "trainable_parameters": tuned["trainable_parameters"],
+        "flops": tuned.get("train_flops", 0.0) + before.get("train_flops", 0.0),
+        "train_seconds": tuned["train_seconds"] + before.get("train_seconds", 0.0),
+        "pretrain_seconds": before.get("train_seconds", 0.0),
+        "steps": tuned["steps"],
+        "best_step": tuned["best_step"],
+        "stopped_early": tuned["stopped_early"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    tracker.log_metrics({f"validation_{k}": v for k, v in scores["validation"].items()})
+    tracker.log_metrics({f"train_{k}": v for k, v in scores["train"].items()})
+    tracker.log_metrics({"train_flops": result["flops"], "trial_train_seconds": result["train_seconds"]})
+    return result
+
+
+def _key(std: Standard, sections: tuple[str, ...], *extra: str) -> str:
+    """A hash of the sections an output depends on: equal hashes, interchangeable outputs."""
+    data = std.to_dict()
+    chosen = {name: _at(data, name) for name in sections}
+    return hashlib.sha256(json.dumps([chosen, *extra], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _at(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+_DATA_SECTIONS = ("task", "seed", "data", "pretrain.enabled", "pretrain.corpus")
+_PRETRAIN_SECTIONS = ("tokenizer", "model", "pretrain", "runtime.precision")
+
+
+def _prepared(std: Standard, shared_dir: Path) -> Path:
+    folder = shared_dir / f"data-prep-{_key(std, _DATA_SECTIONS)}"
+    if not (folder / "metrics.json").is_file():
+        data_prep.run(std, folder)
+    return folder
+
+
+def _pretrained(std: Standard, data_dir: Path, shared_dir: Path) -> Path:
+    folder = shared_dir / f"pretrain-{_key(std, _PRETRAIN_SECTIONS, data_dir.name)}"
+    if not (folder / "metrics.json").is_file():
+        pretrain.run(std, data_dir, folder)
+    return folder
+
+
+def _scores(std: Standard, data_dir: Path, model_dir: Path) -> dict[str, dict[str, float]]:
+    """Headline metrics on validation and on as many training examples (the first ones)."""
+    data = prep.load(data_dir)
+    device = runtime.setup(std.runtime, std.seed)
+    precision = runtime.resolve_precision(std.runtime, device)
+    tokenizer, model = load_tokenizer(str(model_dir)), load_model(model_dir, std.task).to(device)
+    validation = data.splits["validation"]
+    samples = {"validation": validation, "train": data.splits["train"][: len(validation)]}
+    out = {}
+    for split, records in samples.items():
+        encoded = encode(tokenizer, std.task, records, data.labels, std.data.max_length, std.data.label_subwords)
+        scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size, device=device,
+                       precision=precision, pad_id=tokenizer.pad_token_id, desc=f"score {split}")
+        out[split] = headline(scored.metrics)
+    return out
