@@ -253,7 +253,9 @@ def test_a_killed_sweep_reruns_only_the_trials_it_had_not_finished(tmp_path, tin
                                start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if (out / "study.db").is_file() and len([t for t in ended(out) if t.state == TrialState.COMPLETE]) >= 2:
+        # the study's database is read only once trials have results: opening it while the sweep creates it races
+        finished = len(list(out.glob("trials/*/result.json"))) >= 2
+        if finished and len([t for t in ended(out) if t.state == TrialState.COMPLETE]) >= 2:
             break
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
