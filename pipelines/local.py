@@ -1,7 +1,9 @@
 """Run the pipeline on this machine with kfp.local: every task a subprocess, no cluster, no Docker.
 
 It is the very pipeline a cluster runs (the same components and DAG); kfp.local ignores the
-images and the Kubernetes settings and runs each task with this Python. Outputs land in
+images and the Kubernetes settings and runs each task with this Python. Which settings of the
+standard that leaves untested is printed once at the start and tagged on the MLflow run
+(`nlpstd.local_ignored`). Outputs land in
 `OUT/pipeline/<pipeline>-<time>/<task>/<output>`; training checkpoints live in `OUT/checkpoints`, so
 rerunning after an interruption resumes, and data-prep is served from kfp.local's cache when
 neither the standard nor its files changed.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,13 +23,19 @@ from pathlib import Path
 from nlpstd import storage
 from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
-from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.spec import Resources, Standard, check_files, load_standard
 from nlpstd.stages import data_prep
 from nlpstd.stages.output import read_json
 from nlpstd.tracking import RunTracking, tracking_uri
-from pipelines.pipeline import build_pipeline, pipeline_name
+from pipelines.pipeline import WORK_MOUNT, build_pipeline, pipeline_name
 
 STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
+
+# Every runtime setting is either applied by the stage code, on any runner, or turned into a
+# task setting of the compiled pipeline, which kfp.local does not apply. A new runtime setting
+# must be added to one of the two (a test checks), so the local run's warning stays complete.
+RUNTIME_APPLIED_LOCALLY = ("device", "precision", "threads", "compile", "peak_tflops")
+RUNTIME_CLUSTER_ONLY = ("gpu", "training", "tasks", "shm_size", "retries", "checkpoint_volume")
 
 
 @dataclass
@@ -56,16 +65,20 @@ def run_local(standard_file: str | Path, out: str | Path | None = None, tracking
     root = out / "pipeline"
     root.mkdir(parents=True, exist_ok=True)
 
+    ignored = ignored_locally(std)
+    print(ignored_warning(std.name, ignored), file=sys.stderr, flush=True)
+
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())  # tasks log to the same store as this process
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    # kfp.local warns that it ignores the images and Kubernetes settings: expected here, and said above
+    # kfp.local warns task by task that it ignores images and Kubernetes settings: said once above, with the values
     warnings.filterwarnings("ignore", module=r"kfp\.local")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                enable_caching=True, cache_root=str(out / "cache"), raise_on_error=True)
     pipeline = build_pipeline(std, cpu_image="local", gpu_image="local", retries=0)  # locally a failure stops at once
 
     started = time.perf_counter()
-    with RunTracking(std, enabled=tracking).run(tags={"nlpstd.runner": "kfp.local"}) as tracker:
+    tags = {"nlpstd.runner": "kfp.local", "nlpstd.local_ignored": "\n".join(ignored)}
+    with RunTracking(std, enabled=tracking).run(tags=tags) as tracker:
         try:
             run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
                            data_stamp=data_stamp(files), work_dir=str(out / "checkpoints"))
@@ -85,6 +98,56 @@ def run_local(standard_file: str | Path, out: str | Path | None = None, tracking
         tracker.parent.log_metrics({"pipeline_seconds": result.seconds, "gate_passed": float(result.gate["passed"])})
     (out / "summary.json").write_text(json.dumps(_summary_dict(result, std), indent=2, default=str))
     return result
+
+
+def ignored_locally(std: Standard) -> list[str]:
+    """Each setting of this standard that takes effect on a cluster only, with its value and what
+    happens here instead; one line each. Settings left empty (no GPU, no node pool) are not listed."""
+    runtime, gpu = std.runtime, std.runtime.gpu
+    lines = ["images: every task runs in this Python environment, not in the pipeline's CPU and GPU images"]
+    if gpu.count:
+        here = f"; {gpu.count} processes still start under torchrun" if gpu.count > 1 else ""
+        lines.append(f"runtime.gpu: {gpu.count} x {gpu.type} per training task: nothing is reserved, "
+                     f"training uses whatever device this machine has{here}")
+    if gpu.node_selector:
+        labels = ", ".join(f"{key}={value}" for key, value in gpu.node_selector.items())
+        lines.append(f"runtime.gpu.node_selector: {labels}: no node pool, every task runs on this machine")
+    if gpu.tolerations:
+        taints = ", ".join(_toleration(t.key, t.operator, t.value, t.effect) for t in gpu.tolerations)
+        lines.append(f"runtime.gpu.tolerations: {taints}: no taints to tolerate here")
+    for name, tasks in (("training", "pretrain and finetune"), ("tasks", "data-prep, evaluate and export")):
+        resources = _resources(getattr(runtime, name))
+        if resources:
+            lines.append(f"runtime.{name}: {resources} ({tasks}): neither requested nor enforced, tasks share this machine")
+    lines.append(f"runtime.shm_size: {runtime.shm_size} memory-backed /dev/shm for training: this machine's /dev/shm is used")
+    if runtime.retries:
+        lines.append(f"runtime.retries: {runtime.retries}: a failed task ends the local run at once "
+                     "(rerun it: training resumes from OUT/checkpoints)")
+    if runtime.checkpoint_volume:
+        lines.append(f"runtime.checkpoint_volume: PersistentVolumeClaim {runtime.checkpoint_volume} at {WORK_MOUNT}: "
+                     "checkpoints go to OUT/checkpoints instead")
+    if std.schedule:
+        lines.append(f"schedule.cron: {std.schedule.cron}: runs once here; a scheduled run also never "
+                     "serves data-prep from the cache")
+    return lines
+
+
+def ignored_warning(name: str, ignored: list[str]) -> str:
+    """One block, printed once before the run, so nobody takes a local run for a test of the cluster settings."""
+    head = f"warning: kfp.local ignores these settings of {name}; they take effect on a cluster only:"
+    return "\n".join([head, *(f"  - {line}" for line in ignored)])
+
+
+def _resources(resources: Resources) -> str:
+    parts = (("cpu", resources.cpu), ("memory", resources.memory),
+             ("cpu limit", resources.cpu_limit), ("memory limit", resources.memory_limit))
+    return ", ".join(f"{label} {value}" for label, value in parts if value)
+
+
+def _toleration(key: str, operator: str, value: str | None, effect: str | None) -> str:
+    """kubectl's taint notation: key=value:effect (key:effect for operator Exists)."""
+    text = f"{key}={value}" if operator == "Equal" and value is not None else key
+    return f"{text}:{effect}" if effect else text
 
 
 def data_stamp(files: list[str]) -> str:

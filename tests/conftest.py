@@ -44,6 +44,15 @@ def sst_text(n: int, offset: int = 0) -> str:
     return "\n".join(rows) + "\n"
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored(monkeypatch):
+    """Code under test sets MLflow's process-wide tracking URI; each test starts from the one before
+    it (so a later test reading MLFLOW_TRACKING_URI is not overridden by an earlier test's store)."""
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A 2-layer, 64-wide BERT with the MiniLM tokenizer: seconds to train, same code paths as a real one."""

@@ -119,3 +119,14 @@ def test_self_contained_report_inlines_its_plots(cls_scores, tmp_path):
     encoded = base64.b64encode(plot.read_bytes()).decode()
     assert f"![confusion_validation](data:image/png;base64,{encoded})" in text
     assert "plots/confusion_validation.png" not in text
+
+
+def test_report_puts_a_clean_row_after_its_split(ner_scores, tmp_path):
+    gate = apply_gate(GateSpec(), ner_scores, has_test=True)
+    clean = {"test": {"examples": 3, "excluded": 1, "metrics": ner_scores["validation"]}}
+    text = write_report(tmp_path / "report.md", standard_name="ner", task="token-classification",
+                        scores=ner_scores, gate=gate, plots=[], clean=clean).read_text()
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| test") or line.startswith("| validation")]
+    assert rows[:3] == ["| validation", "| test", "| test_clean"]
+    assert "| test_clean | 0.6667 | 1.0000 | 0.5000 | 0.7500 |" in text
+    assert "`test_clean`: the 3 test examples that train does not hold (1 found in train" in text

@@ -45,6 +45,7 @@ def test_failed_gate_skips_export_and_says_why(ner_standard: Path, tmp_path: Pat
     assert main(["run", str(ner_standard), "--out", str(tmp_path / "out"), "--no-tracking"]) == 3
     captured = capsys.readouterr()
     assert "export     skipped: the gate failed" in captured.out
+    assert captured.err.count("kfp.local ignores these settings of tiny-ner") == 1
     assert "export skipped: the gate failed (f1 " in captured.err and "< min 1.0100" in captured.err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["exported"] is None and "export" not in summary["stages"]

@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--nproc", type=int, default=1, help="train data-parallel in N processes (torchrun: one per GPU, or gloo on CPU)")
 
+    reproduce = commands.add_parser("reproduce", help="rerun the standard an MLflow run logged, on the same data and code, and compare metrics")
+    reproduce.add_argument("run_id", metavar="RUN_ID", help="the MLflow parent run (as printed by nlpstd run)")
+    reproduce.add_argument("--out", help="output folder (default: runs/<standard name>-reproduce-<run id>)")
+    reproduce.add_argument("--force", action="store_true", help="rerun even when the data or the code differ from the run's")
+
     stage = commands.add_parser("stage", help="run one stage over given folders (what a pipeline task runs)")
     stage.add_argument("name", choices=["data-prep", "pretrain", "finetune", "evaluate", "export"])
     stage.add_argument("standard")
@@ -55,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--json", action="store_true", help="print one JSON object per text")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     predict.add_argument("--threads", type=int, help="CPU threads of the ONNX Runtime session")
+    predict.add_argument("--split", choices=("tokenizer", "whitespace"), default="tokenizer",
+                         help="NER: where words end: as the tokenizer splits (default), or at spaces only, for text "
+                              "already split into words (CoNLL-style)")
+
+    champion = commands.add_parser("champion", help="a registered model's champion: the history of its decisions, rollback")
+    champion_commands = champion.add_subparsers(dest="action", required=True)
+    history = champion_commands.add_parser("history", help="every promote, keep and rollback of the champion alias, oldest first")
+    history.add_argument("name", help="the registered model (the standard's export.register_as, else its name)")
+    history.add_argument("--json", action="store_true", help="print the entries as one JSON list")
+    rollback = champion_commands.add_parser("rollback", help="move the champion alias back to the previous champion, and record it")
+    rollback.add_argument("name", help="the registered model (the standard's export.register_as, else its name)")
+    rollback.add_argument("--reason", help="why, recorded with the rollback")
 
     args = parser.parse_args(argv)
     try:
@@ -62,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.standard)
         if args.command == "run":
             return _run(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
         if args.command == "stage":
             return _stage(args)
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "trial":
             return _trial(args)
+        if args.command == "champion":
+            return _champion(args)
         return _predict(args)
     except GateFailed as exc:
         print(f"nlpstd: {exc}", file=sys.stderr)
@@ -106,6 +127,19 @@ def _run(args: argparse.Namespace) -> int:
     if scores:
         print("  " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
     print(f"  outputs in {summary['out']}" + (f"; MLflow run {summary['mlflow_run_id']}" if summary.get("mlflow_run_id") else ""))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from nlpstd.reproduce import format_table, headline, reproduce
+
+    result = reproduce(args.run_id, args.out, force=args.force)
+    print(f"\nrun {result.run_id} reproduced as run {result.new_run_id} (outputs in {result.out}; "
+          "export not rerun: a reproduction registers and uploads nothing)\n")
+    print(format_table(result.metrics))
+    print(f"\n{headline(result.metrics)}")
+    for difference in result.differences:
+        print(f"  compared although {difference} (--force)")
     return 0
 
 
@@ -189,6 +223,24 @@ def axes_of(std) -> list[str]:
     return list(axes(std.sweep))
 
 
+def _champion(args: argparse.Namespace) -> int:
+    from nlpstd.registry import MlflowRegistry, history_table
+    from nlpstd.tracking import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri())
+    registry = MlflowRegistry()
+    if args.action == "history":
+        entries = registry.history(args.name)
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        else:
+            print(history_table(entries) if entries else f"{args.name}: no champion decisions recorded yet")
+        return 0
+    entry = registry.rollback(args.name, args.reason)
+    print(f"{args.name}: the champion is v{entry['candidate_version']} again ({entry['reason']})")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     import os
 
@@ -200,7 +252,7 @@ def _predict(args: argparse.Namespace) -> int:
     if not records:
         raise NlpstdError("predict: give texts as arguments or --file")
     predictor = Predictor(args.model, batch_size=args.batch_size, threads=args.threads)
-    results = predict_records(predictor, records, progress=bool(args.file))
+    results = predict_records(predictor, records, progress=bool(args.file), split=args.split)
     if args.output:
         partial = f"{args.output}.partial"
         with open(partial, "w", encoding="utf-8") as out:

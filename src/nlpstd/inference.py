@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from nlpstd.data.encode import Encoded
 from nlpstd.runtime import autocast
 from nlpstd.train.batching import collate, eval_batches
 
@@ -50,19 +51,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def word_predictions(logits: np.ndarray, word_ids: list[int], n_words: int) -> list[tuple[int, float]]:
-    """(label id, probability) per word from its first sub-word; words cut by truncation get (-1, 0.0)."""
-    probs = softmax(logits)
-    result: list[tuple[int, float]] = [(-1, 0.0)] * n_words
-    previous = -1
-    for position, word in enumerate(word_ids):
-        if word >= 0 and word != previous:
-            label = int(probs[position].argmax())
-            result[word] = (label, float(probs[position, label]))
-        previous = word
-    return result
+def word_predictions(logits: list[np.ndarray], encoded: Encoded) -> list[list[tuple[int, float]]]:
+    """(label id, probability) per word of each example, from the word's first sub-word. A word seen
+    by several windows (data.stride) takes the window where it sits most centrally, farthest from
+    either edge, where it has the most context; a word no window holds (truncation) gets (-1, 0.0)."""
+    best = [[(-1, -1, 0.0)] * len(words) for words in encoded.words]  # (centrality, label, probability)
+    for row, feature, record in zip(logits, encoded.features, encoded.record_of):
+        probs, word_ids = softmax(row), feature["word_ids"]
+        previous = -1
+        for position, word in enumerate(word_ids):
+            if word >= 0 and word != previous:
+                centrality = min(position, len(word_ids) - 1 - position)
+                if centrality > best[record][word][0]:
+                    label = int(probs[position].argmax())
+                    best[record][word] = (centrality, label, float(probs[position, label]))
+            previous = word
+    return [[(label, prob) for _, label, prob in words] for words in best]
 
 
-def word_tags(logits: np.ndarray, word_ids: list[int], n_words: int, id2label: dict[int, str]) -> list[str]:
-    """Predicted tag per word; a truncated word is predicted `O` (and counted in the report)."""
-    return [id2label[label] if label >= 0 else "O" for label, _ in word_predictions(logits, word_ids, n_words)]
+def word_tags(logits: list[np.ndarray], encoded: Encoded, id2label: dict[int, str]) -> list[list[str]]:
+    """Predicted tag per word of each example; a truncated word is predicted `O` (and counted in the report)."""
+    return [[id2label[label] if label >= 0 else "O" for label, _ in words] for words in word_predictions(logits, encoded)]

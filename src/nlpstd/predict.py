@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from nlpstd.errors import NlpstdError
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward
 from nlpstd.inference import predict_logits, softmax, torch_forward, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
+from nlpstd.spans import decode_entities
 
 TASK_OF_ARCHITECTURE = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "sequence-classification"}
 
@@ -40,27 +42,16 @@ def locate(path: Path) -> tuple[Path, Path | None]:
                       "pass e.g. runs/<standard>/export/model or runs/<standard>/export/model/onnx-int8/model.onnx")
 
 
-def decode_entities(text: str, offsets: list[tuple[int, int]], tags: list[str], probs: list[float]) -> list[dict]:
-    """IOB2 word tags -> entity spans; a stray `I-X` starts a new entity rather than being dropped."""
-    entities: list[dict] = []
-    current: dict | None = None
-    for (start, end), tag, prob in zip(offsets, tags, probs):
-        kind = tag[2:] if tag != "O" else None
-        continues = current is not None and tag.startswith("I-") and kind == current["label"]
-        if continues:
-            current["end"] = end
-            current["_probs"].append(prob)
-            continue
-        if current:
-            entities.append(current)
-        current = {"label": kind, "start": start, "end": end, "_probs": [prob]} if kind else None
-    if current:
-        entities.append(current)
-    for entity in entities:
-        scores = entity.pop("_probs")
-        entity["text"] = text[entity["start"] : entity["end"]]
-        entity["score"] = round(sum(scores) / len(scores), 4)
-    return [{k: e[k] for k in ("text", "label", "start", "end", "score")} for e in entities]
+SPLITS = ("tokenizer", "whitespace")
+
+
+def split_words(tokenizer, text: str, split: str = "tokenizer") -> list[tuple[str, tuple[int, int]]]:
+    """(word, character offsets) of a text, split as `split` says (see `Predictor.__call__`)."""
+    if split == "whitespace":
+        return [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
+    if split == "tokenizer":
+        return words_and_offsets(tokenizer, text)
+    raise NlpstdError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
 
 
 class Predictor:
@@ -76,8 +67,11 @@ class Predictor:
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         config = json.loads((self.model_dir / "config.json").read_text())
         self.task = info.get("task") or task_of(self.model_dir)
+        self.iob_repair = info.get("iob_repair", "start")  # the standard's evaluate.iob_repair; older exports: start
         self.tokenizer = load_tokenizer(str(self.model_dir))
         self.max_length = info.get("max_length") or min(self.tokenizer.model_max_length, 512)
+        self.stride = info.get("stride")  # long texts: windows as in training (data.stride), else truncation
+        self.tokenizer.truncation_side = info.get("truncation_side", "right")
         self.batch_size = batch_size
         self.id2label = {int(k): v for k, v in config["id2label"].items()}
         if onnx_file is not None:
@@ -86,21 +80,23 @@ class Predictor:
             model = load_model(self.model_dir, self.task).to(device)
             self.backend, self.forward = "torch", torch_forward(model, torch.device(device))
 
-    def __call__(self, texts: list[str]) -> list[dict]:
+    def __call__(self, texts: list[str], split: str = "tokenizer") -> list[dict]:
+        """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
+        at spaces and punctuation as the tokenizer does; `whitespace` takes text already split into
+        words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
         if self.task == "token-classification":
-            return self._entities(texts)
+            return self._entities(texts, split)
         return self._labels(texts)
 
-    def _entities(self, texts: list[str]) -> list[dict]:
-        pieces = [words_and_offsets(self.tokenizer, text) for text in texts]
+    def _entities(self, texts: list[str], split: str) -> list[dict]:
+        pieces = [split_words(self.tokenizer, text, split) for text in texts]
         records = [{"tokens": [w for w, _ in p], "tags": ["O"] * len(p)} for p in pieces]
-        encoded = encode_tokens(self.tokenizer, records, ["O"], self.max_length)
+        encoded = encode_tokens(self.tokenizer, records, ["O"], self.max_length, stride=self.stride)
         logits = predict_logits(self.forward, encoded.features, self.batch_size, pad_id=self.tokenizer.pad_token_id)
         results = []
-        for text, piece, row, feature in zip(texts, pieces, logits, encoded.features):
-            per_word = word_predictions(row, feature["word_ids"], len(piece))
+        for text, piece, per_word in zip(texts, pieces, word_predictions(logits, encoded)):
             tags = [self.id2label[label] if label >= 0 else "O" for label, _ in per_word]
-            entities = decode_entities(text, [o for _, o in piece], tags, [p for _, p in per_word])
+            entities = decode_entities(text, [o for _, o in piece], tags, [p for _, p in per_word], self.iob_repair)
             results.append({"text": text, "entities": entities})
         return results
 
@@ -142,12 +138,13 @@ def read_texts(path: Path) -> list[dict]:
     return records
 
 
-def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024, progress: bool = True) -> Iterator[dict]:
+def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024, progress: bool = True,
+                    split: str = "tokenizer") -> Iterator[dict]:
     """Predictions in input order, `chunk` texts at a time (each cut into batches), so output streams
     and memory stays flat however long the file."""
     with tqdm(total=len(records), unit="text", desc="predict", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, len(records), chunk):
             part = records[start : start + chunk]
-            for record, result in zip(part, predictor([r["text"] for r in part])):
+            for record, result in zip(part, predictor([r["text"] for r in part], split)):
                 yield {**{k: v for k, v in record.items() if k != "text"}, **result}
             bar.update(len(part))

@@ -27,9 +27,10 @@ def parse_stages(text: str | None) -> list[str]:
 
 
 def run_standard(standard_file: str | Path, out: str | Path | None = None, stages: list[str] | None = None, tracking: bool = True,
-                 nproc: int = 1) -> dict:
+                 nproc: int = 1, tags: dict[str, str] | None = None) -> dict:
     """Validate everything first, then run the stages; returns a summary (also written to OUT/summary.json).
-    With `nproc` > 1 the training stages run data-parallel under torchrun, one process each."""
+    With `nproc` > 1 the training stages run data-parallel under torchrun, one process each. `tags`
+    go on the MLflow parent run when it is opened, so a run that fails can still be found by them."""
     std = load_standard(standard_file)
     check_files(std, standard_file)
     out = Path(out or Path("runs") / std.name)
@@ -44,7 +45,7 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
 
     summary: dict = {"standard": std.name, "out": str(out), "stages": {}}
     tracker = RunTracking(std, enabled=tracking)
-    with tracker.run():
+    with tracker.run(tags):
         summary["mlflow_run_id"] = tracker.run_id
         for stage in stages:
             started = time.perf_counter()

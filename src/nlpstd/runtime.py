@@ -6,11 +6,13 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from nlpstd.spec import RuntimeSpec
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import RuntimeSpec
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

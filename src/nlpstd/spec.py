@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from nlpstd.errors import NlpstdError, StandardError
+from nlpstd.spans import IobRepair
 
 Task = Literal["token-classification", "sequence-classification"]
 
@@ -79,6 +80,17 @@ class DataFile(_Section):
         return {"path": value} if isinstance(value, str) else value
 
 
+class DataChecks(_Section):
+    """Limits on what data-prep's report finds; a limit set to null is reported but not checked."""
+
+    max_overlap: float | None = Field(0.01, ge=0, le=1, description="Largest share of a validation or test split "
+                                      "that may also occur in train (whitespace- and case-insensitive).")
+    max_duplicates: float | None = Field(None, ge=0, le=1, description="Largest share of a split that may repeat "
+                                         "an earlier example of the same split (default: not checked).")
+    on_violation: Literal["warn", "fail"] = Field("warn", description="warn: one line, and a note in the report; "
+                                                  "fail: stop in data-prep, before any training.")
+
+
 class DataSpec(_Section):
     format: Literal["conll", "tsv", "csv", "jsonl"] = Field(description="Reader for all splits.")
     train: DataFile
@@ -95,6 +107,11 @@ class DataSpec(_Section):
     entities_field: str = Field("entities", description="JSONL field with character spans [{start, end, label}].")
     span_end: Literal["exclusive", "inclusive"] = Field("exclusive", description="Whether a span's end offset is part of it.")
     label_subwords: Literal["first", "all"] = Field("first", description="Which sub-words of a word carry its label.")
+    stride: int | None = Field(None, gt=0, description="Token classification: split an example longer than max_length into "
+                               "windows sharing this many sub-words, rather than cut it (each word predicted where most central).")
+    truncation_side: Literal["right", "left"] = Field("right", description="Sequence classification: cut a long text's end "
+                                                       "(right) or its start (left).")
+    checks: DataChecks = Field(default_factory=DataChecks, description="Limits on split overlap and duplicates (data report).")
 
     def files(self) -> dict[str, DataFile]:
         """The splits that are set, by name."""
@@ -246,6 +263,9 @@ class GateSpec(_Section):
 class EvaluateSpec(_Section):
     metrics: list[str] = Field(default_factory=lambda: ["f1", "precision", "recall", "accuracy"], min_length=1)
     gate: GateSpec = Field(default_factory=GateSpec)
+    iob_repair: IobRepair = Field("start", description="Token classification: a predicted I-X that continues no X entity "
+                                  "starts one (start, as seqeval and conlleval read it) or is read as O (drop). Scores, "
+                                  "evaluate's predictions and every exported model decode entities this one way.")
 
 
 _CPU = r"^\d+(\.\d+)?m?$"  # Kubernetes quantities: "4", "500m"
@@ -662,9 +682,22 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
             fail((section, "grad_accumulation"), f"batch_size {recipe.batch_size} is not a multiple of grad_accumulation {recipe.grad_accumulation}")
     if std.data.text_pair_column and std.task == "token-classification":
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
+    _check_long_texts(std, fail)
     _check_export(std, fail)
     _check_token_budget(std, fail)
     _check_sweep(std, fail)
+
+
+def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Windows are for token classification, the side of a cut for sequence classification."""
+    data = std.data
+    if data.stride is not None and std.task != "token-classification":
+        fail(("data", "stride"), "windows apply to token-classification; for long texts here set data.truncation_side")
+    if data.stride is not None and data.stride >= data.max_length - 2:
+        fail(("data", "stride"), f"windows of max_length {data.max_length} (2 special tokens) can share at most "
+                                 f"{data.max_length - 3} sub-words, got {data.stride}")
+    if data.truncation_side != "right" and std.task == "token-classification":
+        fail(("data", "truncation_side"), "token-classification keeps every word with data.stride instead of cutting the start")
 
 
 def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:

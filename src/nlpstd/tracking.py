@@ -13,9 +13,10 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from nlpstd.spec import Standard
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import Standard
 
 
 class Tracker(Protocol):
@@ -112,11 +113,26 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def git_commit() -> str:
+    """The commit of the checkout nlpstd runs from (not of the working directory, which may be
+    another repository); "unknown" for an installed package or an image without git."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def package_version() -> str:
+    """nlpstd's installed version: with the commit, what `nlpstd reproduce` compares."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("nlpstd")
+    except importlib.metadata.PackageNotFoundError:
+        from nlpstd import __version__
+
+        return __version__
 
 
 class RunTracking:
@@ -197,8 +213,8 @@ class _SystemMetrics:
 
 
 def open_parent_run(std: Standard, tags: dict[str, str] | None = None) -> str:
-    """A new parent run: tags (standard, spec hash, git commit, image), the flattened standard as
-    params, and the resolved standard as an artifact."""
+    """A new parent run: tags (standard, spec hash, git commit, package version, image), the
+    flattened standard as params, and the resolved standard as an artifact."""
     import mlflow
 
     check_reachable(tracking_uri())
@@ -206,7 +222,8 @@ def open_parent_run(std: Standard, tags: dict[str, str] | None = None) -> str:
     run = mlflow.MlflowClient().create_run(_experiment_id(std.name), run_name=std.name, tags={"nlpstd.standard": std.name})
     parent = MlflowTracker(run.info.run_id)
     image = {"nlpstd.image": os.environ["NLPSTD_IMAGE"]} if os.environ.get("NLPSTD_IMAGE") else {}
-    parent.set_tags({"nlpstd.spec_hash": std.spec_hash(), "nlpstd.git_commit": git_commit(), **image, **(tags or {})})
+    parent.set_tags({"nlpstd.spec_hash": std.spec_hash(), "nlpstd.git_commit": git_commit(),
+                     "nlpstd.version": package_version(), **image, **(tags or {})})
     parent.log_params(std.flat_params())
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "standard.yaml"

@@ -3,13 +3,24 @@
 Token classification works on words: CoNLL records carry them, and records with character
 spans (JSONL) are split into words by the tokenizer's own pre-tokenizer, each word taking
 the BIO tag of the span it falls in. Truncation is counted, never silent.
+
+With `data.stride`, a token-classification example longer than `max_length` becomes several
+overlapping windows (`stride` sub-words shared by neighbours) instead of being cut: every word
+is seen, and each word's prediction is taken from the window in which it sits most centrally
+(`nlpstd.inference.word_predictions`). Training, evaluation and predict all window the
+same way, since they all encode here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from nlpstd.spec import DataSpec
 
 IGNORE = -100  # label id the loss skips (specials, padding, non-first sub-words)
 
@@ -21,11 +32,16 @@ class Encoded:
     features: list[dict] = field(default_factory=list)  # input_ids, token_type_ids, labels[, word_ids]
     words: list[list[str]] = field(default_factory=list)  # token tasks: the words of each example
     tags: list[list[str]] = field(default_factory=list)  # token tasks: gold tag per word
+    record_of: list[int] = field(default_factory=list)  # the example each feature comes from (windows share one)
     truncated: int = 0  # examples longer than max_length
     dropped: int = 0  # words (token tasks) or sub-word tokens (sequence tasks) cut away
+    windowed: int = 0  # examples split into overlapping windows (data.stride) rather than cut
+    kept: int = 0  # words the windows kept that truncation would have cut away
 
     def stats(self) -> dict[str, int]:
-        return {"examples": len(self.features), "truncated": self.truncated, "dropped": self.dropped}
+        examples = len(self.words) if self.words else len(self.features)
+        return {"examples": examples, "truncated": self.truncated, "dropped": self.dropped,
+                "windowed": self.windowed, "kept_by_windows": self.kept}
 
 
 def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str) -> list[tuple[str, tuple[int, int]]]:
@@ -57,17 +73,26 @@ def encode_tokens(
     labels: list[str],
     max_length: int,
     label_subwords: str = "first",
+    stride: int | None = None,
 ) -> Encoded:
-    """Word-level records -> sub-word features; each word's label goes to its first sub-word (or all)."""
+    """Word-level records -> sub-word features; each word's label goes to its first sub-word (or all).
+    With `stride`, a long record yields overlapping windows of `max_length` rather than one cut feature."""
     label2id = {label: i for i, label in enumerate(labels)}
     out = Encoded()
     for record in records:
         words, tags = record_words(tokenizer, record)
         out.words.append(words)
         out.tags.append(tags)
-    batch = tokenizer(out.words, is_split_into_words=True, truncation=True, max_length=max_length)
-    for i, (words, tags) in enumerate(zip(out.words, out.tags)):
+    windows = {"stride": stride, "return_overflowing_tokens": True, "return_offsets_mapping": True} if stride else {}
+    batch = tokenizer(out.words, is_split_into_words=True, truncation=True, max_length=max_length, **windows)
+    record_of = batch["overflow_to_sample_mapping"] if stride else range(len(out.words))
+    first_covers: dict[int, int] = {}  # record -> words its first window covers (all truncation would keep)
+    covers: dict[int, int] = {}  # record -> words all its windows cover
+    for i, record in enumerate(record_of):
+        words, tags = out.words[record], out.tags[record]
         word_ids = batch.word_ids(i)
+        if record in covers:  # a continuation window
+            word_ids = _without_leading_piece(word_ids, batch["offset_mapping"][i])
         ids, previous = [], None
         for word in word_ids:
             if word is None:
@@ -80,11 +105,32 @@ def encode_tokens(
             else:
                 ids.append(IGNORE)
             previous = word
-        covered = max((w for w in word_ids if w is not None), default=-1) + 1
-        if covered < len(words):
-            out.truncated += 1
-            out.dropped += len(words) - covered
+        last = max((w for w in word_ids if w is not None), default=-1)
+        first_covers.setdefault(record, last + 1)
+        covers[record] = max(covers.get(record, 0), last + 1)
+        out.record_of.append(record)
         out.features.append(_feature(batch, i, ids, word_ids))
+    for record, words in enumerate(out.words):
+        if covers[record] < len(words):
+            out.truncated += 1
+            out.dropped += len(words) - covers[record]
+        if covers[record] > first_covers[record]:
+            out.windowed += 1
+            out.kept += covers[record] - first_covers[record]
+    return out
+
+
+def _without_leading_piece(word_ids: list[int | None], offsets: list[tuple[int, int]]) -> list[int | None]:
+    """A window may open inside a word (the rest of a word the previous window began): those pieces
+    are not the word's first sub-word, so they carry no label and no prediction (marked None)."""
+    out = list(word_ids)
+    leading = next((word for word in word_ids if word is not None), None)
+    for position, (word, (start, _)) in enumerate(zip(word_ids, offsets)):
+        if word is None:
+            continue
+        if word != leading or start == 0:
+            break
+        out[position] = None
     return out
 
 
@@ -104,6 +150,7 @@ def encode_sequences(
             out.truncated += 1
             out.dropped += cut
         out.features.append(_feature(batch, i, label2id[record["label"]]))
+    out.record_of = list(range(len(records)))
     return out
 
 
@@ -116,7 +163,14 @@ def _feature(batch, i: int, labels, word_ids: list | None = None) -> dict:
     return feature
 
 
-def encode(tokenizer: PreTrainedTokenizerFast, task: str, records: list[dict], labels: list[str], max_length: int, label_subwords: str = "first") -> Encoded:
+def encode(tokenizer: PreTrainedTokenizerFast, task: str, records: list[dict], labels: list[str], max_length: int,
+           label_subwords: str = "first", stride: int | None = None, truncation_side: str = "right") -> Encoded:
     if task == "token-classification":
-        return encode_tokens(tokenizer, records, labels, max_length, label_subwords)
+        return encode_tokens(tokenizer, records, labels, max_length, label_subwords, stride)
+    tokenizer.truncation_side = truncation_side
     return encode_sequences(tokenizer, records, labels, max_length)
+
+
+def encode_data(tokenizer: PreTrainedTokenizerFast, data: DataSpec, task: str, records: list[dict], labels: list[str]) -> Encoded:
+    """`encode` with the standard's data settings: the one call every stage makes, so all window alike."""
+    return encode(tokenizer, task, records, labels, data.max_length, data.label_subwords, data.stride, data.truncation_side)

@@ -12,10 +12,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlpstd.data.readers import apply_limit, read_all, read_bytes, read_text
 from nlpstd.errors import DataError
-from nlpstd.spec import DataSpec, Standard
+
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import DataSpec, Standard
 
 _INTEGER = re.compile(r"-?\d+")
 

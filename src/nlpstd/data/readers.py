@@ -16,10 +16,12 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nlpstd.errors import DataError
-from nlpstd.spec import DataSpec
+
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import DataSpec
 
 _IOB2 = re.compile(r"O|[BI]-\S+")
 _SPACES = re.compile(r"[ \t]+")

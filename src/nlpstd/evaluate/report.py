@@ -39,7 +39,7 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     ax.set_title("Confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_type_f1(per_type: dict, path: Path) -> Path:
@@ -59,7 +59,7 @@ def plot_per_type_f1(per_type: dict, path: Path) -> Path:
     ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_xlabel("F1")
     ax.set_title("F1 per type")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_curve(history: list[dict], path: Path) -> Path:
@@ -86,14 +86,15 @@ def plot_loss_curve(history: list[dict], path: Path) -> Path:
     eval_ax.set_xlabel("step")
     eval_ax.set_ylabel("score")
     eval_ax.set_title("Evaluation")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _no_data(ax) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Lay out and write a bare Figure as PNG (creating its folder); every report's plots go through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -115,9 +116,11 @@ def write_report(
     plots: list[Path],
     extra: dict | None = None,
     decision: dict | None = None,
+    clean: dict[str, dict] | None = None,
 ) -> Path:
     """Verdicts first (the gate, the champion), then headline metrics per split, per-type tables,
-    confusion matrices, plots, facts."""
+    confusion matrices, plots, facts. `clean` adds a `<split>_clean` headline row per split scored
+    without the examples train also holds ({split: {examples, excluded, metrics}})."""
     path = Path(path)
     lines = [
         f"# Evaluation of {standard_name}",
@@ -129,8 +132,12 @@ def write_report(
         "",
         "## Headline metrics",
         "",
-        *_headline_table(scores),
+        *_headline_table(_with_clean_rows(scores, clean or {})),
     ]
+    if clean:
+        lines += [""] + [f"`{split}_clean`: the {c['examples']:,} {split} examples that train does not hold "
+                         f"({c['excluded']:,} found in train by data-prep are left out; see its data_report.md)."
+                         for split, c in clean.items()]
     for split, metrics in scores.items():
         detail_key, title = ("per_type", "Per entity type") if "per_type" in metrics else ("per_label", "Per label")
         if metrics.get(detail_key):
@@ -147,6 +154,16 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _with_clean_rows(scores: dict[str, dict], clean: dict[str, dict]) -> dict[str, dict]:
+    """Each split's row, followed by its `<split>_clean` row when there is one."""
+    rows = {}
+    for split, metrics in scores.items():
+        rows[split] = metrics
+        if split in clean:
+            rows[f"{split}_clean"] = clean[split]["metrics"]
+    return rows
 
 
 def _headline_table(scores: dict[str, dict]) -> list[str]:

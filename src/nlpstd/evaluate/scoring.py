@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -10,14 +10,16 @@ from transformers import PreTrainedModel
 
 from nlpstd.data.encode import Encoded
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
-from nlpstd.inference import predict_logits, torch_forward, word_tags
+from nlpstd.inference import predict_logits, torch_forward, word_predictions
+from nlpstd.spans import IobRepair, repair_tags
 
 
 @dataclass
 class Scored:
     metrics: dict
-    predictions: list  # token tasks: tags per word; sequence tasks: one label per example
+    predictions: list  # token tasks: tags per word (IOB2-repaired); sequence tasks: one label per example
     gold: list
+    word_scores: list = field(default_factory=list)  # token tasks: probability of each word's predicted tag
 
 
 def score(
@@ -31,21 +33,34 @@ def score(
     precision: str = "fp32",
     pad_id: int = 0,
     desc: str | None = None,
+    iob_repair: IobRepair = "start",
 ) -> Scored:
     """Score a torch model on the encoded examples (other backends: `predict_logits` then `score_logits`)."""
     logits = predict_logits(torch_forward(model, device, precision), encoded.features, batch_size, pad_id, desc)
-    return score_logits(logits, encoded, task, labels)
+    return score_logits(logits, encoded, task, labels, iob_repair)
 
 
-def score_logits(logits: list[np.ndarray], encoded: Encoded, task: str, labels: list[str]) -> Scored:
-    """Metrics from logits already computed: the predictions are the ones `predict` would return."""
+def score_logits(logits: list[np.ndarray], encoded: Encoded, task: str, labels: list[str],
+                 iob_repair: IobRepair = "start") -> Scored:
+    """Metrics from logits already computed: the predictions are the ones `predict` would return. Predicted
+    tags are IOB2-repaired as the span decoder repairs them (gold tags never are), so seqeval counts
+    exactly the entities `predict` returns."""
     id2label = dict(enumerate(labels))
     if task == "token-classification":
-        pred = [
-            word_tags(row, f["word_ids"], len(words), id2label)
-            for row, f, words in zip(logits, encoded.features, encoded.words)
-        ]
-        return Scored(ner_metrics(encoded.tags, pred), pred, encoded.tags)
+        per_word = word_predictions(logits, encoded)  # a truncated word: (-1, 0.0), predicted O
+        pred = [repair_tags([id2label[label] if label >= 0 else "O" for label, _ in words], iob_repair) for words in per_word]
+        probs = [[prob for _, prob in words] for words in per_word]
+        return Scored(ner_metrics(encoded.tags, pred), pred, encoded.tags, probs)
     pred = [labels[int(row.argmax())] for row in logits]
     gold = [labels[f["labels"]] for f in encoded.features]
     return Scored(classification_metrics(gold, pred, labels), pred, gold)
+
+
+def subset_metrics(scored: Scored, keep: list[int], task: str, labels: list[str]) -> dict:
+    """Metrics over the examples at `keep` only, from the predictions already made (no second pass
+    through the model): e.g. a test split without the examples train also holds."""
+    gold = [scored.gold[i] for i in keep]
+    pred = [scored.predictions[i] for i in keep]
+    if task == "token-classification":
+        return ner_metrics(gold, pred)
+    return classification_metrics(gold, pred, labels)

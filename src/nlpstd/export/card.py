@@ -75,8 +75,7 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "## Intended use and limits",
         "",
         "- Trained and scored on the data named above only; scores on other domains will differ.",
-        f"- Inputs longer than {std.data.max_length} sub-word tokens are truncated"
-        + (" (words beyond the limit are predicted `O`)." if std.task == "token-classification" else "."),
+        _long_inputs(std),
         "- The test score is an estimate on one fixed split; it carries sampling error.",
         *(["- `onnx-int8` is quantized dynamically: its logits differ from fp32 by design; the table shows what that costs."]
           if "onnx-int8" in std.export.formats else []),
@@ -115,3 +114,14 @@ def _pretraining(std: Standard) -> str:
         return "none (fine-tuned from the base)"
     length = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs} epoch(s)"
     return f"masked LM on {len(spec.corpus.files)} corpus entries, {length}, blocks of {spec.max_length} tokens"
+
+
+def _long_inputs(std: Standard) -> str:
+    """What happens to a text longer than the model takes: windows, or a cut and on which side."""
+    data = std.data
+    if data.stride:
+        return (f"- Inputs longer than {data.max_length} sub-word tokens are read in overlapping windows "
+                f"(sharing {data.stride} sub-words); each word is labelled from the window where it is most central.")
+    if std.task == "token-classification":
+        return f"- Inputs longer than {data.max_length} sub-word tokens are truncated (words beyond the limit are predicted `O`)."
+    return f"- Inputs longer than {data.max_length} sub-word tokens are truncated at the {'end' if data.truncation_side == 'right' else 'start'}."

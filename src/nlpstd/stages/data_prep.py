@@ -1,21 +1,30 @@
-"""Stage 1, data-prep: read and validate every split, fix the label set, fingerprint the data;
-with pretraining enabled, also decode the corpus and set its held-out part aside."""
+"""Stage 1, data-prep: read and validate every split, fix the label set, fingerprint the data, and
+write the data report (lengths, labels, duplicates, overlap between splits) checked against
+`data.checks`; with pretraining enabled, also decode the corpus and set its held-out part aside."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare as prep
+from nlpstd.data import report as data_report
+from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard
 from nlpstd.stages.output import read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
 
 def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
-    """Writes `<split>.jsonl`, `labels.json`, `summary.json` and `metrics.json` into `out_dir`,
-    and `corpus/` (documents per file, held-out part, `corpus.json`) when pretraining is enabled."""
+    """Writes `<split>.jsonl`, `labels.json`, `summary.json`, `data_report.{md,json}`, `plots/*.png` and
+    `metrics.json` into `out_dir`, and `corpus/` (documents per file, held-out part, `corpus.json`)
+    when pretraining is enabled. With `data.checks.on_violation: fail`, a check the data does not
+    pass stops the stage here, before anything is written."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
@@ -23,9 +32,15 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     prepared = prep.prepare(std)
     corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed) if std.pretrain.enabled else None
 
+    # -- the data report, and its checks
+    tokenizer, note = report_tokenizer(std)
+    report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride)
+    warnings = data_report.check(report, std.data.checks, prepared.sources)
+
     # -- outputs
     metrics = {f"{split}_examples": len(records) for split, records in prepared.splits.items()}
     metrics["num_labels"] = len(prepared.labels)
+    metrics.update(report_metrics(report))
     if corpus is not None:
         metrics["corpus_train_documents"] = sum(len(docs) for docs in corpus.train)
         metrics["corpus_heldout_documents"] = sum(len(docs) for docs in corpus.held_out)
@@ -36,12 +51,48 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     metrics["stage_seconds"] = round(time.perf_counter() - started, 2)
     with staged(out_dir) as tmp:
         prep.save(prepared, tmp)
+        data_report.write(report, tmp)
         if corpus is not None:
             corpus_mod.save(corpus, tmp / "corpus")
         write_metrics(tmp, metrics)
     track(out_dir, tracker)
     print(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")
+    for message in warnings:
+        print(f"data-prep: warning: {message} (see {Path(out_dir) / data_report.REPORT_MD})")
     return metrics
+
+
+def report_tokenizer(std: Standard) -> tuple[PreTrainedTokenizerFast | None, str]:
+    """The tokenizer fine-tuning will use, when data-prep can know it, and a note saying which.
+
+    A vocabulary trained in pretrain (`tokenizer.train`) does not exist yet, so sub-word figures
+    are left out rather than measured with another tokenizer; pretrain and finetune print what
+    truncation costs with the real one."""
+    from nlpstd.models.build import load_tokenizer, resolve_base
+
+    if std.tokenizer.train is not None:
+        return None, ("not measured: this standard trains its own WordPiece vocabulary in pretrain, after data-prep "
+                      "(finetune reports truncation with it)")
+    try:
+        return load_tokenizer(resolve_base(std.model.base)), f"the tokenizer of model.base {std.model.base}"
+    except (OSError, ValueError, NlpstdError) as exc:
+        return None, f"not measured: the tokenizer of model.base {std.model.base} did not load ({str(exc).splitlines()[0]})"
+
+
+def report_metrics(report: dict) -> dict[str, float]:
+    """The report's headline figures per split, as flat numbers for the tracker."""
+    figures: dict[str, float] = {}
+    for split, stats in report["splits"].items():
+        figures[f"{split}_duplicates"] = stats["duplicates"]
+        figures[f"{split}_empty"] = stats["empty"]
+        if "truncated" in stats:
+            figures[f"{split}_truncated_share"] = stats["truncated_share"]
+    for split, found in report["overlap"].items():
+        figures[f"{split}_overlap_exact"] = found["exact"]
+        figures[f"{split}_overlap_normalized"] = found["normalized"]
+        figures[f"{split}_overlap_share"] = found["normalized_share"]
+    figures["data_check_warnings"] = len(report["checks"].get("violations", []))
+    return figures
 
 
 def track(out_dir: Path, tracker: Tracker) -> None:
@@ -53,6 +104,10 @@ def track(out_dir: Path, tracker: Tracker) -> None:
         tracker.log_dataset(split, source, digest=summary["fingerprint"][:16], context=split)
     tracker.log_metrics(read_json(out_dir / "metrics.json"))
     tracker.log_artifact(out_dir / "summary.json")
+    if (out_dir / data_report.REPORT_JSON).is_file():  # folders prepared before the report existed have none
+        tracker.log_artifact(out_dir / data_report.REPORT_MD)
+        tracker.log_artifact(out_dir / data_report.REPORT_JSON)
+        tracker.log_artifact(out_dir / "plots", "plots")
     if (out_dir / "corpus" / "corpus.json").is_file():
         tracker.set_tags({"nlpstd.corpus_fingerprint": read_json(out_dir / "corpus" / "corpus.json")["fingerprint"]})
         tracker.log_artifact(out_dir / "corpus" / "corpus.json")

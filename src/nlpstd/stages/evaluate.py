@@ -10,13 +10,15 @@ from pathlib import Path
 
 from nlpstd import runtime
 from nlpstd.data import prepare as prep
-from nlpstd.data.encode import encode
+from nlpstd.data.encode import encode_data, words_and_offsets
+from nlpstd.data.report import overlap_indices
 from nlpstd.evaluate import report
 from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import headline
-from nlpstd.evaluate.scoring import score
+from nlpstd.evaluate.scoring import Scored, score, subset_metrics
 from nlpstd.models.build import load_model, load_tokenizer
-from nlpstd.registry import Registry, decide, decision_tags, registry_for
+from nlpstd.registry import Registry, decide, decision_tags, history_entry, registry_for
+from nlpstd.spans import IobRepair, decode_entities, joined_words
 from nlpstd.spec import Standard
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
@@ -39,9 +41,10 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         return load_tokenizer(str(folder)), load_model(folder, std.task).to(device)
 
     def score_split(tokenizer, model, split: str, desc: str):
-        encoded = encode(tokenizer, std.task, data.splits[split], data.labels, std.data.max_length, std.data.label_subwords)
+        encoded = encode_data(tokenizer, std.data, std.task, data.splits[split], data.labels)
         scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
-                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc)
+                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc,
+                       iob_repair=std.evaluate.iob_repair)
         return scored, encoded.stats()
 
     # -- score every labelled split
@@ -52,6 +55,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             scored_by_split[split], truncation[split] = score_split(*candidate, split, f"evaluate {split}")
             scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
+    clean = clean_scores(scored_by_split, overlap_indices(data_dir), std.task, data.labels)
 
     # -- the champion, scored on the same split of the same data
     with tempfile.TemporaryDirectory(prefix="nlpstd-champion-") as downloads:
@@ -70,27 +74,36 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                 plots.append(report.plot_per_type_f1(metrics["per_type"], tmp / "plots" / f"per_type_f1_{split}.png"))
             if "confusion_matrix" in metrics:
                 plots.append(report.plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], tmp / "plots" / f"confusion_{split}.png"))
-            _write_predictions(tmp / f"predictions_{split}.jsonl", data.splits[split], scored_by_split[split])
+            _write_predictions(tmp / f"predictions_{split}.jsonl", data.splits[split], scored_by_split[split],
+                               candidate[0], std.evaluate.iob_repair)
         extra = {"data fingerprint": data.fingerprint, "spec hash": std.spec_hash(), "model": str(model_dir)}
         for split, stats in truncation.items():
             extra[f"truncated ({split})"] = (
                 f"{stats['truncated']} of {stats['examples']} examples exceed max_length {std.data.max_length}"
                 f" ({stats['dropped']} {'words predicted O' if std.task == 'token-classification' else 'sub-words cut'})"
             )
+            if stats["windowed"]:
+                extra[f"windowed ({split})"] = (
+                    f"{stats['windowed']} examples split into windows sharing {std.data.stride} sub-words; "
+                    f"truncation would have dropped {stats['kept_by_windows']} of their words")
         report.write_report(tmp / "report.md", standard_name=std.name, task=std.task, scores=scores,
-                            gate=gate, plots=plots, extra=extra, decision=decision.to_dict())
+                            gate=gate, plots=plots, extra=extra, decision=decision.to_dict(), clean=clean)
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict(), indent=2))
         (tmp / "champion.json").write_text(json.dumps({**decision.to_dict(), "data_fingerprint": data.fingerprint}, indent=2))
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
+        flat.update({f"{split}_clean_{k}": v for split, c in clean.items() for k, v in headline(c["metrics"]).items()})
         seconds = round(time.perf_counter() - started, 2)
         write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "champion": decision.to_dict(),
-                            "truncation": truncation, "stage_seconds": seconds})
+                            "truncation": truncation, "clean": clean, "stage_seconds": seconds})
 
     per_name = {f"{split}_f1_{name}": row["f1"] for split, m in scores.items()
                 for name, row in (m.get("per_type") or m.get("per_label") or {}).items()}
     tracker.log_metrics({**flat, **per_name})
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
                       **decision_tags(decision.to_dict())})
+    if not gate.passed:  # export will not run, so this keep is final: it joins the champion history here
+        registry.record(std.export.register_as or std.name, history_entry(
+            "keep", decision.to_dict(), run_id=tracker.run_id, candidate_version=None, data_fingerprint=data.fingerprint))
     for name in ("report.md", "gate.json", "champion.json", "plots"):
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
     print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
@@ -99,9 +112,38 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
 
 
-def _write_predictions(path: Path, records: list[dict], scored) -> None:
+def clean_scores(scored_by_split: dict[str, Scored], overlap: dict[str, list[int]], task: str,
+                 labels: list[str]) -> dict[str, dict]:
+    """Each split scored again without the examples data-prep found in train (`<split>_clean`): a
+    score on sentences the model was trained on measures memory. The gate still reads the whole
+    split, as published scores do. A split with no overlap (or nothing left) gets no entry."""
+    clean = {}
+    for split, scored in scored_by_split.items():
+        excluded = set(overlap.get(split, ()))
+        keep = [i for i in range(len(scored.gold)) if i not in excluded]
+        if excluded and keep:
+            clean[split] = {"examples": len(keep), "excluded": len(scored.gold) - len(keep),
+                            "metrics": subset_metrics(scored, keep, task, labels)}
+    return clean
+
+
+def _write_predictions(path: Path, records: list[dict], scored: Scored, tokenizer, iob_repair: IobRepair) -> None:
+    """One row per example, gold and predicted labels. Token tasks add the entities the span decoder
+    finds, as `predict` returns them, located in the example's `text` (CoNLL words joined by single
+    spaces), so a reader sees exactly what the scores counted."""
     with open(path, "w", encoding="utf-8") as out:
-        for record, gold, pred in zip(records, scored.gold, scored.predictions):
+        for i, (record, gold, pred) in enumerate(zip(records, scored.gold, scored.predictions)):
             row = {"line": record.get("line"), "gold": gold, "pred": pred}
             row.update({"tokens": record["tokens"]} if "tokens" in record else {"text": record["text"]})
+            if scored.word_scores:
+                text, offsets = _text_and_offsets(tokenizer, record)
+                row.update(text=text, entities=decode_entities(text, offsets, pred, scored.word_scores[i], iob_repair))
             out.write(json.dumps(row) + "\n")
+
+
+def _text_and_offsets(tokenizer, record: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The text an example's entities are located in, and its words' offsets: the words the model
+    scored, split as encoding split them."""
+    if "tokens" in record:
+        return joined_words(record["tokens"])
+    return record["text"], [offsets for _, offsets in words_and_offsets(tokenizer, record["text"])]

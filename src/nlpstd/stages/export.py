@@ -2,14 +2,15 @@
 
 The Hugging Face folder with its model card, the ONNX formats the standard lists, each checked against
 the torch model on held-out examples (a format that strays fails the stage before anything is
-uploaded), a KServe manifest, the upload to `export.destination`, and a registered model version that
-takes the champion alias if evaluation said it beat the champion.
+uploaded), a KServe manifest, the upload to `export.destination`, an MLflow pyfunc model of the served
+format, and a registered model version that takes the champion alias if evaluation said it beat the champion.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import yaml
 
 from nlpstd import runtime, storage
 from nlpstd.data import prepare as prep
-from nlpstd.data.encode import Encoded, encode
+from nlpstd.data.encode import Encoded, encode_data
 from nlpstd.errors import GateFailed, ParityFailed
 from nlpstd.evaluate.scoring import score_logits
 from nlpstd.export import parity
@@ -27,7 +28,7 @@ from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_in
 from nlpstd.export.serving import FOLDERS, inference_service, storage_uri
 from nlpstd.inference import Forward, predict_logits, torch_forward
 from nlpstd.models.build import count_parameters, load_model, load_tokenizer
-from nlpstd.registry import Registry, decision_tags, registry_for
+from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages.output import numeric, read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
@@ -68,6 +69,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
         for path in Path(model_dir).iterdir():
             if path.name in _KEEP:
                 shutil.copy2(path, folder / path.name)
+        if std.task == "token-classification":  # predict, the pyfunc model and ONNX decode entities as evaluation did
+            (folder / "nlpstd.json").write_text(json.dumps({**data_info, "iob_repair": std.evaluate.iob_repair}, indent=2))
         report = _formats(std, model, tokenizer, held_out, data.labels, folder, scratch=tmp / "scratch")
         checks = {"split": split, "examples": len(held_out.features), "metric": metric,
                   "tolerances": std.export.parity.model_dump(), "formats": report}
@@ -99,6 +102,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
     if std.export.destination:
         _copy_to(final, std.export.destination)
     tracker.log_artifact(final, "model")
+    if tracker.run_id:
+        _log_pyfunc(final, std.export.serving.format, tracker)
     tracker.log_artifact(Path(out_dir) / "parity.json", "export")
     tracker.log_metrics(numeric({k: v for k, v in metrics.items() if k != "stage_seconds"}))
     print(f"export: {final} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})"
@@ -115,7 +120,7 @@ def _held_out(std: Standard, data: prep.PreparedData, tokenizer) -> tuple[str, E
     """The split parity is measured on: the standard's choice, else test when there is one."""
     split = std.export.parity.split or ("test" if "test" in data.splits else "validation")
     records = data.splits[split][: std.export.parity.max_examples]
-    return split, encode(tokenizer, std.task, records, data.labels, std.data.max_length, std.data.label_subwords)
+    return split, encode_data(tokenizer, std.data, std.task, records, data.labels)
 
 
 def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[str], folder: Path, scratch: Path) -> dict[str, dict]:
@@ -127,7 +132,7 @@ def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[st
 
     def scored(name: str, forward: Forward) -> parity.Run:
         logits = predict_logits(forward, held_out.features, std.finetune.eval_batch_size, pad_id=tokenizer.pad_token_id, desc=f"parity {name}")
-        return parity.Run(logits, score_logits(logits, held_out, std.task, labels))
+        return parity.Run(logits, score_logits(logits, held_out, std.task, labels, std.evaluate.iob_repair))
 
     runs = {"torch": scored("torch", torch_forward(model, torch.device("cpu")))}
     if any(fmt.startswith("onnx") for fmt in formats):
@@ -152,6 +157,16 @@ def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[st
     return report
 
 
+def _log_pyfunc(folder: Path, fmt: str, tracker: Tracker) -> None:
+    """The format the standard serves, as an MLflow pyfunc model under the run's `pyfunc/`: load it with
+    `mlflow.pyfunc.load_model("runs:/<run id>/pyfunc")`. Written to a scratch folder, then logged like
+    any artifact, so the stage still talks to MLflow through the tracker only."""
+    from nlpstd.export.pyfunc import save_pyfunc  # imports MLflow: only when a run is tracked
+
+    with tempfile.TemporaryDirectory(prefix="nlpstd-pyfunc-") as scratch:
+        tracker.log_artifact(save_pyfunc(folder, Path(scratch) / "pyfunc", fmt), "pyfunc")
+
+
 def _key(fmt: str) -> str:
     return fmt.replace("-", "_")
 
@@ -167,7 +182,9 @@ def _format_size(folder: Path, fmt: str) -> int:
 
 
 def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry) -> dict:
-    """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so."""
+    """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so.
+    Here the decision is final (promoted, kept by evaluation, or kept because another run took the
+    alias meanwhile), so here it joins the champion history."""
     name = std.export.register_as or std.name
     tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
             "nlpstd.destination": std.export.destination or "", "nlpstd.formats": ",".join(std.export.formats),
@@ -177,6 +194,9 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
         promoted, reason = registry.promote(name, version, decision.get("champion_version"))
     else:
         promoted, reason = False, decision.get("reason", "evaluation made no champion decision")
+    registry.record(name, history_entry("promote" if promoted else "keep", decision, run_id=tracker.run_id,
+                                        candidate_version=version, data_fingerprint=fingerprint,
+                                        reason=decision.get("reason") if promoted else reason))
     tracker.set_tags({"nlpstd.registered_model": name, "nlpstd.registered_version": version,
                       "nlpstd.promoted": str(promoted).lower(), "nlpstd.promotion_reason": reason})
     print(f"export: registered {name} v{version}; {'now the champion' if promoted else 'champion unchanged'}: {reason}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nlpstd import runtime
 from nlpstd.data import prepare as prep
-from nlpstd.data.encode import encode
+from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
@@ -39,11 +39,14 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     tokenizer = load_tokenizer(source)
 
     # -- features
-    train_set = encode(tokenizer, std.task, data.splits["train"], data.labels, std.data.max_length, std.data.label_subwords)
-    val_set = encode(tokenizer, std.task, data.splits["validation"], data.labels, std.data.max_length, std.data.label_subwords)
+    train_set = encode_data(tokenizer, std.data, std.task, data.splits["train"], data.labels)
+    val_set = encode_data(tokenizer, std.data, std.task, data.splits["validation"], data.labels)
     for name, encoded in (("train", train_set), ("validation", val_set)):
         if encoded.truncated:
             print(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {'words' if std.task == 'token-classification' else 'sub-words'} cut)")
+        if encoded.windowed:
+            print(f"finetune: {encoded.windowed} {name} examples exceed max_length {std.data.max_length}: split into "
+                  f"windows sharing {std.data.stride} sub-words ({encoded.kept} words kept that truncation would cut)")
 
     # -- model
     model = build_model(std.task, source, data.labels, std.finetune)
@@ -55,7 +58,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
 
     def evaluate(current) -> dict[str, float]:
         scored = score(current, val_set, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
-                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc="validate")
+                       device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc="validate",
+                       iob_repair=std.evaluate.iob_repair)
         return headline(scored.metrics)
 
     recipe = std.finetune
@@ -79,7 +83,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         final.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
-                         spec_hash=std.spec_hash(), fingerprint=data.fingerprint)
+                         spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
+                         truncation_side=std.data.truncation_side)
         metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=started, device=device, precision=precision, extra={
             f"best_validation_{metric}": result.state.best_score,
             "parameters": total_params,

@@ -12,13 +12,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from nlpstd.spec import Standard  # noqa: E402
-from nlpstd.sweep import space  # noqa: E402
+from nlpstd.evaluate.report import save_figure
+from nlpstd.spec import Standard
+from nlpstd.sweep import space
 
 COST_KEYS = {"parameters": "parameters", "flops": "flops", "seconds": "train_seconds"}
 COST_UNITS = {"parameters": "parameters", "flops": "training FLOPs", "seconds": "training seconds"}
@@ -210,9 +209,10 @@ def _group(config_or_result: dict[str, Any]) -> str:
 def _capability(complete: list[dict[str, Any]], configs: list[dict[str, Any]], chosen: dict[str, Any] | None, key: str,
                 unit: str, metric: str, tolerance: float, path: Path) -> Path:
     """Every trial as a dot, each configuration's mean ± sd as a bar; the recommendation starred."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     groups = sorted({_group(r) for r in complete})
-    colors = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    colors = {g: colormaps["tab10"](i % 10) for i, g in enumerate(groups)}
     for group in groups:
         members = [r for r in complete if _group(r) == group]
         ax.scatter([r[key] for r in members], [r["value"] for r in members], color=colors[group], alpha=0.5, s=18, label=group)
@@ -227,17 +227,13 @@ def _capability(complete: list[dict[str, Any]], configs: list[dict[str, Any]], c
     ax.set_xlabel(unit)
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"validation {metric} against {unit}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def _fit_plot(complete: list[dict[str, Any]], gap: float, metric: str, path: Path) -> Path:
     """Train against validation: on the diagonal a trial generalises, far below it it over-fits."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     xs, ys = [r["train_metric"] for r in complete], [r["value"] for r in complete]
     low, high = min(xs + ys) - 0.02, max(xs + ys) + 0.02
     ax.plot([low, high], [low, high], color="grey", lw=1, label="train = validation")
@@ -248,17 +244,13 @@ def _fit_plot(complete: list[dict[str, Any]], gap: float, metric: str, path: Pat
     ax.set_xlabel(f"train {metric}")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("over- and under-fitting by trial")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def _history(complete: list[dict[str, Any]], pruned: list[dict[str, Any]], metric: str, path: Path) -> Path:
     """Each trial's score in the order run, the best so far, and where pruned trials stopped."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     done = sorted(complete, key=lambda r: r["number"])
     ax.scatter([r["number"] for r in done], [r["value"] for r in done], label="completed", s=24)
     best, running = [], float("-inf")
@@ -273,9 +265,10 @@ def _history(complete: list[dict[str, Any]], pruned: list[dict[str, Any]], metri
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("search history")
+    return _finish(fig, ax, path)
+
+
+def _finish(fig: Figure, ax, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from nlpstd import runtime
 from nlpstd.data import prepare as prep
-from nlpstd.data.encode import encode
+from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import load_model, load_tokenizer
@@ -128,8 +128,9 @@ def _scores(std: Standard, data_dir: Path, model_dir: Path) -> dict[str, dict[st
     samples = {"validation": validation, "train": data.splits["train"][: len(validation)]}
     out = {}
     for split, records in samples.items():
-        encoded = encode(tokenizer, std.task, records, data.labels, std.data.max_length, std.data.label_subwords)
+        encoded = encode_data(tokenizer, std.data, std.task, records, data.labels)
         scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size, device=device,
-                       precision=precision, pad_id=tokenizer.pad_token_id, desc=f"score {split}")
+                       precision=precision, pad_id=tokenizer.pad_token_id, desc=f"score {split}",
+                       iob_repair=std.evaluate.iob_repair)
         out[split] = headline(scored.metrics)
     return out

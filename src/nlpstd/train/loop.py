@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -24,10 +24,12 @@ from transformers import get_scheduler
 
 from nlpstd import runtime
 from nlpstd.runtime import autocast
-from nlpstd.spec import LoopRecipe
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
 from nlpstd.train.meter import Meter, device_peak_flops
+
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import LoopRecipe
 
 
 class Objective(Protocol):

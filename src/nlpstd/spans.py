@@ -1,0 +1,83 @@
+"""Word tags -> entities: the one decoder behind evaluation, `nlpstd predict`, the MLflow pyfunc model and ONNX.
+
+IOB2 says an entity starts at `B-X` and runs on over `I-X`. A model also predicts *stray* `I-X`
+tags: ones that follow `O` or another type. What a stray tag means is a setting of the standard,
+`evaluate.iob_repair`, applied here and nowhere else:
+
+- `start`: it begins a new X entity. seqeval's default mode and CoNLL's conlleval read it so.
+- `drop`: it is read as `O`, so that every entity begins with a `B-` tag.
+
+Evaluation scores the repaired tags with seqeval, so its F1 counts exactly the entities this
+module returns to `predict`, the pyfunc model and the ONNX runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+IobRepair = Literal["start", "drop"]
+REPAIRS: tuple[str, ...] = ("start", "drop")
+
+
+def _kind(tag: str) -> str:
+    """The entity type of a tag; "" for `O`."""
+    return tag[2:] if tag[:2] in ("B-", "I-") else ""
+
+
+def repair_tags(tags: Sequence[str], repair: IobRepair = "start") -> list[str]:
+    """The tags every consumer reads. `drop` turns each stray `I-X` into `O`, a run of them too (by
+    the second, the first is already `O`). `start` leaves them: seqeval and `entity_spans` both begin
+    an entity there, and rewriting them to `B-X` would change token accuracy for nothing."""
+    if repair not in REPAIRS:
+        raise ValueError(f"iob_repair must be one of {', '.join(REPAIRS)}, got {repair!r}")
+    if repair == "start":
+        return list(tags)
+    repaired: list[str] = []
+    previous = ""
+    for tag in tags:
+        if tag.startswith("I-") and _kind(tag) != previous:
+            tag = "O"
+        repaired.append(tag)
+        previous = _kind(tag)
+    return repaired
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(label, first word, end word exclusive) per entity, read as seqeval's default mode reads IOB2:
+    an entity begins at `B-X` or at an `I-X` that does not continue an X entity."""
+    spans: list[tuple[str, int, int]] = []
+    previous = ""
+    for i, tag in enumerate(tags):
+        kind = _kind(tag)
+        if kind and (tag.startswith("B-") or kind != previous):
+            spans.append((kind, i, i + 1))
+        elif kind:  # I-X continuing the X entity just before
+            label, first, _ = spans[-1]
+            spans[-1] = (label, first, i + 1)
+        previous = kind
+    return spans
+
+
+def joined_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Pre-split words (CoNLL) as a text: joined by single spaces, with each word's character offsets.
+    Entities of such examples are located in this text."""
+    offsets, position = [], 0
+    for word in words:
+        offsets.append((position, position + len(word)))
+        position += len(word) + 1
+    return " ".join(words), offsets
+
+
+def decode_entities(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float],
+                    repair: IobRepair = "start") -> list[dict]:
+    """Entities of one text from its per-word (offsets, tag, probability): the text it covers, label,
+    character offsets (end exclusive), score (mean probability of its words) and `words`, the
+    half-open range of word indices."""
+    entities = []
+    for label, first, end in entity_spans(repair_tags(tags, repair)):
+        start, stop = offsets[first][0], offsets[end - 1][1]
+        probs = scores[first:end]
+        entities.append({"text": text[start:stop], "label": label, "start": start, "end": stop,
+                         "score": round(sum(probs) / len(probs), 4), "words": [first, end]})
+    return entities
