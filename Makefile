@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local sweep sweep-compile pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-mlm bench-inference clean
+.PHONY: install test test-fast pipeline-local sweep sweep-compile pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-train bench-mlm bench-inference clean
 
 install: $(STAMP)
 
@@ -62,9 +62,14 @@ validate: $(STAMP)
 bench-hf: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/hf_baseline.py --standard $(STANDARD)
 
-# MLM training throughput, Trainer and nlpstd side by side (BERT-base shape on a GPU; BENCH_ARGS="--size mini --steps 30" on a CPU)
+# Training throughput, Trainer (eager, torch_compile) and nlpstd side by side: the GPU cases on a GPU,
+# the `cpu` case on a CPU (BENCH_ARGS="--cases cpu --steps 30 --warmup 5"; see benchmarks/train_throughput.py)
+bench-train: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)
+
+# MLM training throughput alone (BERT-base shape on a GPU; BENCH_ARGS="--size mini --steps 30 --warmup 5" on a CPU)
 bench-mlm: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mlm_throughput.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py --cases mlm-base $(BENCH_ARGS)
 
 # Inference speed of an exported model: torch eager fp32, ONNX Runtime fp32 and int8 (MODEL=runs/<standard>/export/model)
 MODEL ?= runs/conll2003-ner-quick/export/model

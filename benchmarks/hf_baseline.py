@@ -33,7 +33,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be fetched; set before transformers loads
 
-import numpy as np
 import torch
 import yaml
 from transformers import (
@@ -43,25 +42,21 @@ from transformers import (
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
-from nlpstd.data.encode import encode
+from hf_trainer import trainer_arguments, trainer_features
+
+from nlpstd.data.encode import encode_data
 from nlpstd.data.prepare import prepare
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
+from nlpstd.inference import word_tags
 from nlpstd.models.build import resolve_base
 from nlpstd.runtime import resolve_device, resolve_precision
 from nlpstd.spec import Standard, load_standard
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.005  # nlpstd may trail Trainer by at most this much on the validation metric
-MODEL_KEYS = ("input_ids", "token_type_ids", "labels")  # what the stock collators take
-
-
-def strip(features: list[dict]) -> list[dict]:
-    """Drop what the stock collators do not take (word_ids)."""
-    return [{k: f[k] for k in MODEL_KEYS if k in f} for f in features]
 
 
 def run_trainer(std: Standard, max_steps: int | None, out: Path) -> dict:
@@ -78,8 +73,8 @@ def run_trainer(std: Standard, max_steps: int | None, out: Path) -> dict:
     data = prepare(std)
     source = resolve_base(std.model.base)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    train = encode(tokenizer, std.task, data.splits["train"], data.labels, std.data.max_length, std.data.label_subwords)
-    val = encode(tokenizer, std.task, data.splits["validation"], data.labels, std.data.max_length, std.data.label_subwords)
+    train = encode_data(tokenizer, std.data, std.task, data.splits["train"], data.labels)
+    val = encode_data(tokenizer, std.data, std.task, data.splits["validation"], data.labels)
 
     # -- model: seeded first, so the new head starts from the same weights as nlpstd's
     set_seed(std.seed)
@@ -92,28 +87,10 @@ def run_trainer(std: Standard, max_steps: int | None, out: Path) -> dict:
 
     # -- train: the standard's recipe, spelled as TrainingArguments (transformers 5: warmup_steps < 1 is a ratio)
     precision = resolve_precision(std.runtime, resolve_device(std.runtime))
-    args = TrainingArguments(
-        output_dir=str(out / "hf-trainer"),
-        learning_rate=recipe.lr,
-        per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.eval_batch_size,
-        num_train_epochs=recipe.epochs,
-        max_steps=max_steps or recipe.max_steps or -1,
-        weight_decay=recipe.weight_decay,
-        warmup_steps=recipe.warmup_ratio,
-        max_grad_norm=recipe.grad_clip or 0.0,  # 0 turns clipping off
-        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
-        seed=std.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=std.runtime.device == "cpu",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=50,
-        report_to=[],
-    )
+    args = trainer_arguments(recipe, out / "hf-trainer", seed=std.seed, precision=precision,
+                             use_cpu=std.runtime.device == "cpu", max_steps=max_steps)
     collator = DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer)
-    trainer = Trainer(model=model, args=args, train_dataset=strip(train.features),
+    trainer = Trainer(model=model, args=args, train_dataset=trainer_features(train.features),
                       data_collator=collator, processing_class=tokenizer)
     train_started = time.perf_counter()
     trainer.train()
@@ -121,10 +98,9 @@ def run_trainer(std: Standard, max_steps: int | None, out: Path) -> dict:
 
     # -- score validation; group_by_length would also reorder prediction batches, so predict in order
     trainer.args.train_sampling_strategy = "sequential"
-    logits = trainer.predict(strip(val.features)).predictions  # (N, T_max, L) padded with -100, or (N, L)
+    logits = trainer.predict(trainer_features(val.features)).predictions  # (N, T_max, L) padded with -100, or (N, L)
     if token_task:
-        pred = [first_subword_tags(row, f["word_ids"], len(words), data.labels)
-                for row, f, words in zip(logits, val.features, val.words)]
+        pred = word_tags(list(logits), val, dict(enumerate(data.labels)))  # the first sub-word's argmax, as nlpstd scores
         metrics = ner_metrics(val.tags, pred)
     else:
         gold = [data.labels[f["labels"]] for f in val.features]
@@ -132,17 +108,6 @@ def run_trainer(std: Standard, max_steps: int | None, out: Path) -> dict:
 
     steps = trainer.state.global_step
     return row("HF Trainer", metrics, train_seconds, time.perf_counter() - started, steps * recipe.batch_size / train_seconds)
-
-
-def first_subword_tags(logits: np.ndarray, word_ids: list[int], n_words: int, labels: list[str]) -> list[str]:
-    """Each word takes the argmax at its first sub-word; words lost to truncation are predicted O."""
-    tags = ["O"] * n_words
-    previous = -1
-    for position, word in enumerate(word_ids):  # word_ids: -1 for [CLS]/[SEP]
-        if word >= 0 and word != previous:
-            tags[word] = labels[int(logits[position].argmax())]
-        previous = word
-    return tags
 
 
 def run_nlpstd(std: Standard, max_steps: int | None, out: Path) -> dict:
