@@ -73,6 +73,22 @@ def tiny_base(tmp_path_factory) -> Path:
     return folder
 
 
+# A runtime section for a GPU node pool: what compiled-pipeline tests look for in the YAML.
+GPU_RUNTIME = """
+runtime:
+  gpu:
+    count: 2
+    type: nvidia.com/gpu
+    node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}
+    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  training: {cpu: "8", memory: 32Gi, memory_limit: 40Gi}
+  tasks: {cpu: "2", memory: 8Gi}
+  shm_size: 4Gi
+  retries: 3
+  checkpoint_volume: nlpstd-checkpoints
+"""
+
+
 def write_standard(folder: Path, body: str) -> Path:
     path = folder / "standard.yaml"
     path.write_text(textwrap.dedent(body))

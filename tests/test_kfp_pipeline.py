@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import GPU_RUNTIME
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import load_standard, load_standard_text
 from nlpstd.stages.task import check_pipeline_shape
@@ -15,21 +16,6 @@ from pipelines.images import images
 from pipelines.pipeline import compile_pipeline
 
 pytest_plugins = ["tests.kfp_api"]  # the kfp_api fixture: a test KFP API server on 127.0.0.1
-
-GPU_RUNTIME = """
-runtime:
-  gpu:
-    count: 2
-    type: nvidia.com/gpu
-    node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}
-    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-  training: {cpu: "8", memory: 32Gi, memory_limit: 40Gi}
-  tasks: {cpu: "2", memory: 8Gi}
-  shm_size: 4Gi
-  retries: 3
-  checkpoint_volume: nlpstd-checkpoints
-"""
-
 
 @pytest.fixture
 def gpu_pretrain_standard(pretrain_standard: Path) -> Path:

@@ -348,3 +348,25 @@ def test_the_sweep_standards_load_and_plan(monkeypatch):
         std = load_standard(path)
         assert space.plan(std), path
         assert yaml.safe_load(path.read_text())["sweep"]
+
+
+def test_trials_sharing_a_folder_build_it_one_at_a_time(tmp_path):
+    import threading
+
+    from nlpstd.sweep.trial import _building
+
+    order, inside = [], threading.Event()
+
+    def first() -> None:
+        with _building(tmp_path / "data-prep-x"):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first built")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait()
+    with _building(tmp_path / "data-prep-x"):  # waits for the first to finish
+        order.append("second found it")
+    thread.join()
+    assert order == ["first built", "second found it"]

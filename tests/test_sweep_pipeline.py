@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from conftest import GPU_RUNTIME
 from katib_schema import EXPERIMENT
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import load_standard, load_standard_text
@@ -22,20 +23,6 @@ from pipelines.katib import SCRATCH, katib_experiment
 from pipelines.sweep import compile_sweep
 
 IMAGE = "registry.example.com/ml/nlpstd-gpu:0.1.0-abc"
-
-GPU_RUNTIME = """
-runtime:
-  gpu:
-    count: 2
-    type: nvidia.com/gpu
-    node_selector: {cloud.google.com/gke-accelerator: nvidia-h100-80gb}
-    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-  training: {cpu: "8", memory: 32Gi, memory_limit: 40Gi}
-  tasks: {cpu: "2", memory: 8Gi}
-  shm_size: 4Gi
-  retries: 3
-  checkpoint_volume: nlpstd-checkpoints
-"""
 
 GRID = """
 sweep:

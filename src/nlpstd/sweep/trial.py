@@ -6,10 +6,12 @@ once per size. A trial's fine-tuning resumes from its own checkpoint when rerun.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +108,28 @@ _PRETRAIN_SECTIONS = ("tokenizer", "model", "pretrain", "runtime.precision")
 
 def _prepared(std: Standard, shared_dir: Path) -> Path:
     folder = shared_dir / f"data-prep-{_key(std, _DATA_SECTIONS)}"
-    if not (folder / "metrics.json").is_file():
-        data_prep.run(std, folder)
+    with _building(folder):
+        if not (folder / "metrics.json").is_file():
+            data_prep.run(std, folder)
     return folder
 
 
 def _pretrained(std: Standard, data_dir: Path, shared_dir: Path) -> Path:
     folder = shared_dir / f"pretrain-{_key(std, _PRETRAIN_SECTIONS, data_dir.name)}"
-    if not (folder / "metrics.json").is_file():
-        pretrain.run(std, data_dir, folder)
+    with _building(folder):
+        if not (folder / "metrics.json").is_file():
+            pretrain.run(std, data_dir, folder)
     return folder
+
+
+@contextlib.contextmanager
+def _building(folder: Path) -> Iterator[None]:
+    """Trials running side by side (a cluster's parallel loop) share `folder`: one builds it while
+    the others wait on a lock beside it, then find it built, rather than writing it at once."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
 
 
 def _scores(std: Standard, data_dir: Path, model_dir: Path) -> dict[str, dict[str, float]]:
