@@ -1,4 +1,4 @@
-"""The training engine's speed paths, on the CPU: the fused optimizer and its fallback."""
+"""The training engine's speed paths, on the CPU: the fused optimizer and its fallback, fp16 loss scaling."""
 
 from __future__ import annotations
 
@@ -45,3 +45,73 @@ def test_the_fused_update_matches_the_reference_update():
 
     for a, b in zip(fused.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- fp16: loss scaling, and a resumed run that restores the scale
+
+
+class _Stop(Exception):
+    """Raised from the evaluation hook: training stops as a kill would, after the last checkpoint."""
+
+
+def tiny_classifier() -> torch.nn.Module:
+    from transformers import BertConfig, BertForTokenClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=3,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForTokenClassification(config)
+
+
+def tiny_objective():
+    from nlpstd.train.batching import Supervised
+
+    features = [{"input_ids": [2 + (i + j) % 60 for j in range(4 + i % 9)], "labels": [(i + j) % 3 for j in range(4 + i % 9)]}
+                for i in range(64)]
+    return Supervised(features, micro_batch=8, seed=0, group_by_length=True, pad_id=0)
+
+
+def train_fp16(work_dir, stop_at_evaluation: int | None = None) -> torch.nn.Module:
+    from nlpstd.spec import LoopRecipe
+    from nlpstd.train.loop import train
+
+    def hook(n: int, scores: dict[str, float]) -> None:
+        if n == stop_at_evaluation:
+            raise _Stop
+
+    model = tiny_classifier()
+    recipe = LoopRecipe(max_steps=16, lr=1e-3, batch_size=8, checkpoint_every=4, eval_every=6, log_every=4)
+    train(model, tiny_objective(), lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False, work_dir=work_dir,
+          identity="fp16-test", seed=0, device=torch.device("cpu"), precision="fp16", on_evaluation=hook)
+    return model
+
+
+def test_fp16_training_keeps_a_loss_scale_in_its_checkpoint(tmp_path):
+    train_fp16(tmp_path)
+
+    scale = torch.load(tmp_path / "checkpoints" / "last" / "scaler.pt", weights_only=True)
+    assert scale["scale"] > 1.0 and scale["_growth_tracker"] > 0
+
+
+def test_an_fp16_run_resumes_with_its_loss_scale_and_matches_an_uninterrupted_one(tmp_path):
+    with pytest.raises(_Stop):
+        train_fp16(tmp_path / "resumed", stop_at_evaluation=1)  # stops at step 6; the last checkpoint is step 4
+    resumed = train_fp16(tmp_path / "resumed")
+    straight = train_fp16(tmp_path / "straight")
+
+    scales = [torch.load(tmp_path / run / "checkpoints" / "last" / "scaler.pt", weights_only=True) for run in ("resumed", "straight")]
+    assert scales[0] == scales[1]
+    for a, b in zip(resumed.parameters(), straight.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_bf16_and_fp32_training_write_no_loss_scale(tmp_path):
+    from nlpstd.spec import LoopRecipe
+    from nlpstd.train.loop import train
+
+    train(tiny_classifier(), tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(max_steps=2, batch_size=8), select="loss",
+          maximize=False, work_dir=tmp_path, identity="bf16", seed=0, device=torch.device("cpu"), precision="bf16")
+
+    assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints" / "last" / "scaler.pt").exists()

@@ -329,7 +329,7 @@ class Resources(_Section):
 class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere."
+        "auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 elsewhere; fp16 trains with dynamic loss scaling."
     )
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "

@@ -1,7 +1,8 @@
 """Resumable checkpoints that describe themselves, written atomically.
 
 A checkpoint folder holds the weights (safetensors), optimizer and scheduler state
-(`torch.save` of plain tensors and numbers, loaded with `weights_only=True`), the torch RNG
+(`torch.save` of plain tensors and numbers, loaded with `weights_only=True`), the fp16 loss
+scale when there is one, the torch RNG
 state and `state.json` (step, epoch, best score, and the identity of the recipe and data).
 It is written to a temporary folder and renamed into place, so a kill at any moment leaves
 either the previous checkpoint or the new one, never half of one.
@@ -26,22 +27,28 @@ def _fresh_tmp(folder: Path) -> Path:
     return tmp
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any]) -> None:
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, state: dict[str, Any],
+                    scaler: torch.amp.GradScaler | None = None) -> None:
     tmp = _fresh_tmp(folder)
     save_model(model, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if scaler is not None and scaler.is_enabled():
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     replace_dir(tmp, Path(folder))
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
     """Restore everything in place; returns the loop state."""
     folder = Path(folder)
     load_model(model, str(folder / "model.safetensors"))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    if scaler is not None and scaler.is_enabled() and (folder / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
     torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
     return json.loads((folder / "state.json").read_text())
 

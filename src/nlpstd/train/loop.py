@@ -142,20 +142,22 @@ def train(
     engine = _EagerOnFailure(step) if compile else step
     optimizer = adamw(param_groups(model, recipe.weight_decay), recipe.lr)
     scheduler = get_scheduler(recipe.schedule, optimizer, round(recipe.warmup_ratio * total_steps), total_steps)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # -- resume from the last complete checkpoint of the same recipe and data
     state, resumed_from = LoopState(identity=identity), None
     with runtime.main_first():  # the main process repairs a half-renamed checkpoint before the others read it
         saved = checkpoint.read_state(last_dir)
     if saved and saved.get("identity") == identity:
-        state = LoopState(**checkpoint.load_checkpoint(last_dir, model, optimizer, scheduler))
+        state = LoopState(**checkpoint.load_checkpoint(last_dir, model, optimizer, scheduler, scaler))
         resumed_from = state.step
         if main:
             tqdm.write(f"resuming from the checkpoint at step {state.step} (epoch {state.epoch + 1})")
 
     def save_last() -> None:
         if main:
-            checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state))
+            checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state), scaler)
 
     def run_eval() -> bool:
         """Evaluate (on the main process; the others receive its scores), keep the best weights,
@@ -195,10 +197,12 @@ def train(
                 with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                     with autocast(device, precision):
                         loss = engine(batch) / len(mine)
-                    loss.backward()
+                    scaler.scale(loss).backward()
                 step_loss += loss.detach()
+            scaler.unscale_(optimizer)  # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when an fp16 gradient overflowed; the scale then backs off
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
