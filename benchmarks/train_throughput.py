@@ -17,7 +17,8 @@ Each runner is fed the way its user would feed it:
   only), or the `Supervised` objective with nlpstd's own batching: on a GPU the token budget
   (length buckets 16, 32, 64, 128; `max_tokens` = batch size x the mean real length, so a step holds
   `--batch-size` sentences on average), on a CPU batches of `--batch-size` sentences grouped by
-  length (the standards' default). Compiled on a GPU, eager on a CPU (`runtime.compile: auto`).
+  length (the standards' default). Compiled, and collated ahead by loader workers, on a GPU; eager and
+  collated in the loop on a CPU (`runtime.compile: auto`, `runtime.loader_workers: auto`).
 
 Every runner trains `--steps` optimizer steps from the same initial weights; the clock runs from
 the end of step `--warmup` to the end of the last step, with the device synchronised at both ends.
@@ -159,22 +160,17 @@ class LoggedCollator:
         return batch
 
 
-class LoggedObjective:
-    """An nlpstd objective, logging each micro-batch it collates."""
-
-    def __init__(self, objective, log: BatchLog):
-        self.objective, self.log = objective, log
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        return self.objective.batches(epoch)
-
-    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
-        batch = self.objective.collate(indices, epoch, position)
-        self.log.add(batch)
-        return batch
-
-    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.objective.loss(model, batch)
+def replay(objective, log: BatchLog, micro_batches: int) -> None:
+    """Log the first `micro_batches` micro-batches nlpstd trained. Each depends only on (indices,
+    epoch, position), so they are rebuilt after training, off the clock: whichever process collated
+    them (the loop's loader workers), the log is the same."""
+    epoch = 0
+    while len(log.rows) < micro_batches:
+        for position, indices in enumerate(objective.batches(epoch)):
+            if len(log.rows) == micro_batches:
+                break
+            log.add(objective.collate(indices, epoch, position))
+        epoch += 1
 
 
 class StepClock(TrainerCallback):
@@ -366,14 +362,22 @@ def time_trainer(work: Workload, args, batch: int, device: torch.device, precisi
     return timed(log, clock)
 
 
+def workers(args, device: torch.device) -> int:
+    """nlpstd's loader workers: --loader-workers, `auto` resolved as `runtime.loader_workers` does."""
+    setting = args.loader_workers if args.loader_workers == "auto" else int(args.loader_workers)
+    return runtime.loader_workers(SimpleNamespace(loader_workers=setting), device)
+
+
 def time_nlpstd(work: Workload, args, batch: int, device: torch.device, precision: str, compiled: bool, scratch: Path) -> dict:
     model = work.make_model()
     log, clock = BatchLog(model.config, work.kind == "mlm"), StepClock(args.warmup, args.steps, device)
     # log lines (the loop's only host syncs) every gcd(warmup, steps) steps, so both ends of the window are ticked
     recipe = Recipe(max_steps=args.steps, batch_size=batch, log_every=math.gcd(args.warmup, args.steps))
-    train(model, LoggedObjective(work.objective(), log), lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False,
+    objective = work.objective()
+    train(model, objective, lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False,
           work_dir=scratch / "nlpstd", identity="train-throughput", seed=args.seed, device=device, precision=precision,
-          tracker=ClockTracker(clock), desc="nlpstd", compile=compiled)
+          tracker=ClockTracker(clock), desc="nlpstd", compile=compiled, loader_workers=workers(args, device))
+    replay(objective, log, args.steps)
     return timed(log, clock)
 
 
@@ -483,9 +487,12 @@ def full_finetune(args, tokenizer, device: torch.device, precision: str, nlpstd_
         # nlpstd: its own batching and compile setting; evaluated once, after the last step, so it keeps the final weights
         model = make_model()
         log = BatchLog(model.config, mlm=False)
-        result = train(model, LoggedObjective(objective(), log), lambda m: {"loss": 0.0}, recipe, select="loss",
+        planned = objective()
+        result = train(model, planned, lambda m: {"loss": 0.0}, recipe, select="loss",
                        maximize=False, work_dir=Path(scratch) / "nlpstd", identity="full-finetune", seed=args.seed,
-                       device=device, precision=precision, desc="nlpstd", compile=nlpstd_compiled)
+                       device=device, precision=precision, desc="nlpstd", compile=nlpstd_compiled,
+                       loader_workers=workers(args, device))
+        replay(planned, log, result.state.step * recipe.grad_accumulation)
         finish(f"nlpstd {'compiled' if nlpstd_compiled else 'eager'}", model, result.state.train_seconds, log, result.state.step)
 
     difference = rows[1]["test_f1"] - rows[0]["test_f1"]
@@ -535,6 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="examples per step (default: 64 for mlm-base, 32 for the NER cases)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on a GPU, fp32 on a CPU")
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="nlpstd's torch.compile (auto: on a GPU), as runtime.compile")
+    parser.add_argument("--loader-workers", default="auto", help="nlpstd's loader worker processes, as runtime.loader_workers "
+                        "(auto: none on a CPU, up to 4 on a GPU); Trainer keeps its default, none")
     parser.add_argument("--nlpstd-batching", default="auto", choices=["auto", "budget", "length"],
                         help="NER: token budget with length buckets, or batches of --batch-size grouped by length (auto: budget on a GPU)")
     parser.add_argument("--size", default="base", choices=list(SHAPES), help="shape of the from-scratch models (mlm-base, ner-base)")

@@ -64,7 +64,7 @@ def test_both_runners_count_real_tokens_of_the_timed_steps_only(tmp_path):
     objective, _ = bench.nlpstd_batching(features, 4, "budget", seed=0, pad_id=tokenizer.pad_token_id)
     work = bench.Workload("ner", bench.seeded(lambda: BertForTokenClassification(config), 0), bench.trainer_features(features),
                           DataCollatorForTokenClassification(tokenizer), objective)
-    args = SimpleNamespace(steps=2, warmup=1, seed=0)
+    args = SimpleNamespace(steps=2, warmup=1, seed=0, loader_workers="2")  # nlpstd collates in worker processes
     cpu = torch.device("cpu")
 
     trainer = bench.time_trainer(work, args, 4, cpu, "fp32", False, tmp_path)

@@ -1,4 +1,5 @@
-"""The training engine's speed paths, on the CPU: the fused optimizer and its fallback, fp16 loss scaling."""
+"""The training engine's speed paths, on the CPU: the fused optimizer and its fallback, fp16 loss
+scaling, and loader workers that collate ahead."""
 
 from __future__ import annotations
 
@@ -115,3 +116,73 @@ def test_bf16_and_fp32_training_write_no_loss_scale(tmp_path):
 
     assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "last" / "scaler.pt").exists()
+
+
+# -- loader workers: micro-batches collated ahead, in worker processes
+
+
+def test_loader_workers_give_the_same_micro_batches_in_the_same_order():
+    from nlpstd.train.loader import micro_batches
+
+    objective = tiny_objective()
+    jobs = [(batch, 0, position) for position, batch in enumerate(objective.batches(0))]
+    inline = list(micro_batches(objective, jobs, workers=0, pin=False))
+    ahead = list(micro_batches(objective, jobs, workers=2, pin=False))
+
+    assert len(ahead) == len(inline) == len(jobs)
+    for a, b in zip(ahead, inline):
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loading_micro_batches_draws_nothing_from_the_global_random_generator(workers):
+    """Dropout draws from it: a draw at each epoch's loader would shift a resumed run's dropout masks."""
+    from nlpstd.train.loader import micro_batches
+
+    objective = tiny_objective()
+    torch.manual_seed(7)
+    list(micro_batches(objective, [(objective.batches(0)[0], 0, 0)], workers=workers, pin=False))
+    after_loading = torch.rand(4)
+    torch.manual_seed(7)
+
+    assert torch.equal(after_loading, torch.rand(4))
+
+
+def test_training_with_loader_workers_matches_training_without(tmp_path):
+    from nlpstd.spec import LoopRecipe
+    from nlpstd.train.loop import train
+
+    models = []
+    for workers in (0, 2):
+        model = tiny_classifier()
+        train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(epochs=2, lr=1e-3, batch_size=8), select="loss",
+              maximize=False, work_dir=tmp_path / str(workers), identity="workers", seed=0, device=torch.device("cpu"),
+              loader_workers=workers)
+        models.append(model)
+
+    for a, b in zip(*(model.parameters() for model in models)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("setting, device, cores, expected", [
+    ("auto", "cpu", 16, 0),     # every CPU core already trains
+    ("auto", "cuda", 16, 4),    # at most 4 per process
+    ("auto", "cuda", 3, 2),     # a core left to the training process
+    ("auto", "cuda", 1, 0),
+    (3, "cpu", 16, 3),          # a number is taken as it is
+])
+def test_loader_workers_are_none_on_a_cpu_and_spare_cores_on_a_gpu(monkeypatch, setting, device, cores, expected):
+    from nlpstd import runtime
+    from nlpstd.spec import RuntimeSpec
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert runtime.loader_workers(RuntimeSpec(loader_workers=setting), torch.device(device)) == expected
+
+
+def test_loader_workers_split_the_cores_between_training_processes(monkeypatch):
+    from nlpstd import runtime
+    from nlpstd.spec import RuntimeSpec
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert runtime.loader_workers(RuntimeSpec(), torch.device("cuda")) == 1

@@ -40,6 +40,18 @@ def should_compile(runtime: RuntimeSpec, device: torch.device) -> bool:
     return runtime.compile == "on" or (runtime.compile == "auto" and device.type == "cuda")
 
 
+def loader_workers(runtime: RuntimeSpec, device: torch.device) -> int:
+    """auto: none on a CPU, where every core already trains; on a GPU up to 4 per training process,
+    leaving each process a core of its own."""
+    if runtime.loader_workers != "auto":
+        return runtime.loader_workers
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(4, per_process - 1))
+
+
 def peak_flops(runtime: RuntimeSpec) -> float | None:
     """The standard's stated device peak in FLOP/s, if any (else the meter looks the device up)."""
     return runtime.peak_tflops * 1e12 if runtime.peak_tflops else None

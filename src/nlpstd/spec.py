@@ -326,6 +326,13 @@ class Resources(_Section):
     memory_limit: str | None = Field(None, pattern=_MEMORY)
 
 
+# A count or "auto": the value's type picks which, so an error names the problem of the one meant.
+CountOrAuto = Annotated[
+    Annotated[int, Field(ge=0), Tag("[count]")] | Annotated[Literal["auto"], Tag("[auto]")],
+    Discriminator(lambda value: "[auto]" if isinstance(value, str) else "[count]"),
+]
+
+
 class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -334,6 +341,9 @@ class RuntimeSpec(_Section):
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "
                                                   "on a GPU; a step that fails to compile falls back to eager.")
+    loader_workers: CountOrAuto = Field(
+        "auto", description="Processes that collate training batches ahead of the step: auto = none on a CPU, "
+                            "up to 4 per training process on a GPU.")
     peak_tflops: float | None = Field(None, gt=0, description="The device's peak TFLOP/s for MFU; default: known GPUs "
                                       "by name (bf16 peak, half of it for fp32/TF32), none on a CPU.")
     gpu: GpuSpec = Field(default_factory=GpuSpec)

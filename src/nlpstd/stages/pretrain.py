@@ -71,6 +71,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
             tracker=tracker, desc="pretrain", peak_flops=runtime.peak_flops(std.runtime),
             compile=runtime.should_compile(std.runtime, device),
+            loader_workers=runtime.loader_workers(std.runtime, device),
         )
         if not runtime.is_main():  # the main process writes the model
             return {}

@@ -26,6 +26,7 @@ from nlpstd import runtime
 from nlpstd.runtime import autocast
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
+from nlpstd.train.loader import micro_batches
 from nlpstd.train.meter import Meter, device_peak_flops
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -118,12 +119,14 @@ def train(
     desc: str = "train",
     peak_flops: float | None = None,
     compile: bool = False,
+    loader_workers: int = 0,
     on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
     Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes.
     `on_evaluation(n, scores)` hears the n-th evaluation's scores; what it raises stops training
-    (a sweep prunes a trial that way), leaving the last checkpoint."""
+    (a sweep prunes a trial that way), leaving the last checkpoint. `loader_workers` processes
+    collate micro-batches ahead of the step (none: the loop collates each when it needs it)."""
     world, rank, main = runtime.world_size(), runtime.rank(), runtime.is_main()
     tracker = tracker if tracker is not None and main else NullTracker()
     work_dir = Path(work_dir)
@@ -184,15 +187,19 @@ def train(
     window_loss, clock = torch.zeros((), device=device), _Stopwatch(device)
     done = state.step >= total_steps or state.stopped_early
     while not done:
+        # the rest of the epoch: each step's group of micro-batches, and the ones this process trains
         batches = objective.batches(state.epoch)
-        for start in range(state.batch_in_epoch, len(batches), accumulate):
-            group = batches[start : start + accumulate]
-            mine = _share(len(group), rank, world)
+        steps = [(start, batches[start : start + accumulate]) for start in range(state.batch_in_epoch, len(batches), accumulate)]
+        shares = [_share(len(group), rank, world) for _, group in steps]
+        loaded = micro_batches(objective, [(group[offset], state.epoch, start + offset)
+                                           for (start, group), mine in zip(steps, shares) for offset in mine],
+                               loader_workers, pin=device.type == "cuda")
+        for (start, group), mine in zip(steps, shares):
             step_loss = torch.zeros((), device=device)
-            for k, offset in enumerate(mine):
-                host_batch = objective.collate(group[offset], state.epoch, start + offset)
+            for k in range(len(mine)):
+                host_batch = next(loaded)
                 meter.add(host_batch)  # counted on the host: no device sync
-                batch = _to_device(host_batch, device)
+                batch = {key: value.to(device, non_blocking=True) for key, value in host_batch.items()}
                 last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
                 with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                     with autocast(device, precision):
@@ -324,13 +331,6 @@ class _Stopwatch:
         """The window's training seconds so far, and a new window."""
         window, self.window = self.window, 0.0
         return window
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Host to device; through pinned memory on a GPU, so the copy overlaps the previous step."""
-    if device.type != "cuda":
-        return batch
-    return {key: value.pin_memory().to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _postfix(point: dict[str, float]) -> dict[str, str]:
