@@ -19,6 +19,7 @@ Each runner is fed the way its user would feed it:
   `--batch-size` sentences on average), on a CPU batches of `--batch-size` sentences grouped by
   length (the standards' default). Compiled, and collated ahead by loader workers, on a GPU; eager and
   collated in the loop on a CPU (`runtime.compile: auto`, `runtime.loader_workers: auto`).
+- nlpstd compiled + CUDA graphs (a GPU only): the same with `runtime.cuda_graphs: true`.
 
 Every runner trains `--steps` optimizer steps from the same initial weights; the clock runs from
 the end of step `--warmup` to the end of the last step, with the device synchronised at both ends.
@@ -101,7 +102,7 @@ from nlpstd.train.meter import device_peak_flops, step_flops
 from nlpstd.train.mlm import Blocks, Masker, MaskedLM, make_blocks
 
 CASES = ("mlm-base", "ner-minilm", "ner-base", "cpu")
-RUNNERS = ("trainer", "trainer-compile", "nlpstd")
+RUNNERS = ("trainer", "trainer-compile", "nlpstd", "nlpstd-graphs")  # nlpstd-graphs: on a GPU only
 SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}  # nlpstd.spec.SIZES
 CPU_SENTENCES = 512  # the `cpu` case's slice of the CoNLL training sentences
 MAX_LENGTH = 128  # NER: sub-words per sentence, [CLS] and [SEP] included (the CoNLL standards' data.max_length)
@@ -368,7 +369,8 @@ def workers(args, device: torch.device) -> int:
     return runtime.loader_workers(SimpleNamespace(loader_workers=setting), device)
 
 
-def time_nlpstd(work: Workload, args, batch: int, device: torch.device, precision: str, compiled: bool, scratch: Path) -> dict:
+def time_nlpstd(work: Workload, args, batch: int, device: torch.device, precision: str, compiled: bool, scratch: Path,
+                graphs: bool = False) -> dict:
     model = work.make_model()
     log, clock = BatchLog(model.config, work.kind == "mlm"), StepClock(args.warmup, args.steps, device)
     # log lines (the loop's only host syncs) every gcd(warmup, steps) steps, so both ends of the window are ticked
@@ -376,7 +378,8 @@ def time_nlpstd(work: Workload, args, batch: int, device: torch.device, precisio
     objective = work.objective()
     train(model, objective, lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False,
           work_dir=scratch / "nlpstd", identity="train-throughput", seed=args.seed, device=device, precision=precision,
-          tracker=ClockTracker(clock), desc="nlpstd", compile=compiled, loader_workers=workers(args, device))
+          tracker=ClockTracker(clock), desc="nlpstd", compile=compiled, cuda_graphs=graphs,
+          loader_workers=workers(args, device))
     replay(objective, log, args.steps)
     return timed(log, clock)
 
@@ -394,9 +397,13 @@ def run_case(case: str, args, tokenizer, device: torch.device, precision: str, n
         "trainer-compile": ("Trainer torch_compile", lambda s: time_trainer(work, args, batch, device, precision, True, s)),
         "nlpstd": (f"nlpstd {'compiled' if nlpstd_compiled else 'eager'}",
                    lambda s: time_nlpstd(work, args, batch, device, precision, nlpstd_compiled, s)),
+        "nlpstd-graphs": ("nlpstd compiled + CUDA graphs",
+                          lambda s: time_nlpstd(work, args, batch, device, precision, True, s, graphs=True)),
     }
     measured = {}
     for key in args.runners:
+        if key == "nlpstd-graphs" and device.type != "cuda":
+            continue  # CUDA graphs need CUDA
         name, run = runners[key]
         print(f"\n== {case}: {name}", flush=True)
         with tempfile.TemporaryDirectory(prefix="train-throughput-") as scratch:  # never resume an earlier run

@@ -34,7 +34,7 @@ STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
 # Every runtime setting is either applied by the stage code, on any runner, or turned into a
 # task setting of the compiled pipeline, which kfp.local does not apply. A new runtime setting
 # must be added to one of the two (a test checks), so the local run's warning stays complete.
-RUNTIME_APPLIED_LOCALLY = ("device", "precision", "threads", "compile", "loader_workers", "peak_tflops")
+RUNTIME_APPLIED_LOCALLY = ("device", "precision", "threads", "compile", "cuda_graphs", "loader_workers", "peak_tflops")
 RUNTIME_CLUSTER_ONLY = ("gpu", "training", "tasks", "shm_size", "retries", "checkpoint_volume")
 
 

@@ -18,11 +18,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 GPU = torch.device("cuda")
 
 
-def train_on_gpu(tmp_path, precision: str, steps: int = 16, compile: bool = False, **recipe) -> tuple[torch.nn.Module, object]:
+def train_on_gpu(tmp_path, precision: str, steps: int = 16, compile: bool = False, cuda_graphs: bool = False,
+                 **recipe) -> tuple[torch.nn.Module, object]:
     model = tiny_classifier()
     settings = dict(max_steps=steps, lr=3e-3, batch_size=8, log_every=4, checkpoint_every=steps, eval_every=steps) | recipe
     result = train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(**settings), select="loss", maximize=False,
-                   work_dir=tmp_path, identity=f"gpu-{precision}", seed=0, device=GPU, precision=precision, compile=compile)
+                   work_dir=tmp_path, identity=f"gpu-{precision}", seed=0, device=GPU, precision=precision, compile=compile,
+                   cuda_graphs=cuda_graphs)
     return model, result
 
 
@@ -69,6 +71,14 @@ def test_compiled_training_on_a_gpu_learns(tmp_path):
 
     curve = losses(result)
     assert curve[-1] < curve[0]
+
+
+def test_training_with_cuda_graphs_learns_like_compiled_training(tmp_path):
+    _, graphs = train_on_gpu(tmp_path / "graphs", "bf16", steps=32, compile=True, cuda_graphs=True)
+    _, compiled = train_on_gpu(tmp_path / "compiled", "bf16", steps=32, compile=True)
+
+    assert losses(graphs)[-1] < losses(graphs)[0]
+    assert losses(graphs) == pytest.approx(losses(compiled), rel=0.05)
 
 
 def test_loader_workers_hand_over_pinned_batches():

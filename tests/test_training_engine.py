@@ -186,3 +186,30 @@ def test_loader_workers_split_the_cores_between_training_processes(monkeypatch):
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert runtime.loader_workers(RuntimeSpec(), torch.device("cuda")) == 1
+
+
+# -- compiling: the mode, and CUDA graphs where they apply
+
+
+@pytest.mark.parametrize("compile, graphs, device, world, expected", [
+    (False, True, "cuda", 1, None),                    # nothing compiles unless compiling is on
+    (True, False, "cuda", 1, "default"),
+    (True, True, "cuda", 1, "reduce-overhead"),
+    (True, True, "cuda", 2, "default"),                # DDP's all-reduce is not in the recorded graph
+    (True, True, "cpu", 1, "default"),                 # no CUDA graphs without CUDA
+])
+def test_cuda_graphs_apply_to_a_compiled_step_in_one_gpu_process(compile, graphs, device, world, expected):
+    from nlpstd.train.loop import compile_mode
+
+    assert compile_mode(compile, graphs, torch.device(device), world) == expected
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_the_step_is_compiled_in_the_chosen_mode(monkeypatch, mode):
+    from nlpstd.train.loop import _EagerOnFailure
+
+    asked = {}
+    monkeypatch.setattr(torch, "compile", lambda module, **options: asked.update(options) or module)
+    _EagerOnFailure(torch.nn.Identity(), mode)
+
+    assert asked == {"mode": mode}

@@ -341,6 +341,9 @@ class RuntimeSpec(_Section):
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "
                                                   "on a GPU; a step that fails to compile falls back to eager.")
+    cuda_graphs: bool = Field(False, description="Compile the step in reduce-overhead mode: each batch shape's kernels "
+                              "recorded once as a CUDA graph and replayed with one launch (fixed shapes: MLM blocks, "
+                              "token-budget buckets). One GPU process only; more memory.")
     loader_workers: CountOrAuto = Field(
         "auto", description="Processes that collate training batches ahead of the step: auto = none on a CPU, "
                             "up to 4 per training process on a GPU.")

@@ -71,7 +71,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             model, objective, evaluate, recipe, select=metric,
             work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
             device=device, precision=precision, tracker=tracker, desc="finetune", peak_flops=runtime.peak_flops(std.runtime),
-            compile=runtime.should_compile(std.runtime, device),
+            compile=runtime.should_compile(std.runtime, device), cuda_graphs=std.runtime.cuda_graphs,
             loader_workers=runtime.loader_workers(std.runtime, device), on_evaluation=on_evaluation,
         )
         if not runtime.is_main():  # the main process writes the model

@@ -70,7 +70,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             model, objective, held_out, spec, select="loss", maximize=False,
             work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
             tracker=tracker, desc="pretrain", peak_flops=runtime.peak_flops(std.runtime),
-            compile=runtime.should_compile(std.runtime, device),
+            compile=runtime.should_compile(std.runtime, device), cuda_graphs=std.runtime.cuda_graphs,
             loader_workers=runtime.loader_workers(std.runtime, device),
         )
         if not runtime.is_main():  # the main process writes the model

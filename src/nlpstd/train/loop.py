@@ -119,6 +119,7 @@ def train(
     desc: str = "train",
     peak_flops: float | None = None,
     compile: bool = False,
+    cuda_graphs: bool = False,
     loader_workers: int = 0,
     on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -126,7 +127,8 @@ def train(
     Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes.
     `on_evaluation(n, scores)` hears the n-th evaluation's scores; what it raises stops training
     (a sweep prunes a trial that way), leaving the last checkpoint. `loader_workers` processes
-    collate micro-batches ahead of the step (none: the loop collates each when it needs it)."""
+    collate micro-batches ahead of the step (none: the loop collates each when it needs it).
+    `cuda_graphs` compiles in reduce-overhead mode, where it applies (`compile_mode`)."""
     world, rank, main = runtime.world_size(), runtime.rank(), runtime.is_main()
     tracker = tracker if tracker is not None and main else NullTracker()
     work_dir = Path(work_dir)
@@ -142,7 +144,8 @@ def train(
     model.to(device)
     ddp = _data_parallel(model, objective, device) if world > 1 else None
     step = ddp or _Loss(model, objective)
-    engine = _EagerOnFailure(step) if compile else step
+    mode = compile_mode(compile, cuda_graphs, device, world)
+    engine = _EagerOnFailure(step, mode) if mode else step
     optimizer = adamw(param_groups(model, recipe.weight_decay), recipe.lr)
     scheduler = get_scheduler(recipe.schedule, optimizer, round(recipe.warmup_ratio * total_steps), total_steps)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op)
@@ -274,12 +277,24 @@ def _data_parallel(model: torch.nn.Module, objective: Objective, device: torch.d
     return DistributedDataParallel(_Loss(model, objective), device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def compile_mode(compile: bool, cuda_graphs: bool, device: torch.device, world: int) -> str | None:
+    """How the step is compiled: not at all (None), "default", or "reduce-overhead", which records
+    each batch shape's kernels as a CUDA graph and replays it with one launch. Graphs need a CUDA
+    device and one process (DDP's gradient all-reduce runs outside the recorded graph); elsewhere
+    the step compiles as usual."""
+    if not compile:
+        return None
+    return "reduce-overhead" if cuda_graphs and device.type == "cuda" and world == 1 else "default"
+
+
 class _EagerOnFailure(torch.nn.Module):
     """A compiled step that, if compiling fails, says why once and runs eager from then on."""
 
-    def __init__(self, eager: torch.nn.Module):
+    def __init__(self, eager: torch.nn.Module, mode: str = "default"):
         super().__init__()
-        self.eager, self.compiled = eager, torch.compile(eager)
+        # after a second batch shape the step recompiles once with dynamic shapes; in reduce-overhead
+        # mode each new shape then costs a graph recording, not a compilation
+        self.eager, self.compiled = eager, torch.compile(eager, mode=mode)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.compiled is not None:
