@@ -92,6 +92,20 @@ def test_check_files_reports_a_missing_file_at_its_key(tmp_path: Path):
         check_files(load_standard(path), path)
 
 
+def test_spec_hash_leaves_out_settings_of_speed_placement_and_schedule(tmp_path: Path):
+    first = load_standard(write(tmp_path, GOOD)).spec_hash()
+    faster = GOOD + ("runtime: {threads: 2, loader_workers: 3, compile: 'off', cuda_graphs: true, retries: 5,\n"
+                     "          gpu: {count: 2}, shm_size: 4Gi}\nschedule: {cron: '0 3 * * 1'}\n")
+    assert load_standard(write(tmp_path, faster)).spec_hash() == first
+    assert load_standard(write(tmp_path, GOOD + "runtime: {precision: bf16}\n")).spec_hash() != first
+
+
+def test_every_runtime_setting_left_out_of_the_spec_hash_exists():
+    from nlpstd.spec import NOT_RECIPE, RuntimeSpec
+
+    assert set(NOT_RECIPE) <= set(RuntimeSpec.model_fields)
+
+
 def test_spec_hash_is_stable_and_changes_with_the_recipe(tmp_path: Path):
     first = load_standard(write(tmp_path, GOOD)).spec_hash()
     assert load_standard(write(tmp_path, GOOD)).spec_hash() == first

@@ -213,3 +213,14 @@ def test_the_step_is_compiled_in_the_chosen_mode(monkeypatch, mode):
     _EagerOnFailure(torch.nn.Identity(), mode)
 
     assert asked == {"mode": mode}
+
+
+def test_fine_tuning_and_pretraining_models_use_pytorchs_fused_attention(tiny_base):
+    """SDPA picks flash or memory-efficient attention kernels on a GPU; eager attention would not."""
+    from nlpstd.models.build import build_mlm_model, build_model, load_tokenizer
+    from nlpstd.spec import FinetuneSpec, ModelSpec
+
+    tagger = build_model("token-classification", str(tiny_base), ["O", "B-PER"], FinetuneSpec())
+    encoder = build_mlm_model(ModelSpec(base=str(tiny_base)), load_tokenizer(str(tiny_base)))
+
+    assert tagger.config._attn_implementation == encoder.config._attn_implementation == "sdpa"

@@ -450,6 +450,12 @@ class SweepSpec(_Section):
     seed: int | None = Field(None, description="Seed of the sampler (default: the standard's seed).")
 
 
+# Runtime settings that change how fast or where a run goes, not what it computes (device and
+# precision do change it, and stay in the spec hash).
+NOT_RECIPE = ("threads", "compile", "cuda_graphs", "loader_workers", "peak_tflops", "gpu", "training", "tasks",
+              "shm_size", "retries", "checkpoint_volume")
+
+
 class Standard(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names runs and the registered model.")
     description: str = ""
@@ -470,8 +476,13 @@ class Standard(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
     def spec_hash(self) -> str:
-        """sha256 of the resolved standard: two runs with the same hash ran the same recipe."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the resolved standard: two runs with the same hash ran the same recipe. Settings
+        of how fast, where and when a run goes are left out (`NOT_RECIPE`), so a rerun that changes
+        them (more loader workers, another node pool) still resumes its checkpoints."""
+        recipe = self.to_dict()
+        recipe["runtime"] = {key: value for key, value in recipe["runtime"].items() if key not in NOT_RECIPE}
+        recipe.pop("schedule")
+        canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_yaml(self) -> str:
