@@ -37,7 +37,8 @@ def still_base(tmp_path_factory, tiny_base: Path) -> Path:
     return folder
 
 
-def standard(folder: Path, base: Path, accumulation: int, finetune: str = "max_steps: 12, checkpoint_every: 4, eval_every: 6") -> Path:
+def standard(folder: Path, base: Path, accumulation: int, finetune: str = "max_steps: 12, checkpoint_every: 4, eval_every: 6",
+             loader_workers: int = 0) -> Path:
     (folder / "train.txt").write_text(conll_text(96))
     (folder / "dev.txt").write_text(conll_text(24, offset=500))
     path = folder / "standard.yaml"
@@ -48,7 +49,7 @@ def standard(folder: Path, base: Path, accumulation: int, finetune: str = "max_s
         model: {{base: {base}}}
         finetune: {{{finetune}, lr: 3.0e-3, batch_size: 8, grad_accumulation: {accumulation}, warmup_ratio: 0.1}}
         evaluate: {{metrics: [f1], gate: {{metric: f1, min: 0.0}}}}
-        runtime: {{threads: 1}}
+        runtime: {{threads: 1, loader_workers: {loader_workers}}}
     """))
     return path
 
@@ -61,10 +62,11 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_two_processes_take_the_same_steps_as_one_accumulating_process(still_base: Path, tmp_path: Path):
+@pytest.mark.parametrize("loader_workers", [0, 1], ids=["collated-in-the-loop", "collated-by-a-worker-per-process"])
+def test_two_processes_take_the_same_steps_as_one_accumulating_process(still_base: Path, tmp_path: Path, loader_workers: int):
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
     one = standard(tmp_path / "one", still_base, accumulation=2)
-    two = standard(tmp_path / "two", still_base, accumulation=1)
+    two = standard(tmp_path / "two", still_base, accumulation=1, loader_workers=loader_workers)
     run_standard(one, tmp_path / "one" / "out", stages=["data-prep", "finetune"], tracking=False)
     summary = run_standard(two, tmp_path / "two" / "out", stages=["data-prep", "finetune"], tracking=False, nproc=2)
     metrics = summary["stages"]["finetune"]["metrics"]
