@@ -224,3 +224,18 @@ def test_fine_tuning_and_pretraining_models_use_pytorchs_fused_attention(tiny_ba
     encoder = build_mlm_model(ModelSpec(base=str(tiny_base)), load_tokenizer(str(tiny_base)))
 
     assert tagger.config._attn_implementation == encoder.config._attn_implementation == "sdpa"
+
+
+def test_the_gpu_tests_load_without_mlflow_kfp_seqeval_or_boto3():
+    """A GPU machine may have the training stack alone (torch, transformers, pydantic)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    blocked = ("mlflow", "seqeval", "kfp", "boto3", "botocore", "sklearn", "optuna")
+    code = (f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\nimport pytest\n"
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--collect-only', 'tests/test_gpu.py']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "tests/test_gpu.py::test_training_steps_do_not_wait_for_the_gpu" in done.stdout
