@@ -139,13 +139,24 @@ def cls_standard(tmp_path: Path, tiny_base: Path) -> Path:
     """)
 
 
-def wait_for_checkpoint(process, state: Path, step: int, timeout: float = 240) -> None:
+def wait_for_checkpoint(process, state: Path, step: int, timeout: float = 240, poll: float = 0.05) -> None:
     """Until the run behind `process` has checkpointed at `step` or later (or has ended, or time is up)."""
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= step:
-            return
-        time.sleep(0.05)
+        try:
+            if json.loads(state.read_text())["step"] >= step:
+                return
+        except FileNotFoundError:  # none yet, or the run is renaming a new checkpoint into place
+            pass
+        time.sleep(poll)
+
+
+def killed_at_step(state: Path) -> int:
+    """The step of the last complete checkpoint a killed run left, read as a rerun reads it (a kill
+    between the two renames of a checkpoint leaves it as `<folder>.old`, which this puts back)."""
+    from nlpstd.train.checkpoint import read_state
+
+    return read_state(state.parent)["step"]
 
 
 def corpus_text(n: int, seed: int = 0) -> str:

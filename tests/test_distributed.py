@@ -17,7 +17,7 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from conftest import conll_text, wait_for_checkpoint
+from conftest import conll_text, killed_at_step, wait_for_checkpoint
 from nlpstd.errors import NlpstdError
 from nlpstd.runner import run_standard
 from nlpstd.spec import LoopRecipe
@@ -95,7 +95,7 @@ def test_a_killed_two_process_run_resumes_and_matches_an_uninterrupted_one(still
     psutil.wait_procs(workers, timeout=10)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = killed_at_step(state)
 
     # -- rerun: it resumes from that checkpoint and finishes
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -8,12 +8,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from transformers import AutoConfig, AutoTokenizer
 
+from conftest import killed_at_step, wait_for_checkpoint
 from nlpstd import cli
 from nlpstd.runner import run_standard
 
@@ -68,15 +68,11 @@ def test_sigkill_at_a_random_step_then_rerun_gives_the_same_loss_curve_step_for_
 
     process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / ".pretrain.partial" / "checkpoints" / "last" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= kill_after:
-            break
-        time.sleep(0.01)
+    wait_for_checkpoint(process, state, kill_after, poll=0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, f"the run finished before step {kill_after}"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = killed_at_step(state)
 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]

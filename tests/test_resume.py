@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from conftest import wait_for_checkpoint
+from conftest import killed_at_step, wait_for_checkpoint
 from nlpstd.runner import run_standard
 
 
@@ -35,7 +35,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_ru
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
     assert not (out / "finetune").exists(), "a killed stage publishes nothing"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = killed_at_step(state)
 
     # -- rerun the same command: it resumes and finishes
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
