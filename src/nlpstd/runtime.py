@@ -47,9 +47,13 @@ def loader_workers(runtime: RuntimeSpec, device: torch.device) -> int:
         return runtime.loader_workers
     if device.type != "cuda":
         return 0
+    return max(0, min(4, cores_per_process() - 1))
+
+
+def cores_per_process() -> int:
+    """This machine's cores usable by this process, shared evenly by the training processes on it."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(0, min(4, per_process - 1))
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def peak_flops(runtime: RuntimeSpec) -> float | None:
@@ -87,7 +91,7 @@ def setup(runtime: RuntimeSpec, seed: int) -> torch.device:
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     elif world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(cores_per_process())
     seed_everything(seed)
     device = resolve_device(runtime)
     if device.type == "cuda":  # TF32 tensor cores for the fp32 matmuls that autocast leaves

@@ -2,8 +2,8 @@
 
 A checkpoint folder holds the weights (safetensors), optimizer and scheduler state
 (`torch.save` of plain tensors and numbers, loaded with `weights_only=True`), the fp16 loss
-scale when there is one, the torch RNG
-state and `state.json` (step, epoch, best score, and the identity of the recipe and data).
+scale when there is one, the torch RNG state and `state.json` (step, epoch, best score, and the
+identity of the recipe and data).
 It is written to a temporary folder and renamed into place, so a kill at any moment leaves
 either the previous checkpoint or the new one, never half of one.
 """
