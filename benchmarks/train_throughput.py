@@ -224,6 +224,12 @@ def rates(raw: dict, peak: float | None) -> dict:
             "mfu": raw["model_flops"] / seconds / peak if peak else None}
 
 
+def runner_line(raw: dict, peak: float | None) -> str:
+    rate = rates(raw, peak)
+    mfu = "" if rate["mfu"] is None else f", MFU {rate['mfu']:.1%}"
+    return f"{rate['samples_per_s']:,.1f} samples/s, {rate['tokens_per_s']:,.0f} real tokens/s{mfu}"
+
+
 def table_rows(results: dict[str, dict], peak: float | None) -> list[dict]:
     """One row per (case, runner); `results[case]` = {"kind": "mlm"|"ner", "runners": {name: raw counts}}.
     The ratio is to the case's "Trainer eager" row: samples/s for MLM, real tokens/s for NER."""
@@ -406,8 +412,11 @@ def run_case(case: str, args, tokenizer, device: torch.device, precision: str, n
             continue  # CUDA graphs need CUDA
         name, run = runners[key]
         print(f"\n== {case}: {name}", flush=True)
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="train-throughput-") as scratch:  # never resume an earlier run
             measured[name] = run(Path(scratch))
+        print(f"-- {case}, {name}: {runner_line(measured[name], device_peak_flops(device, precision))}; "
+              f"{time.perf_counter() - started:.0f} s wall, setup and compiling included", flush=True)  # kept if a later runner dies
         torch._dynamo.reset()  # compiled graphs of one runner are not reused by the next
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from nlpstd.train.batching import Supervised, bucket_width, budget_batches, collate, epoch_batches
+from nlpstd.train.batching import Supervised, bucket_width, budget_batches, collate, epoch_batches, without_full_mask
 
 _RNG = random.Random(1)
 LENGTHS = [_RNG.randint(5, 120) for _ in range(1000)]
@@ -36,6 +36,16 @@ def test_collate_pads_to_the_longest_in_the_batch():
     assert batch["input_ids"].tolist() == [[101, 5, 102], [101, 102, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
+
+
+def test_a_batch_without_padding_goes_to_the_model_without_an_attention_mask():
+    batch = collate([{"input_ids": [101, 5, 102], "labels": 1}, {"input_ids": [101, 6, 102], "labels": 0}], pad_id=0)
+    assert set(without_full_mask(batch)) == {"input_ids", "labels"}
+
+
+def test_a_padded_batch_keeps_its_attention_mask():
+    batch = collate([{"input_ids": [101, 5, 102], "labels": 1}, {"input_ids": [101, 102], "labels": 0}], pad_id=0)
+    assert without_full_mask(batch)["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
 # -- batches by a token budget

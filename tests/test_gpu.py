@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nlpstd.spec import LoopRecipe
+from nlpstd.train.batching import Supervised
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.loop import _EagerOnFailure, _Loss, adamw, param_groups, train
 from test_training_engine import tiny_classifier, tiny_objective
@@ -19,12 +20,12 @@ GPU = torch.device("cuda")
 
 
 def train_on_gpu(tmp_path, precision: str, steps: int = 16, compile: bool = False, cuda_graphs: bool = False,
-                 **recipe) -> tuple[torch.nn.Module, object]:
+                 objective=None, **recipe) -> tuple[torch.nn.Module, object]:
     model = tiny_classifier()
     settings = dict(max_steps=steps, lr=3e-3, batch_size=8, log_every=4, checkpoint_every=steps, eval_every=steps) | recipe
-    result = train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(**settings), select="loss", maximize=False,
-                   work_dir=tmp_path, identity=f"gpu-{precision}", seed=0, device=GPU, precision=precision, compile=compile,
-                   cuda_graphs=cuda_graphs)
+    result = train(model, objective or tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(**settings), select="loss",
+                   maximize=False, work_dir=tmp_path, identity=f"gpu-{precision}", seed=0, device=GPU, precision=precision,
+                   compile=compile, cuda_graphs=cuda_graphs)
     return model, result
 
 
@@ -89,15 +90,21 @@ def test_loader_workers_hand_over_pinned_batches():
         assert all(tensor.is_pinned() for tensor in batch.values())
 
 
-def host_syncs(tmp_path, steps: int) -> int:
-    """Synchronising calls torch reports during a compiled run (the GPU default) that logs,
-    evaluates and saves only at its end. Compiled, because eager BERT syncs once per forward
-    inside transformers (its SDPA mask check reads whether the padding mask is all ones)."""
+def unpadded_objective() -> Supervised:
+    """Every example 8 tokens long: no batch is padded, so none carries an attention mask."""
+    features = [{"input_ids": [2 + (i + j) % 60 for j in range(8)], "labels": [(i + j) % 3 for j in range(8)]} for i in range(64)]
+    return Supervised(features, micro_batch=8, seed=0, group_by_length=True, pad_id=0)
+
+
+def host_syncs(tmp_path, steps: int, compile: bool = True, objective=None) -> int:
+    """Synchronising calls torch reports during a run that logs, evaluates and saves only at its end.
+    Compiled by default: eager BERT syncs once per forward on a padded batch, inside transformers
+    (its SDPA mask check reads whether the padding mask is all ones)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train_on_gpu(tmp_path, "bf16", steps=steps, compile=True, log_every=steps)
+            train_on_gpu(tmp_path, "bf16", steps=steps, compile=compile, objective=objective, log_every=steps)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -107,3 +114,10 @@ def test_training_steps_do_not_wait_for_the_gpu(tmp_path):
     """The syncs of a run (start, the one log line, evaluation, the checkpoint) do not grow with its steps."""
     host_syncs(tmp_path / "warm-up", 8)  # first-use syncs (kernels loaded, handles made) happen here
     assert host_syncs(tmp_path / "long", 24) == host_syncs(tmp_path / "short", 8)
+
+
+def test_eager_steps_on_unpadded_batches_do_not_wait_for_the_gpu(tmp_path):
+    """Without padding the loop passes no attention mask, so eager BERT has no mask to check."""
+    host_syncs(tmp_path / "warm-up", 8, compile=False, objective=unpadded_objective())
+    long = host_syncs(tmp_path / "long", 24, compile=False, objective=unpadded_objective())
+    assert long == host_syncs(tmp_path / "short", 8, compile=False, objective=unpadded_objective())

@@ -98,6 +98,17 @@ def test_gathered_loss_equals_the_full_head_loss(tokenizer, blocks: Blocks):
     assert torch.allclose(full, gathered, atol=1e-5)
 
 
+def test_the_masked_lm_loss_of_full_blocks_is_the_same_without_their_attention_mask(tokenizer, blocks: Blocks):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BertForMaskedLM(config).eval()
+    full = np.flatnonzero(blocks.lengths == blocks.lengths.max())[:8].tolist()
+    batch = MaskedLM(blocks, Masker(tokenizer, 0.15, False), micro_batch=8, seed=0).collate(full, epoch=0, position=0)
+    unmasked = {key: value for key, value in batch.items() if key != "attention_mask"}
+    with torch.no_grad():
+        assert torch.allclose(masked_lm_loss(model, batch), masked_lm_loss(model, unmasked), atol=1e-6)
+
+
 def test_held_out_measure_is_fixed_between_calls(tokenizer, blocks: Blocks):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)

@@ -188,6 +188,45 @@ def test_loader_workers_split_the_cores_between_training_processes(monkeypatch):
     assert runtime.loader_workers(RuntimeSpec(), torch.device("cuda")) == 1
 
 
+# -- attention masks: left out where no row is padded
+
+
+class _RecordsMasks:
+    """The tiny objective, noting for every micro-batch the loop trains whether it was padded and
+    whether it reached the loss with an attention mask."""
+
+    def __init__(self):
+        from nlpstd.train.batching import Supervised
+
+        lengths = [6] * 24 + [3 + i % 4 for i in range(8)]  # unpadded batches, then padded ones
+        features = [{"input_ids": [2 + j for j in range(n)], "labels": [j % 3 for j in range(n)]} for n in lengths]
+        self.inner = Supervised(features, micro_batch=8, seed=0, group_by_length=False, pad_id=0)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return [list(range(s, s + 8)) for s in range(0, 32, 8)]
+
+    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
+        return self.inner.collate(indices, epoch, position)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.seen.append((bool((batch["input_ids"] == 0).any()), "attention_mask" in batch))
+        return self.inner.loss(model, batch)
+
+
+def test_the_loop_hands_only_padded_batches_to_the_model_with_an_attention_mask(tmp_path):
+    from nlpstd.spec import LoopRecipe
+    from nlpstd.train.loop import train
+
+    objective = _RecordsMasks()
+    train(tiny_classifier(), objective, lambda m: {"loss": 0.0},
+          LoopRecipe(max_steps=4, lr=1e-3, batch_size=8, log_every=4, checkpoint_every=4, eval_every=4),
+          select="loss", maximize=False, work_dir=tmp_path, identity="masks", seed=0, device=torch.device("cpu"),
+          precision="fp32")
+
+    assert objective.seen == [(False, False)] * 3 + [(True, True)]
+
+
 # -- compiling: the mode, and CUDA graphs where they apply
 
 

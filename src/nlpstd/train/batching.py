@@ -77,6 +77,16 @@ def collate(features: list[dict], pad_id: int, width: int | None = None) -> dict
     return batch
 
 
+def without_full_mask(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without its attention mask when no row is padded (checked on the host). Without a
+    mask, attention takes its unmasked kernel (flash attention on a GPU, also when compiled), and
+    eager BERT skips the check that reads the mask back from the GPU once per forward."""
+    mask = batch.get("attention_mask")
+    if mask is None or not bool(mask.all()):
+        return batch
+    return {key: value for key, value in batch.items() if key != "attention_mask"}
+
+
 class Supervised:
     """The fine-tuning objective the shared loop runs: labelled features, the model's own loss."""
 

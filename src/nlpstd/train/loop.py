@@ -26,6 +26,7 @@ from nlpstd import runtime
 from nlpstd.runtime import autocast
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
+from nlpstd.train.batching import without_full_mask
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.meter import Meter, device_peak_flops
 
@@ -202,7 +203,7 @@ def train(
             for k in range(len(mine)):
                 host_batch = next(loaded)
                 meter.add(host_batch)  # counted on the host: no device sync
-                batch = {key: value.to(device, non_blocking=True) for key, value in host_batch.items()}
+                batch = {key: value.to(device, non_blocking=True) for key, value in without_full_mask(host_batch).items()}
                 last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
                 with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                     with autocast(device, precision):

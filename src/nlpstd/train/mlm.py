@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from nlpstd.cache import cache_dir
 from nlpstd.data.encode import IGNORE
 from nlpstd.runtime import autocast
-from nlpstd.train.batching import epoch_batches
+from nlpstd.train.batching import epoch_batches, without_full_mask
 
 _MIN_BLOCK = 8  # a file's last, short block is kept only if it has this many tokens
 
@@ -174,10 +174,10 @@ def masked_lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], reduc
     if head is None:  # an architecture whose head we do not know: let it score every position
         labels = torch.full_like(batch["input_ids"], IGNORE).flatten()
         labels[batch["mlm_positions"]] = batch["mlm_labels"]
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
         logits = logits.flatten(0, 1)[batch["mlm_positions"]]
     else:
-        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
         logits = head(hidden.flatten(0, 1).index_select(0, batch["mlm_positions"]))
     return F.cross_entropy(logits.float(), batch["mlm_labels"], reduction=reduction)
 
@@ -191,7 +191,7 @@ class HeldOut:
         if max_blocks and len(blocks) > max_blocks:  # spread over the whole held-out text, not its first pages
             chosen = np.linspace(0, len(blocks) - 1, max_blocks).round().astype(int)
         generator = torch.Generator().manual_seed(seed + 1)
-        self.batches = [mask_batch(blocks, chosen[s : s + batch_size].tolist(), masker, generator)
+        self.batches = [without_full_mask(mask_batch(blocks, chosen[s : s + batch_size].tolist(), masker, generator))
                         for s in range(0, len(chosen), batch_size)]
         self.blocks, self.device, self.precision = len(chosen), device, precision
 
