@@ -109,3 +109,22 @@ def test_imports_without_pydantic_mlflow_seqeval_or_boto3():
             f"sys.path.insert(0, {str(BENCHMARKS)!r})\nimport train_throughput\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_full_fine_tuning_trains_both_runners_the_same_steps_and_reports_the_test_f1_difference(tmp_path):
+    import json
+
+    data = tmp_path / "data" / "conll2003"
+    data.mkdir(parents=True)
+    for split, n, offset in (("train", 48, 0), ("dev", 12, 100), ("test", 12, 200)):
+        (data / f"{split}.txt").write_text(conll_text(n, offset))
+
+    assert bench.main(["--full-finetune", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                       "--compile", "off"]) == 0
+
+    report = json.loads((tmp_path / "out" / "full_finetune.json").read_text())
+    trainer, nlpstd = report["rows"]
+    assert trainer["runner"] == "Trainer eager" and nlpstd["runner"] == "nlpstd eager"
+    assert trainer["steps"] == nlpstd["steps"] == 3 * 2  # 3 epochs of 48 sentences in batches of 32
+    assert report["test_f1_difference"] == pytest.approx(nlpstd["test_f1"] - trainer["test_f1"])
+    assert all(0.0 <= row[key] <= 1.0 for row in report["rows"] for key in ("dev_f1", "test_f1"))
