@@ -2,7 +2,7 @@
 (`benchmarks/gpu_checks.sh`), packed small enough to copy there, and unpacked there.
 
     python benchmarks/gpu_bundle.py pack DIR      # here: DIR/data (CoNLL-2003, corpus) and DIR/minilm-l6-fp16
-    python benchmarks/gpu_bundle.py unpack DIR    # there: DIR/minilm-l6, the base in fp32 again
+    python benchmarks/gpu_bundle.py unpack DIR [--into BASE]   # there: the base in fp32 again (default DIR/minilm-l6)
 
 The MiniLM-L6 weights travel in fp16 (44 MB instead of 87 MB) and are widened back to fp32 on
 arrival: every runner then starts from the same weights, rounded once to fp16 precision (a relative
@@ -48,9 +48,9 @@ def pack(bundle: Path, data: Path) -> None:
     print(f"packed {bundle}: {size / 2**20:.1f} MiB")
 
 
-def unpack(bundle: Path) -> None:
-    narrow, wide = bundle / "minilm-l6-fp16", bundle / "minilm-l6"
-    wide.mkdir(exist_ok=True)
+def unpack(bundle: Path, wide: Path | None = None) -> None:
+    narrow, wide = bundle / "minilm-l6-fp16", wide or bundle / "minilm-l6"
+    wide.mkdir(parents=True, exist_ok=True)
     for name in BASE_FILES:
         shutil.copy2(narrow / name, wide / name)
     weights = load_file(narrow / "model.safetensors")
@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NLPSTD_DATA", REPO.parent / "shared" / "data")),
                         help="pack: the data root (default: $NLPSTD_DATA, else ../shared/data beside the repository)")
+    parser.add_argument("--into", type=Path, help="unpack: the folder for the fp32 base (default: BUNDLE/minilm-l6)")
     args = parser.parse_args(argv)
-    pack(args.bundle, args.data) if args.action == "pack" else unpack(args.bundle)
+    pack(args.bundle, args.data) if args.action == "pack" else unpack(args.bundle, args.into)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ started=$SECONDS
 export PYTHONPATH="$PWD/src:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export NLPSTD_DATA="$bundle/data"
 
-[ -f "$bundle/minilm-l6/model.safetensors" ] || "$python" benchmarks/gpu_bundle.py unpack "$bundle"
+# the fp32 base goes to a scratch folder, never into the bundle, which stays small enough to copy again
+base=${TMPDIR:-/tmp}/nlpstd-gpu-checks/minilm-l6
+[ -f "$base/model.safetensors" ] || "$python" benchmarks/gpu_bundle.py unpack "$bundle" --into "$base"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$out/device.txt"
 "$python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/device.txt"
 
@@ -49,7 +51,7 @@ throughput() {  # PART-FOLDER SECONDS ARG...: one train_throughput.py run, its l
     local folder=$out/$1 seconds=$2
     shift 2
     mkdir -p "$folder"
-    timeout --kill-after=10 "$seconds" "$python" benchmarks/train_throughput.py --base "$bundle/minilm-l6" --out "$folder" "$@" 2>&1 \
+    timeout --kill-after=10 "$seconds" "$python" benchmarks/train_throughput.py --base "$base" --out "$folder" "$@" 2>&1 \
         | grep --line-buffered -v "it/s\]\|step/s\]" | tee "$folder/log.txt"
 }
 
