@@ -62,3 +62,26 @@ def test_checkpoint_of_another_recipe_is_not_resumed(ner_standard: Path, tmp_pat
     (stale / "state.json").write_text(json.dumps({"identity": "another-recipe", "step": 7}))
     summary = run_standard(ner_standard, out, stages=["finetune"], tracking=False)
     assert summary["stages"]["finetune"]["metrics"]["resumed_from_step"] is None
+
+
+def test_a_new_checkpoint_reaches_the_disk_before_it_replaces_the_old_one(tmp_path: Path, monkeypatch):
+    """So a machine that stops (not only a killed process) leaves one whole checkpoint."""
+    from nlpstd.train import checkpoint
+
+    new, target = tmp_path / "last.tmp", tmp_path / "last"
+    (new / "sub").mkdir(parents=True)
+    (new / "model.safetensors").write_text("new weights")
+    (new / "sub" / "state.json").write_text("{}")
+    target.mkdir()
+    (target / "model.safetensors").write_text("old weights")
+    flushed: list[tuple[Path, bool]] = []  # (path, whether the new folder was still waiting to be renamed)
+    real = checkpoint._flush
+    monkeypatch.setattr(checkpoint, "_flush", lambda path: (flushed.append((path, new.exists())), real(path)))
+
+    checkpoint.replace_dir(new, target)
+
+    before = {path for path, waiting in flushed if waiting}
+    assert before == {new / "model.safetensors", new / "sub" / "state.json", new / "sub", new}
+    assert flushed[-1] == (tmp_path, False)  # the renames themselves, after
+    assert (target / "model.safetensors").read_text() == "new weights"
+    assert not (tmp_path / "last.old").exists()

@@ -4,13 +4,15 @@ A checkpoint folder holds the weights (safetensors), optimizer and scheduler sta
 (`torch.save` of plain tensors and numbers, loaded with `weights_only=True`), the fp16 loss
 scale when there is one, the torch RNG state and `state.json` (step, epoch, best score, and the
 identity of the recipe and data).
-It is written to a temporary folder and renamed into place, so a kill at any moment leaves
-either the previous checkpoint or the new one, never half of one.
+It is written to a temporary folder, flushed to disk and renamed into place, so a kill at any
+moment, or a machine that stops (a node lost, the power cut), leaves either the previous
+checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,10 +79,39 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
 
 
 def replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`, replacing it; the old copy is removed only after the rename."""
+    """Move `new` to `target`, replacing it; the old copy is removed only after the rename.
+
+    `new` reaches the disk before it is renamed, and the renames before the old copy goes: without
+    that, a machine that stops soon after could find the new names with some of their data never
+    written, and no old copy to fall back on."""
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
+    _flush_tree(new)
     if target.exists():
         target.rename(old)
     new.rename(target)
+    _flush(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _flush_tree(folder: Path) -> None:
+    """Every file below `folder`, then every folder from the deepest up, to disk."""
+    paths = sorted(folder.rglob("*"), key=lambda path: len(path.parts), reverse=True)
+    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [folder]:
+        _flush(path)
+
+
+def _flush(path: Path) -> None:
+    """fsync a file, or a folder's entries where the system allows it (POSIX; some network mounts
+    refuse to sync a folder, and then only its files are synced)."""
+    folder = path.is_dir()
+    if folder and os.name != "posix":
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(descriptor)
