@@ -95,9 +95,9 @@ def replace_dir(new: Path, target: Path) -> None:
 
 
 def _flush_tree(folder: Path) -> None:
-    """Every file below `folder`, then every folder from the deepest up, to disk."""
-    paths = sorted(folder.rglob("*"), key=lambda path: len(path.parts), reverse=True)
-    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [folder]:
+    """Every file and folder below `folder`, and `folder` itself, to disk (in any order: all of it
+    is flushed before the rename)."""
+    for path in [*folder.rglob("*"), folder]:
         _flush(path)
 
 
