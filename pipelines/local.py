@@ -20,11 +20,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpstd import storage
+from nlpstd import locks, storage
 from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Resources, Standard, check_files, load_standard
-from nlpstd.stages import data_prep
+from nlpstd.stages import data_prep, identity
 from nlpstd.stages.output import read_json
 from nlpstd.tracking import RunTracking, tracking_uri
 from pipelines.pipeline import WORK_MOUNT, build_pipeline, pipeline_name
@@ -55,13 +55,18 @@ class LocalRun:
 
 def run_local(standard_file: str | Path, out: str | Path | None = None, tracking: bool = True) -> LocalRun:
     """Validate the standard and its files, run its pipeline through kfp.local, and collect the results."""
-    from kfp import local
-
     std = load_standard(standard_file)
     files = check_files(std, standard_file)
     if std.pretrain.enabled:
         files += corpus.check(std.pretrain.corpus)
     out = Path(out or Path("runs") / std.name).resolve()
+    with locks.exclusive(out, "output folder"):  # one run at a time: another would resume this one's checkpoints
+        return _run(std, files, out, tracking)
+
+
+def _run(std: Standard, files: list[str], out: Path, tracking: bool) -> LocalRun:
+    from kfp import local
+
     root = out / "pipeline"
     root.mkdir(parents=True, exist_ok=True)
 
@@ -154,6 +159,7 @@ def data_stamp(files: list[str]) -> str:
     """Path, size and modification time of every input file: cheap, and it changes when a file does.
     An s3:// object counts by its cached copy, whose folder is named by the object's ETag."""
     digest = hashlib.sha256()
+    digest.update(f"outputs carry {identity.FILE}\n".encode())  # a cached folder from before they did is not reused
     for path in sorted(set(files)):
         local = storage.fetch(path) if storage.is_remote(path) else Path(path)
         stat = os.stat(local)

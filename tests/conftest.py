@@ -203,3 +203,19 @@ def pretrain_standard(tmp_path: Path, monkeypatch) -> Path:
         evaluate: {metrics: [f1], gate: {metric: f1, min: 0.0}}
         runtime: {threads: 1}
     """)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """For bad-input cases: no network, no stray variable, and fine-tuning refuses to start should
+    a malformed input get that far."""
+    from nlpstd.stages import finetune
+    from tests.bad_input.standards import UNSET_VAR
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(UNSET_VAR, raising=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a malformed input reached fine-tuning")
+
+    monkeypatch.setattr(finetune, "run", no_training)

@@ -22,7 +22,6 @@ import pytest
 from nlpstd import cli
 from nlpstd.data.prepare import prepare
 from nlpstd.spec import load_standard
-from nlpstd.stages import finetune
 from tests.bad_input import cli_flags, data_files, model_folders, s3_keys, standards
 from tests.bad_input.case import BASELINES, CONLL, CONLL_FILES, DIRECTORY, FIFO, Case
 
@@ -106,18 +105,6 @@ def run_in_process(argv: list[str]) -> int:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No network, no stray variable, and fine-tuning refuses to start should a case get that far."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(standards.UNSET_VAR, raising=False)
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a malformed input reached fine-tuning")
-
-    monkeypatch.setattr(finetune, "run", no_training)
 
 
 def process_env() -> dict[str, str]:

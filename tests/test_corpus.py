@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -46,9 +48,65 @@ def test_empty_and_binary_files_are_refused(tmp_path: Path, content: bytes, mess
         corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
 
 
-def test_a_glob_that_matches_nothing_is_an_error(tmp_path: Path):
-    with pytest.raises(DataError, match="matches no file"):
-        corpus.check(spec(tmp_path, files=["books/*.txt"], held_out_fraction=0.1))
+def test_a_glob_that_matches_nothing_is_an_error_naming_its_key(tmp_path: Path):
+    with pytest.raises(DataError, match=r"pretrain\.corpus\.files\[0\]: the pattern matches no file"):
+        corpus.prepare(spec(tmp_path, files=["books/*.txt"], held_out_fraction=0.1), seed=0)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "folder", "device"])
+def test_a_file_that_is_not_regular_is_refused_unopened_naming_its_key(tmp_path: Path, kind: str):
+    (tmp_path / "a.txt").write_text("text\n")
+    if kind == "pipe":
+        os.mkfifo(tmp_path / "b.txt")  # opening it would wait for a writer
+    elif kind == "folder":
+        (tmp_path / "b.txt").mkdir()
+    else:
+        (tmp_path / "b.txt").symlink_to("/dev/zero")  # reading it would never end
+    signal.alarm(10)
+    try:
+        with pytest.raises(DataError) as caught:
+            corpus.prepare(spec(tmp_path, files=["a.txt"], held_out=["b.txt"]), seed=0)
+    finally:
+        signal.alarm(0)
+    assert str(caught.value).startswith(f"{tmp_path / 'b.txt'}: pretrain.corpus.held_out[0]: not a regular file but ")
+
+
+def test_a_glob_leaves_out_what_is_not_a_regular_file(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("text\n")
+    os.mkfifo(tmp_path / "b.txt")
+    (tmp_path / "c.txt").mkdir()
+    assert [f["path"] for f in corpus.prepare(spec(tmp_path, files=["*.txt"], held_out_fraction=0.1), seed=0).files] == [
+        str(tmp_path / "a.txt")]
+
+
+def test_documents_are_paragraphs_whatever_the_line_ends(tmp_path: Path):
+    text = "\ufeffOne\r\n  para\tgraph\r\n \t\r\nTwo\rlines\r\r\x0c\nstill two\n\n\n\nThree"
+    (tmp_path / "a.txt").write_bytes(text.encode())
+    assert corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto").documents == [
+        "One para graph", "Two lines", "still two", "Three"]
+
+
+def test_documents_are_counted_alike_kept_or_not(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i}" for i in range(50)))
+    kept = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
+    counted = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto", keep=False)
+    assert (counted.documents, counted.count, counted.chars, counted.sha256) == ([], 50, kept.chars, kept.sha256)
+    assert kept.count == len(kept.documents) and kept.chars == sum(len(d) for d in kept.documents)
+
+
+def test_a_latin1_byte_past_the_first_block_still_falls_back(tmp_path: Path):
+    (tmp_path / "a.txt").write_bytes(b"plain ascii line\n" * 100_000 + "C\xe6sar\n".encode("latin-1"))
+    text = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
+    assert text.fell_back and text.encoding == "latin-1" and text.documents[-1].endswith("Cæsar")
+
+
+def test_check_decodes_every_file_and_returns_their_paths(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("one\n")
+    (tmp_path / "b.txt").write_bytes("C\xe6sar\n".encode("latin-1"))
+    assert corpus.check(spec(tmp_path, files=["a.txt"], held_out=["b.txt"])) == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    (tmp_path / "a.txt").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        corpus.check(spec(tmp_path, files=["a.txt"], held_out=["b.txt"]))
 
 
 def test_held_out_fraction_is_seeded_and_disjoint(tmp_path: Path):

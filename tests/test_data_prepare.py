@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nlpstd.data.prepare import PreparedData, fingerprint, load, prepare, save
+from nlpstd.data.prepare import PreparedData, check_data, fingerprint, load, prepare, save
 from nlpstd.errors import DataError
 from nlpstd.spec import Standard, load_standard
 
@@ -68,10 +68,10 @@ def test_other_class_labels_sort_alphabetically(tmp_path):
 
 def test_labels_come_from_all_of_train_even_when_train_is_cut(tmp_path):
     std = standard(
-        tmp_path, "tsv", CLASS, {"train": tsv("a\t0", "b\t0", "c\t1"), "validation": tsv("d\t1")}, max_train_examples=1
+        tmp_path, "tsv", CLASS, {"train": tsv("a\t0", "b\t1", "c\t2"), "validation": tsv("d\t2")}, max_train_examples=2
     )
     prepared = prepare(std)
-    assert (prepared.labels, len(prepared.splits["train"])) == (["0", "1"], 1)
+    assert (prepared.labels, len(prepared.splits["train"])) == (["0", "1", "2"], 2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,6 +103,100 @@ def test_unknown_span_type_names_the_entity_index_as_written_in_the_file(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------
+# Training data a model cannot learn from
+
+
+def test_training_labels_of_a_single_class_are_refused_at_the_first_example(tmp_path):
+    files = {"train": tsv("a\tpos", "b\tpos"), "validation": tsv("c\tneg")}
+    with pytest.raises(DataError) as caught:
+        prepare(standard(tmp_path, "tsv", CLASS, files))
+    assert str(caught.value) == (f"{tmp_path / 'train.tsv'}:2: label: every training example has the label 'pos'; "
+                                 "a classifier needs at least two classes")
+
+
+def test_a_cut_that_leaves_one_class_names_max_train_examples_and_the_next_class(tmp_path):
+    files = {"train": tsv("a\tpos", "b\tpos", "c\tneg"), "validation": tsv("d\tneg")}
+    with pytest.raises(DataError) as caught:
+        prepare(standard(tmp_path, "tsv", CLASS, files, max_train_examples=2))
+    assert str(caught.value).startswith(f"{tmp_path / 'train.tsv'}:2: label: the training examples kept by "
+                                        "data.max_train_examples (2) all have the label 'pos', while line 4 has 'neg'")
+
+
+def test_a_cut_that_keeps_two_classes_trains(tmp_path):
+    files = {"train": tsv("a\tpos", "b\tneg", "c\tpos"), "validation": tsv("d\tneg")}
+    assert len(prepare(standard(tmp_path, "tsv", CLASS, files, max_train_examples=2)).splits["train"]) == 2
+
+
+def test_conll_training_data_without_an_entity_is_refused(tmp_path):
+    files = {"train": conll("a/O b/O", "c/O"), "validation": conll("d/O")}
+    with pytest.raises(DataError) as caught:
+        prepare(standard(tmp_path, "conll", TOKEN, files))
+    assert str(caught.value).startswith(f"{tmp_path / 'train.conll'}:1: tag: no training example holds an entity (every tag is O)")
+
+
+def test_a_stray_inside_tag_is_an_entity_to_learn(tmp_path):
+    files = {"train": conll("a/O b/I-PER"), "validation": conll("d/O")}
+    assert prepare(standard(tmp_path, "conll", TOKEN, files)).labels == ["O", "B-PER", "I-PER"]
+
+
+def test_span_training_data_without_an_entity_is_refused_naming_the_entities_field(tmp_path):
+    train = '{"text": "it rains", "spans": []}\n'
+    files = {"train": train, "validation": '{"text": "Bob", "spans": [[0, 3, "PER"]]}\n'}
+    with pytest.raises(DataError) as caught:
+        prepare(standard(tmp_path, "jsonl", TOKEN, files, entities_field="spans"))
+    assert str(caught.value).startswith(f"{tmp_path / 'train.jsonl'}:1: spans: no training example holds an entity")
+
+
+def test_a_cut_before_the_first_entity_says_where_the_entity_is(tmp_path):
+    files = {"train": conll("a/O", "b/O", "Bob/B-PER"), "validation": conll("d/O")}
+    with pytest.raises(DataError) as caught:
+        prepare(standard(tmp_path, "conll", TOKEN, files, max_train_examples=2))
+    assert "kept by data.max_train_examples (2) hold no entity (every tag is O), while line 5 has one" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------
+# check_data: what data-prep and validate both refuse, without a tokenizer
+
+
+def test_check_data_refuses_a_data_check_under_on_violation_fail(tmp_path):
+    files = {"train": tsv("a\tpos", "b\tneg"), "validation": tsv("A\tpos", "c\tneg")}
+    std = standard(tmp_path, "tsv", CLASS, files, checks={"max_overlap": 0.2, "on_violation": "fail"})
+    with pytest.raises(DataError) as caught:
+        check_data(std)
+    assert str(caught.value).startswith(f"{tmp_path / 'validation.tsv'}: data.checks.max_overlap: 1 of 2 validation examples")
+
+
+def test_check_data_returns_the_warnings_of_on_violation_warn(tmp_path):
+    files = {"train": tsv("a\tpos", "a\tpos", "b\tneg"), "validation": tsv("c\tneg")}
+    checked = check_data(standard(tmp_path, "tsv", CLASS, files, checks={"max_duplicates": 0}))
+    assert checked.warnings == ["1 of 3 train examples (33.33%) repeat an earlier train example, above data.checks.max_duplicates 0"]
+
+
+def test_check_data_judges_the_checks_on_the_cut_splits_as_the_report_does(tmp_path):
+    files = {"train": tsv("a\tpos", "b\tneg", "c\tpos"), "validation": tsv("d\tneg", "c\tpos")}
+    std = standard(tmp_path, "tsv", CLASS, files, max_train_examples=2, checks={"max_overlap": 0, "on_violation": "fail"})
+    assert check_data(std).warnings == []  # "c" is in train's file, but not among the examples trained on
+
+
+def test_check_data_counts_the_corpus_without_keeping_it(tmp_path):
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books/a.txt").write_text("One.\n\nTwo\r\nlines.\n")
+    files = {"train": conll("Bob/B-PER"), "validation": conll("x/O")}
+    corpus = {"files": ["books/*.txt"], "held_out_fraction": 0.5}
+    std = Standard.model_validate(
+        {**standard(tmp_path, "conll", TOKEN, files).model_dump(mode="json", by_alias=True),
+         "pretrain": {"enabled": True, "corpus": corpus}},
+        context={"base_dir": str(tmp_path)},
+    )
+    counted, kept = check_data(std), check_data(std, keep_documents=True)
+    assert counted.corpus.files == kept.corpus.files and counted.corpus.fingerprint == kept.corpus.fingerprint
+    assert counted.corpus.files[0]["documents"] == 2 and counted.corpus.train == [[]]
+    assert sorted(kept.corpus.train[0] + kept.corpus.held_out[0]) == ["One.", "Two lines."]
+    assert counted.summary() == ("2 data files, 1 train / 1 validation examples, 3 labels, "
+                                 "corpus 1 file, 2 documents (14 characters)")
+
+
+# ---------------------------------------------------------------------------------------
 # Splits
 
 
@@ -115,7 +209,7 @@ def test_prepare_cuts_validation_and_test_to_max_eval_examples(tmp_path):
 
 
 def test_prepare_has_no_test_split_when_none_is_set(tmp_path):
-    std = standard(tmp_path, "tsv", CLASS, {"train": tsv("a\t0"), "validation": tsv("b\t0")})
+    std = standard(tmp_path, "tsv", CLASS, {"train": tsv("a\t0", "c\t1"), "validation": tsv("b\t0")})
     assert set(prepare(std).splits) == {"train", "validation"}
 
 

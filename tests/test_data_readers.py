@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -335,7 +336,7 @@ def test_span_with_a_missing_key_is_rejected(tmp_path):
 
 def test_file_without_examples_is_rejected(tmp_path):
     error = read_error(tmp_path, "conll", "-DOCSTART- -X- -X- O\n\n")
-    assert str(error) == f"{tmp_path / 'train.conll'}: no examples found"
+    assert str(error) == f"{tmp_path / 'train.conll'}: no examples found: only blank lines and -DOCSTART- markers, no token lines"
 
 
 def test_table_with_only_a_header_has_no_examples(tmp_path):
@@ -351,6 +352,153 @@ def test_missing_file_is_reported_without_a_line(tmp_path):
     with pytest.raises(DataError) as caught:
         read_split(std.data, "train", CLASS)
     assert str(caught.value).startswith(f"{tmp_path / 'absent.tsv'}: cannot read the file")
+
+
+# ---------------------------------------------------------------------------------------
+# Line ends, byte order marks and encodings: the file is decoded as it is read
+
+
+def test_jsonl_with_a_byte_order_mark_and_crlf_line_ends_is_read(tmp_path):
+    records = read(tmp_path, "jsonl", '\ufeff{"text": "a", "label": "x"}\r\n\r\n{"text": "b", "label": "y"}\r\n'.encode())
+    assert [(r["text"], r["line"]) for r in records] == [("a", 1), ("b", 3)]
+
+
+def test_lone_cr_line_ends_are_line_ends_in_conll(tmp_path):
+    records = read(tmp_path, "conll", "EU B-ORG\rrejects O\r\rPeter B-PER\r")
+    assert [(r["tokens"], r["line"]) for r in records] == [(["EU", "rejects"], 1), (["Peter"], 4)]
+
+
+def test_lone_cr_line_ends_are_line_ends_in_a_table(tmp_path):
+    assert [r["line"] for r in read(tmp_path, "csv", "text,label\ra,x\rb,y\r")] == [2, 3]
+
+
+def test_csv_quoted_field_keeps_its_crlf(tmp_path):
+    assert read(tmp_path, "csv", 'text,label\r\n"two\r\nlines",a\r\nnext,b\r\n')[0]["text"] == "two\r\nlines"
+
+
+def test_form_feed_and_line_separator_do_not_end_a_line(tmp_path):
+    assert read(tmp_path, "tsv", "text\tlabel\na\x0cb\u2028c\tx\n")[0] == {"text": "a\x0cb\u2028c", "label": "x", "line": 2}
+
+
+def test_utf16_file_with_its_byte_order_mark_is_read_when_declared(tmp_path):
+    content = "text\tlabel\n\u010a film\tpos\r\ndull\tneg\n".encode("utf-16")
+    records = read(tmp_path, "tsv", content, encoding="utf-16")
+    assert [(r["text"], r["line"]) for r in records] == [("\u010a film", 2), ("dull", 3)]
+
+
+def test_undecodable_byte_after_lone_crs_is_reported_on_its_line(tmp_path):
+    error = read_error(tmp_path, "conll", b"EU B-ORG\r\nfoo O\rZ\xfcrich B-LOC\n")
+    assert str(error).startswith(where(tmp_path, "conll", 3, "encoding"))
+
+
+def test_character_cut_off_by_the_end_of_the_file_is_reported_on_the_last_line(tmp_path):
+    error = read_error(tmp_path, "conll", b"EU B-ORG\nZ\xc3")
+    assert str(error).startswith(where(tmp_path, "conll", 2, "encoding")) and "0xc3" in str(error)
+
+
+def test_lines_across_read_blocks_come_back_whole(tmp_path):
+    sentences = [f"word{i} O\nName{i} B-PER\n" for i in range(60_000)]  # about 1.3 MB: more than one block
+    records = read(tmp_path, "conll", "\n".join(sentences))
+    assert len(records) == 60_000
+    assert records[-1] == {"tokens": ["word59999", "Name59999"], "tags": ["O", "B-PER"], "line": 3 * 59_999 + 1}
+
+
+# ---------------------------------------------------------------------------------------
+# Text no example can hold, and files that are no data
+
+
+def test_nul_in_a_conll_token_is_refused(tmp_path):
+    error = read_error(tmp_path, "conll", "EU B-ORG\nrej\x00ects O\n")
+    assert str(error) == where(tmp_path, "conll", 2, "token") + "a NUL character (\\x00) at character 4: binary data, not text"
+
+
+def test_nul_in_a_table_text_is_refused(tmp_path):
+    assert str(read_error(tmp_path, "tsv", "text\tlabel\nfine\x00\tpos\n")).startswith(where(tmp_path, "tsv", 2, "text"))
+
+
+def test_nul_escape_in_a_jsonl_text_is_refused(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "a\\u0000b", "label": "x"}\n')
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "text")) and "NUL" in str(error)
+
+
+@pytest.mark.parametrize(("line", "field"), [('{"text": "a\\ud800b", "label": "x"}', "text"),
+                                             ('{"text": "ab", "label": "\\udfff"}', "label")])
+def test_lone_surrogate_escape_in_jsonl_is_refused(tmp_path, line, field):
+    error = read_error(tmp_path, "jsonl", line + "\n")
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, field)) and "a lone surrogate" in str(error)
+
+
+def test_lone_surrogate_in_a_span_label_is_refused(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "Paris", "entities": [[0, 5, "\\ud800"]]}\n', task=SPANS)
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "entities[0].label"))
+
+
+@pytest.mark.parametrize(("line", "message"), [("[1, 2]", "got an array"), ("3", "got a number"), ("null", "got null"),
+                                               ('"text"', "got a string"), ("true", "got a boolean")])
+def test_jsonl_line_that_is_not_an_object_names_its_json_type(tmp_path, line, message):
+    assert message in str(read_error(tmp_path, "jsonl", line + "\n"))
+
+
+def test_jsonl_integer_past_the_digit_limit_is_invalid_json(tmp_path):
+    error = read_error(tmp_path, "jsonl", '{"text": "a", "label": ' + "9" * 5000 + "}\n")
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "json")) and "4300 digits" in str(error)
+
+
+def test_jsonl_nested_too_deeply_is_invalid_json(tmp_path):
+    error = read_error(tmp_path, "jsonl", "[" * 100_000 + "]" * 100_000 + "\n")
+    assert str(error).startswith(where(tmp_path, "jsonl", 1, "json")) and "nested too deeply" in str(error)
+
+
+@pytest.mark.parametrize("label", ["null", "{}", "[1]", "1.0"])
+def test_jsonl_label_of_another_type_is_shown_as_json(tmp_path, label):
+    error = read_error(tmp_path, "jsonl", f'{{"text": "a", "label": {label}}}\n')
+    assert str(error) == where(tmp_path, "jsonl", 1, "label") + f"a label is a string, integer or boolean, got {label}"
+
+
+@pytest.mark.parametrize("offset", ["1.0", "true", '"1"', "null"])
+def test_span_offset_that_is_not_an_integer_is_refused(tmp_path, offset):
+    error = read_error(tmp_path, "jsonl", f'{{"text": "Paris", "entities": [[0, {offset}, "LOC"]]}}\n', task=SPANS)
+    assert str(error) == where(tmp_path, "jsonl", 1, "entities[0].end") + f"must be an integer, got {offset}"
+
+
+def test_table_whose_first_line_is_blank_has_no_header(tmp_path):
+    assert str(read_error(tmp_path, "tsv", "\ntext\tlabel\na\tx\n")).startswith(where(tmp_path, "tsv", 1, "columns"))
+
+
+def test_table_naming_a_column_twice_is_refused(tmp_path):
+    error = read_error(tmp_path, "tsv", "text\tlabel\ttext\na\tx\tb\n")
+    assert str(error).startswith(where(tmp_path, "tsv", 1, "text")) and "2 times" in str(error)
+
+
+def test_field_past_the_csv_size_limit_names_both_causes(tmp_path):
+    error = read_error(tmp_path, "tsv", "text\tlabel\n" + "a" * 200_000 + "\tx\n")
+    assert str(error).startswith(where(tmp_path, "tsv", 2, "columns"))
+    assert "unclosed quote" in str(error) and "max_length" in str(error)
+
+
+@pytest.mark.parametrize(("fmt", "content", "message"), [
+    ("conll", "", "no examples found: the file is empty"),
+    ("conll", "\n \n", "no examples found: only blank lines and -DOCSTART- markers, no token lines"),
+    ("tsv", "", "no examples found: the file is empty or holds only blank lines"),
+    ("csv", "text,label\n\n", "no examples found: only the header row"),
+    ("jsonl", "\n\n", "no examples found: the file is empty or holds only blank lines"),
+])
+def test_file_without_examples_says_what_it_holds(tmp_path, fmt, content, message):
+    assert str(read_error(tmp_path, fmt, content)) == f"{tmp_path / f'train.{fmt}'}: {message}"
+
+
+def test_named_pipe_is_refused_without_being_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.tsv")
+    std = Standard.model_validate(
+        {"name": "t", "task": CLASS, "model": {"base": "m"}, "data": {"format": "tsv", "train": "pipe.tsv", "validation": "pipe.tsv"}},
+        context={"base_dir": str(tmp_path)},
+    )
+    signal.alarm(10)  # opening the pipe would wait for a writer
+    try:
+        with pytest.raises(DataError, match="not a regular file but a named pipe"):
+            read_split(std.data, "train", CLASS)
+    finally:
+        signal.alarm(0)
 
 
 # ---------------------------------------------------------------------------------------

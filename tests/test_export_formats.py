@@ -16,6 +16,7 @@ from conftest import ner_yaml, sst_text, write_conll_splits
 from kserve_schema import INFERENCE_SERVICE
 from nlpstd.errors import ParityFailed, StandardError
 from nlpstd.evaluate.scoring import Scored
+from nlpstd.export import destination as publication
 from nlpstd.export import parity
 from nlpstd.export.serving import inference_service, service_name, storage_uri
 from nlpstd.runner import run_standard
@@ -69,7 +70,8 @@ def test_int8_is_compared_with_torch_and_with_the_fp32_graph_it_came_from(ner_ru
 
 
 def test_the_destination_receives_every_format(ner_run: Path):
-    shipped = ner_run / "shipped"
+    shipped = Path(publication.current(str(ner_run / "shipped"))["uri"])
+    assert shipped.parent == ner_run / "shipped"
     assert (shipped / "model.safetensors").is_file()
     assert (shipped / "onnx" / "model.onnx").is_file() and (shipped / "onnx-int8" / "model.onnx").is_file()
 
@@ -82,18 +84,18 @@ def test_model_card_has_a_row_per_format_with_its_parity(ner_run: Path):
     assert "nlpstd predict path/to/this/folder/onnx-int8/model.onnx" in card
 
 
-def test_parity_failure_stops_export_and_nothing_reaches_the_destination(ner_run: Path, tmp_path: Path):
-    body = ner_body(Path("unused"), f"{{formats: {ALL_FORMATS}, destination: {tmp_path / 'dest'}, parity: {{max_abs_diff: 1.0e-12}}}}")
+def test_parity_failure_stops_export_and_nothing_reaches_the_destination(ner_run: Path, tmp_path: Path, tiny_base: Path):
+    body = ner_body(tiny_base, f"{{formats: {ALL_FORMATS}, destination: {tmp_path / 'dest'}, parity: {{max_abs_diff: 1.0e-12}}}}")
     std = load_standard_text(ner_run, body)
     out = ner_run / "out"
     with pytest.raises(ParityFailed, match=r"onnx: max \|Δlogit\| .* > export.parity.max_abs_diff 1e-12"):
         export.run(std, out / "data-prep", out / "finetune" / "model", out / "evaluate", tmp_path / "export")
-    assert not (tmp_path / "dest").exists() and not (tmp_path / ".dest.partial").exists()
+    assert not (tmp_path / "dest").exists()
     assert not (tmp_path / "export").exists(), "no half-written export folder either"
 
 
-def test_only_int8_listed_checks_the_fp32_graph_without_shipping_it(ner_run: Path, tmp_path: Path):
-    std = load_standard_text(ner_run, ner_body(Path("unused"), "{formats: [safetensors, onnx-int8]}"))
+def test_only_int8_listed_checks_the_fp32_graph_without_shipping_it(ner_run: Path, tmp_path: Path, tiny_base: Path):
+    std = load_standard_text(ner_run, ner_body(tiny_base, "{formats: [safetensors, onnx-int8]}"))
     out = ner_run / "out"
     export.run(std, out / "data-prep", out / "finetune" / "model", out / "evaluate", tmp_path / "export")
     model = tmp_path / "export" / "model"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,82 @@ def test_a_bad_jsonl_line_is_named_and_no_output_is_written(ner_export: Path, tm
     assert main(["predict", str(ner_export), "--file", str(tmp_path / "texts.jsonl"), "--output", str(tmp_path / "out.jsonl")]) == 2
     assert f"{tmp_path / 'texts.jsonl'}:2: text:" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# The command line and the folder checks, on a tiny fine-tuned folder built in seconds
+
+
+@pytest.fixture
+def tiny_ner(tmp_path: Path) -> Path:
+    """A fine-tuned NER folder as export writes it (tiny random BERT), copied so a test may change it."""
+    from tests.bad_input.model_folders import TOKEN, exported
+
+    return Path(shutil.copytree(exported(TOKEN), tmp_path / "model"))
+
+
+def printed_texts(out: str) -> list[str]:
+    return [json.loads(line)["text"] for line in out.splitlines()]
+
+
+def test_predict_flags_may_come_before_between_or_after_the_texts(tiny_ner: Path, capsys):
+    for argv in (["--json", "Anna flew", "Peter left"], ["Anna flew", "--json", "Peter left"],
+                 ["Anna flew", "Peter left", "--json"], ["--batch-size", "1", "Anna flew", "--json", "Peter left"]):
+        assert main(["predict", str(tiny_ner), *argv]) == 0
+        assert printed_texts(capsys.readouterr().out) == ["Anna flew", "Peter left"], argv
+
+
+def test_predict_takes_a_text_that_looks_like_a_flag_after_a_double_dash(tiny_ner: Path, capsys):
+    assert main(["predict", str(tiny_ner), "--json", "--", "--not-a-flag"]) == 0
+    assert printed_texts(capsys.readouterr().out) == ["--not-a-flag"]
+
+
+def test_predict_help_still_prints_the_whole_usage(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["predict", "--help"])
+    assert exit.value.code == 0
+    assert "usage: nlpstd predict" in capsys.readouterr().out
+
+
+def test_predict_output_is_complete_and_leaves_no_partial_file(tiny_ner: Path, tmp_path: Path, capsys):
+    (tmp_path / "texts.jsonl").write_text("\ufeff" + "".join(json.dumps({"id": i, "text": f"Anna {i}"}) + "\n" for i in range(5)),
+                                          encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(tiny_ner), "--file", str(tmp_path / "texts.jsonl"), "--output", str(out)]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [0, 1, 2, 3, 4], "a byte-order mark is no text"
+    assert "5 predictions (torch)" in capsys.readouterr().err
+    assert not Path(f"{out}.partial").exists()
+
+
+def test_predict_of_texts_prints_nothing_on_stderr(tiny_ner: Path, capsys):
+    assert main(["predict", str(tiny_ner), "Anna flew to Oslo ."]) == 0
+    assert capsys.readouterr().err == "", "no loading bar or load report from transformers"
+
+
+@pytest.mark.parametrize("family", ["distilbert", "electra"])
+def test_folders_of_every_supported_family_predict(family: str, tmp_path: Path):
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from nlpstd.models.folder import FAMILIES
+    from tests.bad_input.model_folders import LABELS, TOKEN, exported
+
+    assert family in FAMILIES
+    folder = Path(shutil.copytree(exported(TOKEN), tmp_path / family))
+    bert = json.loads((folder / "config.json").read_text())
+    sizes = {"distilbert": {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64},
+             "electra": {"embedding_size": 32, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 64}}[family]
+    labels = LABELS[TOKEN]
+    config = AutoConfig.for_model(family, vocab_size=bert["vocab_size"], max_position_embeddings=64,
+                                  id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}, **sizes)
+    AutoModelForTokenClassification.from_config(config).save_pretrained(folder)
+
+    results = Predictor(folder)(["Anna flew to Oslo .", ""])
+    assert [r["text"] for r in results] == ["Anna flew to Oslo .", ""]
+
+
+def test_a_base_folder_loads_as_a_base_with_its_tokenizer(tiny_base: Path):
+    from nlpstd.models.build import load_tokenizer, resolve_base
+
+    assert resolve_base(str(tiny_base)) == str(tiny_base), "a local base passes the folder check"
+    assert load_tokenizer(str(tiny_base)).is_fast

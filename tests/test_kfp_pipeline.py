@@ -19,8 +19,9 @@ pytest_plugins = ["tests.kfp_api"]  # the kfp_api fixture: a test KFP API server
 
 @pytest.fixture
 def gpu_pretrain_standard(pretrain_standard: Path) -> Path:
-    text = pretrain_standard.read_text().replace("        runtime: {threads: 1}\n", "")
-    pretrain_standard.write_text(text + GPU_RUNTIME)
+    text = pretrain_standard.read_text()
+    assert "runtime: {threads: 1}\n" in text, "the fixture's runtime section is replaced, not repeated"
+    pretrain_standard.write_text(text.replace("runtime: {threads: 1}\n", "") + GPU_RUNTIME)
     return pretrain_standard
 
 

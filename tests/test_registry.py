@@ -25,9 +25,18 @@ def test_candidate_must_beat_the_champion_by_min_delta():
     assert decide("f1", "test", 0.81, 0.5, 0.01, champion=0.80, champion_version="3").promote
 
 
-def test_equal_score_takes_the_alias_when_min_delta_is_zero():
+def test_a_candidate_that_only_ties_the_champion_keeps_the_champion():
     decision = decide("f1", "test", 0.8, 0.5, 0.0, champion=0.8, champion_version="1")
+    assert not decision.promote and "only ties champion v1" in decision.reason
+
+
+def test_a_tie_takes_the_alias_when_the_standard_says_ties_promote():
+    decision = decide("f1", "test", 0.8, 0.5, 0.0, champion=0.8, champion_version="1", promote_ties=True)
     assert decision.promote and "by +0.0000 >= min_delta 0.0000" in decision.reason
+
+
+def test_the_smallest_margin_above_a_tie_promotes_when_min_delta_is_zero():
+    assert decide("f1", "test", 0.8001, 0.5, 0.0, champion=0.8, champion_version="1").promote
 
 
 @pytest.fixture
@@ -36,6 +45,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # artifacts of the local store land beside it
     return uri
+
+
+def ties_promote(standard: str) -> str:
+    return standard.replace("gate: {metric: f1, min: 0.0}", "gate: {metric: f1, min: 0.0, promote_ties: true}")
 
 
 def champion_version(name: str) -> str:
@@ -58,10 +71,15 @@ def test_champion_moves_only_to_a_model_that_beats_it(ner_standard: Path, tmp_pa
     assert decision["champion_version"] == "1" and decision["champion"] > decision["candidate"]
     assert "**Champion: KEEP**" in (tmp_path / "run2" / "evaluate" / "report.md").read_text()
 
-    ner_standard.write_text(good)  # as good as run 1, and min_delta is 0
+    ner_standard.write_text(good)  # run 1 again: the same score, a tie
     third = run_standard(ner_standard, tmp_path / "run3")
-    assert third["stages"]["export"]["metrics"]["promoted"] is True
-    assert champion_version("tiny-ner") == "3"
+    assert third["stages"]["export"]["metrics"]["promoted"] is False
+    assert champion_version("tiny-ner") == "1"
+
+    ner_standard.write_text(ties_promote(good))  # as good as run 1, and this standard lets ties promote
+    fourth = run_standard(ner_standard, tmp_path / "run4")
+    assert fourth["stages"]["export"]["metrics"]["promoted"] is True
+    assert champion_version("tiny-ner") == "4"
 
 
 def test_decision_is_recorded_on_the_runs_and_the_version(ner_standard: Path, tmp_path: Path, store: str):
@@ -82,13 +100,14 @@ def test_decision_is_recorded_on_the_runs_and_the_version(ner_standard: Path, tm
 
 
 def test_alias_does_not_move_when_another_run_won_meanwhile(ner_standard: Path, tmp_path: Path, store: str):
+    ner_standard.write_text(ties_promote(ner_standard.read_text()))  # reruns of one recipe score the same
     run_standard(ner_standard, tmp_path / "run1")
     registry = MlflowRegistry()
     assert registry.champion("tiny-ner", tmp_path / "downloads").version == "1"
     # run 2 is scored against v1, but before it exports, run 3 takes the alias
     run_standard(ner_standard, tmp_path / "run2", stages=["data-prep", "finetune", "evaluate"])
     run_standard(ner_standard, tmp_path / "run3")
-    assert champion_version("tiny-ner") == "2"  # run 3's export registered v2 and beat v1 (equal score, min_delta 0)
+    assert champion_version("tiny-ner") == "2"  # run 3's export registered v2 and took the alias (a tie, ties promote)
     late = run_standard(ner_standard, tmp_path / "run2", stages=["export"])["stages"]["export"]["metrics"]
     assert late["promoted"] is False and "the champion changed during this run" in late["promotion_reason"]
     assert champion_version("tiny-ner") == "2"

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -213,3 +219,131 @@ def test_impossible_token_budgets_are_located_errors(ner_standard: Path, budget:
     with pytest.raises(StandardError, match=message) as error:
         load_standard(with_budget(ner_standard, budget))
     assert "finetune.token_budget" in error.value.field
+
+
+# -- hostile or unusual YAML that is still a standard
+
+
+def test_env_default_stands_in_for_an_empty_variable_as_in_a_shell(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_TEST_ROOT", "")
+    std = load_standard(write(tmp_path, GOOD.replace("data/train.txt", "${NLPSTD_TEST_ROOT:-/srv}/train.txt")))
+    assert std.data.train.path == "/srv/train.txt"
+
+
+def test_env_variable_without_default_may_be_set_empty(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_TEST_PREFIX", "")
+    std = load_standard(write(tmp_path, GOOD + "description: ${NLPSTD_TEST_PREFIX}tagger\n"))
+    assert std.description == "tagger"
+
+
+def test_a_few_aliases_and_a_merge_key_still_load(tmp_path: Path):
+    text = GOOD.replace("finetune:\n  lr: 5.0e-5\n", """\
+pretrain: &loop
+  lr: &lr 5.0e-5
+  batch_size: 16
+finetune:
+  <<: *loop
+  epochs: 2
+export: {parity: {max_metric_drop: *lr}}
+""")
+    std = load_standard(write(tmp_path, text))
+    assert (std.finetune.lr, std.finetune.batch_size, std.finetune.epochs) == (5.0e-5, 16, 2)
+    assert std.export.parity.max_metric_drop == 5.0e-5
+
+
+def test_an_alias_bomb_is_refused_before_anything_expands(tmp_path: Path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefghi", "bcdefghij"))
+    started = time.perf_counter()
+    with pytest.raises(StandardError, match=r"std.yaml:3: invalid YAML: more than 16 aliases"):
+        load_standard(write(tmp_path, bomb))
+    assert time.perf_counter() - started < 1
+
+
+def test_a_key_written_twice_names_both_lines(tmp_path: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:10: finetune.lr: duplicate key \(first at line 9\)"):
+        load_standard(write(tmp_path, GOOD + "  lr: 1.0e-4\n"))
+
+
+def test_a_name_of_63_characters_is_the_longest_accepted(tmp_path: Path):
+    assert load_standard(write(tmp_path, GOOD.replace("name: demo", "name: " + "n" * 63))).name == "n" * 63
+    with pytest.raises(StandardError, match="at most 63 characters"):
+        load_standard(write(tmp_path, GOOD.replace("name: demo", "name: " + "n" * 64)))
+
+
+def test_cron_names_ranges_and_steps_within_bounds_load(tmp_path: Path):
+    std = load_standard(write(tmp_path, GOOD + 'schedule: {cron: "*/15 0-6 1,15 JAN-MAR MON-FRI"}\n'))
+    assert std.schedule.kfp_cron() == "0 */15 0-6 1,15 JAN-MAR MON-FRI"
+
+
+def test_a_relative_path_in_a_sweep_change_resolves_beside_the_standard(tmp_path: Path, tiny_base: Path):
+    folder = tmp_path / "other-model"
+    shutil.copytree(tiny_base, folder)
+    std = load_standard(write(tmp_path, GOOD))
+    assert std.with_changes({"model.base": "./other-model"}).model.base == str(folder)
+
+
+# -- the base model's positions, read from its config.json
+
+
+def with_local_base(tmp_path: Path, tiny_base: Path, config: dict, max_length: int) -> Path:
+    """A standard on a copy of the tiny base whose config.json is updated with `config` (None removes a key)."""
+    shutil.copytree(tiny_base, tmp_path / "base")
+    settings = json.loads((tmp_path / "base" / "config.json").read_text())
+    settings.update(config)
+    settings = {key: value for key, value in settings.items() if value is not None}
+    (tmp_path / "base" / "config.json").write_text(json.dumps(settings))
+    text = GOOD.replace("model: {base: minilm-l6}", "model: {base: ./base}")
+    return write(tmp_path, text.replace("  format: conll\n", f"  format: conll\n  max_length: {max_length}\n"))
+
+
+def test_max_length_may_use_every_position_of_the_base(tmp_path: Path, tiny_base: Path):
+    std = load_standard(with_local_base(tmp_path, tiny_base, {"max_position_embeddings": 64}, 64))
+    assert std.data.max_length == 64
+
+
+def test_max_length_beyond_the_bases_positions_names_its_line(tmp_path: Path, tiny_base: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:5: data.max_length: 65 exceeds the 64 positions"):
+        load_standard(with_local_base(tmp_path, tiny_base, {"max_position_embeddings": 64}, 65))
+
+
+def test_a_base_of_a_family_nlpstd_does_not_support_is_refused_at_load(tmp_path: Path, tiny_base: Path):
+    with pytest.raises(StandardError, match=r"std.yaml:\d+: model.base: .*config.json: model_type: .*roberta"):
+        load_standard(with_local_base(tmp_path, tiny_base, {"model_type": "roberta"}, 32))
+
+
+def test_pretrain_max_length_is_not_compared_while_pretraining_is_off(tmp_path: Path, tiny_base: Path):
+    std = load_standard(with_local_base(tmp_path, tiny_base, {"max_position_embeddings": 64}, 32))
+    assert std.pretrain.max_length > 64 and not std.pretrain.enabled
+
+
+def test_a_base_config_without_positions_is_not_compared(tmp_path: Path, tiny_base: Path):
+    std = load_standard(with_local_base(tmp_path, tiny_base, {"max_position_embeddings": None}, 4096))
+    assert std.data.max_length == 4096
+
+
+def test_an_uncached_hub_base_is_left_to_the_model_loader_while_online(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    text = GOOD.replace("model: {base: minilm-l6}", "model: {base: nlpstd-tests/never-cached}")
+    assert load_standard(write(tmp_path, text)).model.base == "nlpstd-tests/never-cached"
+
+
+
+def test_loading_a_standard_imports_neither_torch_nor_transformers(tmp_path: Path):
+    path = write(tmp_path, GOOD)
+    code = ("import sys; from nlpstd.spec import load_standard; load_standard(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+# -- data paths
+
+
+def test_check_files_refuses_a_named_pipe_without_opening_it(tmp_path: Path):
+    path = write(tmp_path, GOOD)
+    (tmp_path / "data").mkdir()
+    os.mkfifo(tmp_path / "data" / "train.txt")
+    with pytest.raises(StandardError, match=r"std.yaml:5: data.train: .*train.txt is a named pipe, not a file"):
+        check_files(load_standard(path), path)

@@ -36,8 +36,12 @@ GRID = """
 
 
 def sweep_standard(tmp_path: Path, tiny_base: Path, sweep: str, recipe: str = "") -> Path:
+    """The tiny NER standard with a sweep section; `recipe` (a `finetune:` line) replaces its fine-tuning recipe."""
     write_conll_splits(tmp_path)
-    return write_standard(tmp_path, ner_yaml(tiny_base) + textwrap.dedent(recipe) + textwrap.dedent(sweep))
+    text = ner_yaml(tiny_base)
+    if recipe:
+        text = "".join(recipe if line.startswith("finetune:") else line for line in text.splitlines(keepends=True))
+    return write_standard(tmp_path, text + textwrap.dedent(sweep))
 
 
 def ended(out: Path) -> list[optuna.trial.FrozenTrial]:

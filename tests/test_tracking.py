@@ -77,3 +77,61 @@ def test_stage_runs_carry_datasets_system_metrics_per_type_scores_and_device(ner
     assert any(name.startswith("system/cpu_utilization") for name in by_stage["finetune"].data.metrics)
     assert "test_f1_PER" in by_stage["evaluate"].data.metrics
     assert by_stage["finetune"].data.tags["nlpstd.device"] == "cpu"
+
+
+# -- a fresh local store, opened by two runs at the same moment
+
+_OPEN_A_RUN_AT_THE_SIGNAL = """
+import sys, time
+from pathlib import Path
+
+from nlpstd.spec import load_standard
+from nlpstd.tracking import RunTracking
+
+standard, barrier, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+std = load_standard(standard)
+(barrier / me).touch()
+while len(list(barrier.iterdir())) < 2:  # both processes imported everything: go together
+    time.sleep(0.001)
+with RunTracking(std).run() as tracking:
+    print(tracking.run_id)
+"""
+
+
+def test_two_runs_opening_a_fresh_sqlite_store_at_once_both_succeed(ner_standard: Path, tmp_path: Path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "barrier").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    children = [subprocess.Popen([sys.executable, "-c", _OPEN_A_RUN_AT_THE_SIGNAL, str(ner_standard), str(tmp_path / "barrier"), name],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outputs = [child.communicate(timeout=120) for child in children]
+
+    assert [child.returncode for child in children] == [0, 0], [err[-1500:] for _, err in outputs]
+    run_ids = {out.strip().splitlines()[-1] for out, _ in outputs}
+    client = MlflowClient(uri)
+    assert len(run_ids) == 2
+    assert {client.get_run(run_id).info.status for run_id in run_ids} == {"FINISHED"}
+
+
+def test_a_run_that_loses_the_race_to_create_its_experiment_joins_the_winners(mlflow_uri: str, monkeypatch):
+    import mlflow
+
+    from nlpstd.tracking import _experiment_id, tracking_client
+
+    winner = tracking_client().create_experiment("raced")
+    real = mlflow.MlflowClient.get_experiment_by_name
+    answers = iter([None])  # the first lookup ran before the other process created it
+
+    def looked_up_too_early(self, name):
+        return next(answers, real(self, name))
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", looked_up_too_early)
+
+    assert _experiment_id("raced") == winner

@@ -10,8 +10,46 @@ from pathlib import Path
 from nlpstd.errors import GateFailed, NlpstdError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other error: one line, `error: --flag:
+    message`, exit code 2 (not a usage block); `--help` still prints the help. `intermixed=True` lets
+    positional arguments and flags come in any order (`predict MODEL --json "a text"`)."""
+
+    def __init__(self, *args, intermixed: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.intermixed, self._mixing = intermixed, False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.intermixed or self._mixing:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True  # parse_known_intermixed_args calls back into parse_known_args
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+    def error(self, message: str):
+        raise NlpstdError(_flag_first(message))
+
+
+def _flag_first(message: str) -> str:
+    """argparse's message with the argument it is about at the start, as `field: message`."""
+    if message.startswith("argument "):  # argument --nproc: invalid int value: 'x'
+        return message.removeprefix("argument ")
+    if message.startswith("ambiguous option: "):  # ambiguous option: --o could match --out, --output
+        name, _, rest = message.removeprefix("ambiguous option: ").partition(" ")
+        return f"{name}: ambiguous option, {rest}"
+    if message.startswith("the following arguments are required: "):
+        first, _, others = message.removeprefix("the following arguments are required: ").partition(", ")
+        return f"{first}: required" + (f" (so are {others})" if others else "")
+    if message.startswith("unrecognized arguments: "):
+        first, _, others = message.removeprefix("unrecognized arguments: ").partition(" ")
+        return f"{first}: unrecognized argument" + (f" (then {others})" if others else "")
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nlpstd", description="Train BERT-family models the same way every time, from one YAML standard.")
+    parser = _Parser(prog="nlpstd", description="Train BERT-family models the same way every time, from one YAML standard.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a standard and every file it names, without training")
@@ -23,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--stages", help="comma-separated subset, e.g. evaluate,export")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--nproc", type=int, default=1, help="train data-parallel in N processes (torchrun: one per GPU, or gloo on CPU)")
+    run.add_argument("--allow-other-inputs", action="store_true",
+                     help="with --stages: use earlier stages' outputs in OUT even if another recipe made them")
 
     reproduce = commands.add_parser("reproduce", help="rerun the standard an MLflow run logged, on the same data and code, and compare metrics")
     reproduce.add_argument("run_id", metavar="RUN_ID", help="the MLflow parent run (as printed by nlpstd run)")
@@ -39,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--work", help="pretrain, finetune: keep checkpoints here, to resume from")
     stage.add_argument("--out", required=True, help="this stage's output folder")
     stage.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
+    stage.add_argument("--allow-other-inputs", action="store_true", help="use input folders even if another recipe made them")
 
     sweep = commands.add_parser("sweep", help="run a standard's sweep: trials over sizes and settings, a report, a recommended standard")
     sweep.add_argument("standard")
@@ -52,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     trial.add_argument("--work", help="prepared data and pretrained encoders, shared between trials (default: inside --out)")
     trial.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
 
-    predict = commands.add_parser("predict", help="entities or labels for texts, from an exported folder or ONNX file")
+    predict = commands.add_parser("predict", help="entities or labels for texts, from an exported folder or ONNX file",
+                                  intermixed=True)
     predict.add_argument("model", help="an exported model folder, or a .onnx file beside its tokenizer and config")
     predict.add_argument("texts", nargs="*", help="texts to label (or --file)")
     predict.add_argument("--file", help='texts to label: JSON Lines of {"text": ...} (.jsonl), else one text per line')
@@ -73,8 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("name", help="the registered model (the standard's export.register_as, else its name)")
     rollback.add_argument("--reason", help="why, recorded with the rollback")
 
-    args = parser.parse_args(argv)
+    runs = commands.add_parser("runs", help="the MLflow runs of this tracking store: mark the runs of killed processes")
+    runs_commands = runs.add_subparsers(dest="action", required=True)
+    gc = runs_commands.add_parser("gc", help="mark KILLED every RUNNING run whose process on this host is gone (kill -9, a crash)")
+    gc.add_argument("--experiment", action="append", metavar="NAME",
+                    help="only this experiment (a standard's name); repeat for several (default: all)")
+
     try:
+        args = parser.parse_args(argv)
         if args.command == "validate":
             return _validate(args.standard)
         if args.command == "run":
@@ -89,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return _trial(args)
         if args.command == "champion":
             return _champion(args)
+        if args.command == "runs":
+            return _runs(args)
         return _predict(args)
     except GateFailed as exc:
         print(f"nlpstd: {exc}", file=sys.stderr)
@@ -102,15 +152,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate(path: str) -> int:
+    """What `run` checks before training, in its order: the standard, its files, then every row and
+    corpus file as data-prep reads them (`check_data`), with no tokenizer, weights or torch."""
+    from nlpstd.data.prepare import check_data
     from nlpstd.spec import check_files, load_standard
 
-    from nlpstd.data import corpus
-
     std = load_standard(path)
-    files = check_files(std, path)
-    if std.pretrain.enabled:
-        files += corpus.check(std.pretrain.corpus)
-    print(f"ok: {std.name} ({std.task}), {len(files)} data files readable, spec hash {std.spec_hash()[:12]}")
+    check_files(std, path)
+    checked = check_data(std)
+    print(f"ok: {std.name} ({std.task}), {checked.summary()}, spec hash {std.spec_hash()[:12]}")
+    for message in checked.warnings:
+        print(f"warning: {message} (data.checks.on_violation: warn)")
     return 0
 
 
@@ -119,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise NlpstdError("--nproc: at least 1 process")
-    summary = run_standard(args.standard, args.out, parse_stages(args.stages), tracking=not args.no_tracking, nproc=args.nproc)
+    summary = run_standard(args.standard, args.out, parse_stages(args.stages), tracking=not args.no_tracking, nproc=args.nproc,
+                           allow_other_inputs=args.allow_other_inputs)
     print(f"\n{summary['standard']}: done in {sum(s['seconds'] for s in summary['stages'].values()):.0f} s")
     for stage, info in summary["stages"].items():
         print(f"  {stage:<10} {info['seconds']:>7.1f} s")
@@ -156,16 +209,18 @@ def _stage(args: argparse.Namespace) -> int:
     text = Path(args.standard).read_text(encoding="utf-8")
     try:
         with stage_task(text, args.name, args.mlflow_run_id, source=args.standard) as (std, tracker):
+            other = {"allow_other_inputs": args.allow_other_inputs}
             if args.name == "data-prep":
                 data_prep.run(std, Path(args.out), tracker)
             elif args.name == "pretrain":
-                pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work)
+                pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work, **other)
             elif args.name == "finetune":
-                finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work)
+                finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work, **other)
             elif args.name == "evaluate":
-                evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker)
+                evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker, **other)
             else:
-                export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"), Path(args.out), tracker)
+                export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"),
+                           Path(args.out), tracker, **other)
     finally:
         runtime.teardown()  # under torchrun: leave the process group
     return 0
@@ -200,7 +255,7 @@ def _trial(args: argparse.Namespace) -> int:
         point = json.loads(args.point)
     except json.JSONDecodeError as exc:
         raise NlpstdError(f"--point: not JSON ({exc})") from None
-    unknown = set(point) - set(axes_of(std))
+    unknown = set(point) - set(axes_of(std)) if isinstance(point, dict) else set()
     if not isinstance(point, dict) or unknown:
         raise NlpstdError(f"--point: axes of this sweep are {', '.join(axes_of(std))}; got {', '.join(sorted(unknown)) or args.point}")
     out, metric = Path(args.out), objective_metric(std)
@@ -241,35 +296,56 @@ def _champion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from nlpstd.tracking import check_reachable, sweep_stale_runs, tracking_uri
+
+    check_reachable(tracking_uri())
+    swept = sweep_stale_runs(args.experiment)
+    for line in swept.killed_lines():
+        print(line)
+    left = swept.left_line()
+    if left:
+        print(left)
+    print(f"mlflow: {len(swept.killed)} stale run(s) marked KILLED in {tracking_uri()}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import os
+    from nlpstd.predict import (Predictor, check_output, check_texts, discard_stdout, predict_records, read_texts,
+                                write_jsonl)
 
-    from nlpstd.predict import Predictor, predict_records, read_texts
-
-    records = [{"text": text} for text in args.texts]
+    # -- inputs: flags, texts and --output are checked before the model loads, so a typo costs nothing
+    for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise NlpstdError(f"{flag}: must be at least 1, got {value}")
+    if args.output:
+        check_output(Path(args.output))
+    records = [{"text": text} for text in check_texts(args.texts)]
     if args.file:
         records += read_texts(Path(args.file))
     if not records:
-        raise NlpstdError("predict: give texts as arguments or --file")
+        raise NlpstdError(f"--file: {args.file} holds no texts" if args.file else "predict: give texts as arguments or --file")
+
+    # -- model and predictions, streamed in input order
     predictor = Predictor(args.model, batch_size=args.batch_size, threads=args.threads)
     results = predict_records(predictor, records, progress=bool(args.file), split=args.split)
     if args.output:
-        partial = f"{args.output}.partial"
-        with open(partial, "w", encoding="utf-8") as out:
-            for result in results:
-                out.write(json.dumps(result) + "\n")
-        os.replace(partial, args.output)
-        print(f"predict: {len(records)} predictions ({predictor.backend}) in {args.output}", file=sys.stderr)
+        count = write_jsonl(results, Path(args.output))
+        print(f"predict: {count} predictions ({predictor.backend}) in {args.output}", file=sys.stderr)
         return 0
-    for result in results:
-        if args.json:
-            print(json.dumps(result))
-        elif "entities" in result:
-            print(result["text"])
-            for e in result["entities"]:
-                print(f"  {e['label']:<6} {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.3f}")
-        else:
-            print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+    try:
+        for result in results:
+            if args.json:
+                print(json.dumps(result))
+            elif "entities" in result:
+                print(result["text"])
+                for e in result["entities"]:
+                    print(f"  {e['label']:<6} {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.3f}")
+            else:
+                print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `nlpstd predict ... | head`: the reader has what it wanted
+        discard_stdout()
     return 0
 
 

@@ -32,3 +32,8 @@ class GateFailed(NlpstdError):
 
 class ParityFailed(NlpstdError):
     """An exported format strays from the torch model beyond the standard's tolerances; nothing is uploaded."""
+
+
+class TrainingDiverged(NlpstdError):
+    """The loss (or a held-out score) stopped being a finite number; training stops before any
+    checkpoint or best weights hold it."""

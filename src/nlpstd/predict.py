@@ -2,42 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from nlpstd.data.encode import encode_tokens, words_and_offsets
-from nlpstd.errors import NlpstdError
+from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward
-from nlpstd.inference import predict_logits, softmax, torch_forward, word_predictions
+from nlpstd.inference import Forward, predict_logits, softmax, torch_forward, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
+from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, WEIGHTS_INDEX, check_model_folder, first_line, read_config,
+                                  read_model_info, regular_file_size, task_of)
 from nlpstd.spans import decode_entities
 
-TASK_OF_ARCHITECTURE = {"ForTokenClassification": "token-classification", "ForSequenceClassification": "sequence-classification"}
-
-
-def task_of(model_dir: Path) -> str:
-    """The task, read from the saved config's architecture (the folder describes itself)."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    for arch in config.get("architectures") or []:
-        for suffix, task in TASK_OF_ARCHITECTURE.items():
-            if arch.endswith(suffix):
-                return task
-    raise ValueError(f"{model_dir}: config.json names no token or sequence classification architecture")
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what OnnxForward feeds, all int64
 
 
 def locate(path: Path) -> tuple[Path, Path | None]:
     """(folder with config and tokenizer, ONNX file or None for the torch weights)."""
-    if path.is_file() and path.suffix == ".onnx":
+    if not os.path.lexists(path):
+        raise NlpstdError(f"model: {path}: no such file or folder")
+    if path.is_dir() and os.path.lexists(path / CONFIG):
+        has_weights = any(os.path.lexists(path / name) for name in (WEIGHTS, WEIGHTS_INDEX))
+        return (path, None) if has_weights or not os.path.lexists(path / MODEL_FILE) else (path, path / MODEL_FILE)
+    if path.suffix == ".onnx" and not path.is_dir():
         return path.parent, path
-    if path.is_dir() and (path / "config.json").is_file():
-        has_weights = any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
-        return (path, None) if has_weights or not (path / MODEL_FILE).is_file() else (path, path / MODEL_FILE)
     raise NlpstdError(f"{path}: not a model (expected an exported folder with config.json, or a .onnx file beside one); "
                       "pass e.g. runs/<standard>/export/model or runs/<standard>/export/model/onnx-int8/model.onnx")
 
@@ -62,20 +58,28 @@ class Predictor:
     """
 
     def __init__(self, model_path: str | Path, batch_size: int = 32, device: str = "cpu", threads: int | None = None):
+        # -- the folder, checked as data before anything loads it
         self.model_dir, onnx_file = locate(Path(model_path))
-        info_path = self.model_dir / "nlpstd.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        config = json.loads((self.model_dir / "config.json").read_text())
-        self.task = info.get("task") or task_of(self.model_dir)
+        config = read_config(self.model_dir)
+        info = read_model_info(self.model_dir, config)
+        self.task = info.get("task") or task_of(config, self.model_dir / CONFIG)
+        config = check_model_folder(self.model_dir, self.task, weights=onnx_file is None)  # the head of that task
         self.iob_repair = info.get("iob_repair", "start")  # the standard's evaluate.iob_repair; older exports: start
+        self.id2label = {int(k): v for k, v in config["id2label"].items()}
+
+        # -- tokenizer: texts are cut or windowed as in training
         self.tokenizer = load_tokenizer(str(self.model_dir))
-        self.max_length = info.get("max_length") or min(self.tokenizer.model_max_length, 512)
+        _check_tokenizer_fits(self.model_dir, config, self.tokenizer, self.task)
+        positions = config.get("max_position_embeddings")
+        positions = positions if isinstance(positions, int) and positions > 0 else 512
+        self.max_length = info.get("max_length") or min(self.tokenizer.model_max_length, 512, positions)
         self.stride = info.get("stride")  # long texts: windows as in training (data.stride), else truncation
         self.tokenizer.truncation_side = info.get("truncation_side", "right")
         self.batch_size = batch_size
-        self.id2label = {int(k): v for k, v in config["id2label"].items()}
+
+        # -- model
         if onnx_file is not None:
-            self.backend, self.forward = "onnx", OnnxForward(onnx_file, threads)
+            self.backend, self.forward = "onnx", onnx_forward(onnx_file, threads, self.task, len(self.id2label))
         else:
             model = load_model(self.model_dir, self.task).to(device)
             self.backend, self.forward = "torch", torch_forward(model, torch.device(device))
@@ -84,6 +88,7 @@ class Predictor:
         """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
         at spaces and punctuation as the tokenizer does; `whitespace` takes text already split into
         words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
+        texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
         if self.task == "token-classification":
             return self._entities(texts, split)
         return self._labels(texts)
@@ -115,27 +120,138 @@ class Predictor:
         return results
 
 
+def _check_tokenizer_fits(folder: Path, config: dict, tokenizer, task: str) -> None:
+    """A token id past the embeddings, or no pre-tokenizer to split words, fails deep inside a forward
+    pass; both are visible once the tokenizer is loaded."""
+    vocab_size = config.get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise LocatedError(folder / CONFIG, None, "vocab_size", f"{vocab_size}, but the tokenizer has {len(tokenizer)} "
+                           "tokens: they belong to different models")
+    if task == "token-classification" and tokenizer.backend_tokenizer.pre_tokenizer is None:
+        raise LocatedError(folder / TOKENIZER, None, "pre_tokenizer", "missing: entities are found in words, which it splits")
+
+
+def onnx_forward(path: Path, threads: int | None, task: str, labels: int) -> Forward:
+    """An ONNX Runtime session over `path`, refused in one line when Runtime cannot load the file, when
+    it asks for inputs nlpstd does not feed, or when its logits are not one row of `labels` per token
+    (NER) or per text; a failure on a batch is one line too."""
+    regular_file_size(path)  # a pipe named model.onnx would block the reader
+    try:
+        forward = OnnxForward(path, threads)
+    except Exception as exc:  # onnxruntime's error types derive from Exception alone
+        raise LocatedError(path, None, None, f"ONNX Runtime cannot load it: {first_line(exc)}") from None
+    session = forward.session
+    for graph_input in session.get_inputs():
+        if graph_input.name not in ONNX_INPUTS or graph_input.type != "tensor(int64)":
+            raise LocatedError(path, None, "inputs", f"{graph_input.name} ({graph_input.type}): nlpstd feeds "
+                               f"{', '.join(ONNX_INPUTS)} as int64")
+    if "input_ids" not in forward.input_names:
+        raise LocatedError(path, None, "inputs", "no input_ids: not a model of token ids")
+    shape, rank = session.get_outputs()[0].shape, 3 if task == "token-classification" else 2
+    if len(shape) != rank or (isinstance(shape[-1], int) and shape[-1] != labels):
+        raise LocatedError(path, None, "outputs", f"logits of shape {shape}; a {task} model of {labels} labels gives "
+                           f"{['batch', 'sequence', labels][3 - rank:]}")
+
+    def checked(batch: dict[str, torch.Tensor]):
+        try:
+            return forward(batch)
+        except Exception as exc:  # e.g. a graph that loads but fails on real shapes
+            raise LocatedError(path, None, None, f"ONNX Runtime failed on a batch: {first_line(exc)}") from None
+
+    return checked
+
+
+def check_texts(texts: Iterable[str]) -> list[str]:
+    """Texts that can be tokenized and printed: a lone surrogate (from a JSON `\\ud800` escape, or
+    bytes of a command-line argument that are not UTF-8) is refused here, not in the tokenizer."""
+    checked = []
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NlpstdError(f"texts: text {number}: {_surrogate(text, exc)}") from None
+        checked.append(text)
+    return checked
+
+
+def _surrogate(text: str, exc: UnicodeEncodeError) -> str:
+    """What the lone surrogate at `exc.start` was: a byte Python could not decode (an argument), or
+    half of a UTF-16 pair (a JSON escape)."""
+    code = ord(text[exc.start])
+    if 0xDC80 <= code <= 0xDCFF:  # how Python keeps an undecodable byte of a command-line argument
+        return f"byte 0x{code - 0xDC00:02x} at character {exc.start + 1} is not UTF-8"
+    return f"{text[exc.start]!r} at character {exc.start + 1} is half of a UTF-16 pair, not a character"
+
+
 def read_texts(path: Path) -> list[dict]:
     """Records to label from a file: JSON Lines (`{"text": ...}`; other fields such as an id come back
-    with the prediction) when it ends in .jsonl, else plain text, one per line. Blank lines are skipped."""
+    with the prediction) when it ends in .jsonl, else plain text, one per line. Blank lines are skipped.
+    Every fault is located at its line; a pipe or device is refused before it is opened (it would block)."""
+    try:
+        regular_file_size(path)
+        data = path.read_bytes()
+    except LocatedError as exc:
+        raise NlpstdError(f"--file: {path}: {exc.message}") from None
+    except OSError as exc:
+        raise NlpstdError(f"--file: {path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is not part of the first text
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LocatedError(path, line, "text", f"not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            if path.suffix != ".jsonl":
-                records.append({"text": line.rstrip("\n")})
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NlpstdError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-            if isinstance(record, str):
-                record = {"text": record}
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise NlpstdError(f"{path}:{number}: text: expected an object with a string \"text\" field")
-            records.append(record)
+    for number, line in enumerate(io.StringIO(text, newline=None), 1):  # newlines as open() reads them
+        if line.strip():
+            records.append(_record(path, number, line.rstrip("\n")))
     return records
+
+
+def _record(path: Path, number: int, line: str) -> dict:
+    """One line of the file as a record with a string `text`."""
+    if path.suffix != ".jsonl":
+        return {"text": line}
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LocatedError(path, number, "text", f"not a JSON object ({exc.msg})") from None
+    if isinstance(record, str):
+        record = {"text": record}
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise LocatedError(path, number, "text", "expected an object with a string \"text\" field")
+    try:
+        record["text"].encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocatedError(path, number, "text", _surrogate(record["text"], exc)) from None
+    return record
+
+
+def check_output(path: Path) -> None:
+    """`--output` names a file to create or replace in an existing folder; checked before the model
+    loads, so a mistyped path costs nothing."""
+    if path.is_dir():
+        raise NlpstdError(f"--output: {path} is a folder; name a file in it, e.g. {path / 'predictions.jsonl'}")
+    if not path.parent.is_dir():
+        raise NlpstdError(f"--output: no folder {path.parent} to write {path.name} in")
+
+
+def write_jsonl(results: Iterable[dict], path: Path) -> int:
+    """Writes one JSON object per line to `path.partial` and renames it to `path` when complete, so a
+    reader never sees half a file; whatever stops it (an error, ctrl-C) leaves no partial file behind.
+    Returns the number of lines."""
+    partial = Path(f"{path}.partial")
+    count = 0
+    try:
+        with open(partial, "w", encoding="utf-8") as out:
+            for result in results:
+                out.write(json.dumps(result) + "\n")
+                count += 1
+        os.replace(partial, path)
+    except OSError as exc:
+        raise NlpstdError(f"--output: cannot write {path} ({exc.strerror})") from None
+    finally:
+        if os.path.lexists(partial):
+            partial.unlink()
+    return count
 
 
 def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024, progress: bool = True,
@@ -148,3 +264,10 @@ def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024
             for record, result in zip(part, predictor([r["text"] for r in part], split)):
                 yield {**{k: v for k, v in record.items() if k != "text"}, **result}
             bar.update(len(part))
+
+
+def discard_stdout() -> None:
+    """Points stdout at /dev/null once its reader has gone (`nlpstd predict ... | head`), so Python's
+    flush at exit does not fail on the closed pipe a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -57,8 +57,10 @@ class Decision:
 
 
 def decide(metric: str, split: str, candidate: float, minimum: float, min_delta: float,
-           champion: float | None = None, champion_version: str | None = None) -> Decision:
-    """Promote when the candidate meets `minimum` and beats the champion (if any) by at least `min_delta`."""
+           champion: float | None = None, champion_version: str | None = None, promote_ties: bool = False) -> Decision:
+    """Promote when the candidate meets `minimum` and beats the champion (if any) by at least `min_delta`.
+    A candidate that only ties the champion (the same score: an identical rerun) is not better, so it
+    keeps the champion unless `promote_ties`."""
     def made(promote: bool, reason: str) -> Decision:
         return Decision(promote, metric, split, candidate, champion, champion_version, min_delta, reason)
 
@@ -67,6 +69,9 @@ def decide(metric: str, split: str, candidate: float, minimum: float, min_delta:
     if champion is None:
         return made(True, f"no champion yet; {metric} {candidate:.4f} on {split} meets min {minimum:.4f}")
     margin = candidate - champion
+    if margin == 0 and not promote_ties:
+        return made(False, f"{metric} {candidate:.4f} only ties champion v{champion_version} on {split}; "
+                           "a tie keeps the champion (evaluate.gate.promote_ties: false)")
     if margin >= min_delta:
         return made(True, f"{metric} {candidate:.4f} beats champion v{champion_version} ({champion:.4f}) "
                           f"by {margin:+.4f} >= min_delta {min_delta:.4f} on {split}")

@@ -11,9 +11,13 @@ from __future__ import annotations
 import codecs
 import difflib
 import hashlib
+import importlib
+import importlib.util
 import json
+import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -27,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -35,26 +40,89 @@ from pydantic import (
 )
 
 from nlpstd.errors import NlpstdError, StandardError
+from nlpstd import s3uri
+from nlpstd.models.bases import PACKAGED_BASES
 from nlpstd.spans import IobRepair
 
 Task = Literal["token-classification", "sequence-classification"]
 
 
-def _resolve_path(value: str, info: ValidationInfo) -> str:
-    """Relative paths are relative to the standard's folder, not to the working directory."""
+def _resolve_path(value: str, info: ValidationInfo, object_key: bool = True) -> str:
+    """Relative paths are relative to the standard's folder, not to the working directory. An s3://
+    URI must be well formed (and, for a file, name an object) before any request is made."""
     if not value:
         raise ValueError("must not be empty")
-    if "://" in value or os.path.isabs(value):
+    if "://" in value and not value.startswith("s3://"):
+        # any other scheme would be taken for a relative folder named `gs:` and fail much later
+        raise ValueError("s3:// is the only remote scheme; other paths are local files")
+    if value.startswith("s3://"):
+        why = s3uri.problem(value, object_key)
+        if why:
+            raise ValueError(why)
+        return value
+    if os.path.isabs(value):
         return value
     base_dir = (info.context or {}).get("base_dir", ".")
     return os.path.normpath(os.path.join(base_dir, value))
 
 
 PathStr = Annotated[str, AfterValidator(_resolve_path)]
+FolderStr = Annotated[str, AfterValidator(lambda value, info: _resolve_path(value, info, object_key=False))]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_scalar(cls, value: Any, info: ValidationInfo) -> Any:
+        """No setting is infinite: `lr: .inf` would train to a NaN loss and exit 0 (checked here as well
+        as by allow_inf_nan, so that a field of several types reports it once, at the field). And YAML
+        reads a bare on, off, yes, no, true or false as a boolean, which pydantic would quietly take as
+        1 or 0 for a number: say so instead, and how to write the word."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if not isinstance(value, bool) or info.field_name is None:
+            return value
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
+        if bool in kinds:
+            return value
+        if int in kinds or float in kinds:
+            raise ValueError("expected a number, got a yes/no value")
+        if str in kinds:
+            raise ValueError("YAML reads a bare on, off, yes, no, true or false as a yes/no value; quote the word to mean it")
+        return value
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The scalar types a field's annotation admits (Literal values count as their type; Any as all)."""
+    if annotation is Any:
+        return {bool, int, float, str}
+    if isinstance(annotation, type):
+        return {annotation} if annotation in (bool, int, float, str) else set()
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return {type(arg) for arg in typing.get_args(annotation)}
+    if origin is Annotated:
+        return _scalar_kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_scalar_kinds(arg) for arg in typing.get_args(annotation)))
+    return set()
+
+
+# Bounds of counts. A count past these is a typo, not a setting: long after loading it would overflow
+# a C integer in torch or numpy (a thread count, a seed, a tensor of step numbers) or run for ever.
+MAX_COUNT = 2**31 - 1  # the largest signed 32-bit int: steps, epochs, example counts, intervals
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+MAX_BATCH = 2**20  # examples per step; far beyond any accelerator's memory
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+# A name becomes an MLflow experiment and registered-model name, the pipeline `nlpstd-<name>`, and
+# Kubernetes resource names (an InferenceService, a Katib experiment). Kubernetes labels and most
+# resource names hold at most 63 characters; a longer name would be cut, and two cut names can clash.
+MAX_NAME = 63
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+Name = Annotated[str, Field(pattern=_NAME, max_length=MAX_NAME)]
 
 
 def _known_encoding(value: str) -> str:
@@ -98,8 +166,8 @@ class DataSpec(_Section):
     test: DataFile | None = None
     encoding: Encoding = Field("utf-8", description="Default encoding of every file.")
     max_length: int = Field(128, ge=8, le=8192, description="Sub-word tokens per example, specials included.")
-    max_train_examples: int | None = Field(None, gt=0, description="Keep the first N training examples (quick runs).")
-    max_eval_examples: int | None = Field(None, gt=0, description="Keep the first N validation/test examples.")
+    max_train_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep the first N training examples (quick runs).")
+    max_eval_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep the first N validation/test examples.")
     text_column: str = Field("text", description="TSV/CSV column or JSONL field holding the text.")
     text_pair_column: str | None = Field(None, description="Optional second text (sentence pairs).")
     label_column: str = Field("label", description="TSV/CSV column or JSONL field holding the label.")
@@ -107,7 +175,7 @@ class DataSpec(_Section):
     entities_field: str = Field("entities", description="JSONL field with character spans [{start, end, label}].")
     span_end: Literal["exclusive", "inclusive"] = Field("exclusive", description="Whether a span's end offset is part of it.")
     label_subwords: Literal["first", "all"] = Field("first", description="Which sub-words of a word carry its label.")
-    stride: int | None = Field(None, gt=0, description="Token classification: split an example longer than max_length into "
+    stride: int | None = Field(None, gt=0, le=8192, description="Token classification: split an example longer than max_length into "
                                "windows sharing this many sub-words, rather than cut it (each word predicted where most central).")
     truncation_side: Literal["right", "left"] = Field("right", description="Sequence classification: cut a long text's end "
                                                        "(right) or its start (left).")
@@ -129,7 +197,7 @@ class TokenizerSpec(_Section):
     train: Literal["wordpiece"] | None = Field(None, description="Train a new tokenizer on the pretraining corpus.")
     vocab_size: int = Field(16000, ge=200, le=250_000, description="Vocabulary of a trained tokenizer.")
     lowercase: bool = Field(True, description="Lowercase (and strip accents) before a trained tokenizer splits.")
-    min_frequency: int = Field(2, ge=1, description="A trained tokenizer keeps pieces seen at least this often.")
+    min_frequency: int = Field(2, ge=1, le=MAX_COUNT, description="A trained tokenizer keeps pieces seen at least this often.")
 
     @model_validator(mode="before")
     @classmethod
@@ -158,7 +226,7 @@ class ModelSpec(_Section):
     layers: int | None = Field(None, ge=1, le=48, description="Override the size's number of layers.")
     hidden: int | None = Field(None, ge=16, le=4096, description="Override the size's hidden width.")
     heads: int | None = Field(None, ge=1, le=64, description="Override the attention heads (default hidden / 64).")
-    ffn: int | None = Field(None, ge=16, description="Override the feed-forward width (default 4 x hidden).")
+    ffn: int | None = Field(None, ge=16, le=65536, description="Override the feed-forward width (default 4 x hidden).")
     max_position: int = Field(512, ge=8, le=8192, description="Longest sequence a from-scratch model accepts.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Hidden and attention dropout of a from-scratch model.")
 
@@ -199,20 +267,20 @@ class CorpusSpec(_Section):
 class LoopRecipe(_Section):
     """What the shared training loop reads; fine-tuning and pretraining each set their own defaults."""
 
-    epochs: int = Field(3, gt=0, description="Passes over the training data (max_steps wins when set).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    epochs: int = Field(3, gt=0, le=MAX_COUNT, description="Passes over the training data (max_steps wins when set).")
+    max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="Stop after this many optimizer steps.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with a linear warm-up.")
     schedule: Literal["linear", "cosine"] = Field("linear", description="Decay after the warm-up.")
-    batch_size: int = Field(32, gt=0, description="Examples per optimizer step.")
-    grad_accumulation: int = Field(1, gt=0, description="Split each step's batch into this many forward/backward passes.")
-    eval_batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH, description="Examples per optimizer step.")
+    grad_accumulation: int = Field(1, gt=0, le=MAX_BATCH, description="Split each step's batch into this many forward/backward passes.")
+    eval_batch_size: int = Field(64, gt=0, le=MAX_BATCH)
     grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null disables.")
-    early_stopping: int | None = Field(None, gt=0, description="Stop after N evaluations without improvement.")
-    eval_every: int | None = Field(None, gt=0, description="Evaluate every N steps; default once per epoch.")
-    checkpoint_every: int = Field(200, gt=0, description="Write a resumable checkpoint every N steps.")
-    log_every: int = Field(10, gt=0, description="Average the loss over N steps for the log and the curve.")
+    early_stopping: int | None = Field(None, gt=0, le=MAX_COUNT, description="Stop after N evaluations without improvement.")
+    eval_every: int | None = Field(None, gt=0, le=MAX_COUNT, description="Evaluate every N steps; default once per epoch.")
+    checkpoint_every: int = Field(200, gt=0, le=MAX_COUNT, description="Write a resumable checkpoint every N steps.")
+    log_every: int = Field(10, gt=0, le=MAX_COUNT, description="Average the loss over N steps for the log and the curve.")
 
 
 class PretrainSpec(LoopRecipe):
@@ -222,16 +290,16 @@ class PretrainSpec(LoopRecipe):
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens (or words) masked per block.")
     whole_word_masking: bool = Field(False, description="Mask every sub-word of a chosen word together.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per block, [CLS] and [SEP] included.")
-    max_eval_blocks: int | None = Field(None, gt=0, description="Measure perplexity on at most N held-out blocks.")
-    epochs: int = Field(1, gt=0, description="Passes over the corpus (max_steps wins when set).")
+    max_eval_blocks: int | None = Field(None, gt=0, le=MAX_COUNT, description="Measure perplexity on at most N held-out blocks.")
+    epochs: int = Field(1, gt=0, le=MAX_COUNT, description="Passes over the corpus (max_steps wins when set).")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with a linear warm-up.")
-    checkpoint_every: int = Field(500, gt=0, description="Write a resumable checkpoint every N steps.")
+    checkpoint_every: int = Field(500, gt=0, le=MAX_COUNT, description="Write a resumable checkpoint every N steps.")
 
 
 class LoraSpec(_Section):
-    r: int = Field(8, gt=0)
-    alpha: int = Field(16, gt=0)
+    r: int = Field(8, gt=0, le=4096, description="Rank of the update; at most the widest hidden size a BERT has.")
+    alpha: int = Field(16, gt=0, le=65536, description="Scale of the update (alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
 
@@ -239,9 +307,9 @@ class LoraSpec(_Section):
 class TokenBudget(_Section):
     """Micro-batches by padded tokens instead of examples: few pad tokens, and a fixed set of shapes."""
 
-    max_tokens: int = Field(gt=0, description="Padded tokens per micro-batch: examples × the bucket's width.")
-    buckets: list[int] | None = Field(None, description="Widths batches are padded to, ascending; default: powers "
-                                      "of two from 16, then data.max_length.")
+    max_tokens: int = Field(gt=0, le=MAX_COUNT, description="Padded tokens per micro-batch: examples × the bucket's width.")
+    buckets: list[Annotated[int, Field(gt=0, le=8192)]] | None = Field(
+        None, description="Widths batches are padded to, ascending; default: powers of two from 16, then data.max_length.")
 
 
 class FinetuneSpec(LoopRecipe):
@@ -257,6 +325,8 @@ class GateSpec(_Section):
     metric: str = Field("f1", description="Metric the gate reads.")
     min: float = Field(0.0, description="The model passes when the metric is at least this.")
     min_delta: float = Field(0.0, ge=0, description="To take the champion alias, beat the champion's metric by at least this.")
+    promote_ties: bool = Field(False, description="Let a candidate that only ties the champion (same score) take the "
+                               "alias; by default a tie keeps the champion, so an identical rerun changes nothing.")
     split: Literal["validation", "test"] | None = Field(None, description="Default: test if present, else validation.")
 
 
@@ -268,8 +338,18 @@ class EvaluateSpec(_Section):
                                   "evaluate's predictions and every exported model decode entities this one way.")
 
 
-_CPU = r"^\d+(\.\d+)?m?$"  # Kubernetes quantities: "4", "500m"
-_MEMORY = r"^\d+(\.\d+)?([KMGTP]i?)?$"  # "16Gi", "512Mi"
+_CPU = r"^\d{1,9}(\.\d{1,9})?m?$"  # Kubernetes quantities: "4", "500m"
+_MEMORY = r"^\d{1,15}(\.\d{1,9})?([KMGTP]i?)?$"  # "16Gi", "512Mi"
+_K8S_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"  # a DNS-1123 subdomain
+_RESOURCE = r"^([a-z0-9]([a-z0-9.-]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"  # "nvidia.com/gpu"
+# What each pattern means, for errors: a regular expression is no help to someone fixing a standard.
+_PATTERN_WORDS = {
+    _NAME: "a name is letters, digits, '.', '_' and '-', starting with a letter or digit",
+    _CPU: "a Kubernetes CPU quantity is a number of cores, or of millicores ending in m (\"4\", \"500m\")",
+    _MEMORY: "a Kubernetes memory quantity is a number of bytes, or of units K, M, G, T, P, Ki, Mi, Gi, Ti or Pi (\"16Gi\")",
+    _K8S_NAME: "a Kubernetes name is lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+    _RESOURCE: "a Kubernetes resource name is an optional domain and '/', then a name (\"nvidia.com/gpu\")",
+}
 
 
 ExportFormat = Literal["safetensors", "onnx", "onnx-int8"]
@@ -282,7 +362,7 @@ class ParitySpec(_Section):
     min_agreement: float = Field(0.999, ge=0, le=1, description="ONNX fp32 vs torch: share of identical predictions.")
     max_metric_drop: float = Field(0.01, ge=0, description="Each format vs torch: largest drop of the gate metric (0.01 = 1 point).")
     split: Literal["test", "validation"] | None = Field(None, description="Held-out split to compare on (default: test if set, else validation).")
-    max_examples: int | None = Field(None, gt=0, description="Compare on the first N examples only (default: the whole split).")
+    max_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Compare on the first N examples only (default: the whole split).")
 
 
 class ServingSpec(_Section):
@@ -297,8 +377,8 @@ class ServingSpec(_Section):
 class ExportSpec(_Section):
     formats: list[ExportFormat] = Field(default_factory=lambda: ["safetensors"], min_length=1,
                                         description="safetensors (the Hugging Face folder, always), onnx (fp32), onnx-int8 (dynamic int8).")
-    register_as: str | None = Field(None, description="Registered model name (defaults to the standard's name).")
-    destination: PathStr | None = Field(None, description="Copy the exported folder here as well (a path or s3://bucket/prefix).")
+    register_as: Name | None = Field(None, description="Registered model name (defaults to the standard's name).")
+    destination: FolderStr | None = Field(None, description="Copy the exported folder here as well (a path or s3://bucket/prefix).")
     parity: ParitySpec = Field(default_factory=ParitySpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
 
@@ -309,10 +389,17 @@ class Toleration(_Section):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
+    @model_validator(mode="after")
+    def _exists_takes_no_value(self) -> Toleration:
+        """Kubernetes refuses the pair when the pipeline is submitted; say so when the standard loads."""
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("operator Exists matches every value of the key: drop value, or use operator Equal")
+        return self
+
 
 class GpuSpec(_Section):
-    count: int = Field(0, ge=0, description="GPUs per training task; more than one runs under torchrun.")
-    type: str = Field("nvidia.com/gpu", description="The accelerator's resource name.")
+    count: int = Field(0, ge=0, le=64, description="GPUs per training task; more than one runs under torchrun.")
+    type: str = Field("nvidia.com/gpu", pattern=_RESOURCE, description="The accelerator's resource name.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels of the GPU node pool.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints of the GPU node pool to tolerate.")
 
@@ -328,7 +415,7 @@ class Resources(_Section):
 
 # A count or "auto": the value's type picks which, so an error names the problem of the one meant.
 CountOrAuto = Annotated[
-    Annotated[int, Field(ge=0), Tag("[count]")] | Annotated[Literal["auto"], Tag("[auto]")],
+    Annotated[int, Field(ge=0, le=256), Tag("[count]")] | Annotated[Literal["auto"], Tag("[auto]")],
     Discriminator(lambda value: "[auto]" if isinstance(value, str) else "[count]"),
 ]
 
@@ -338,7 +425,7 @@ class RuntimeSpec(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 elsewhere; fp16 trains with dynamic loss scaling."
     )
-    threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+    threads: int | None = Field(None, gt=0, le=4096, description="CPU threads for torch; default: all cores.")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "
                                                   "on a GPU; a step that fails to compile falls back to eager.")
     cuda_graphs: bool = Field(False, description="Compile the step in reduce-overhead mode: each batch shape's kernels "
@@ -356,18 +443,21 @@ class RuntimeSpec(_Section):
                              description="Pipeline tasks data-prep, evaluate and export.")
     shm_size: str = Field("2Gi", pattern=_MEMORY, description="Shared memory (/dev/shm) of the training tasks, for data loaders.")
     retries: int = Field(2, ge=0, le=10, description="Retries of a failed training task.")
-    checkpoint_volume: str | None = Field(None, description="A PersistentVolumeClaim for the training tasks' "
-                                          "checkpoints, so that a retry resumes instead of starting over.")
+    checkpoint_volume: str | None = Field(None, pattern=_K8S_NAME, max_length=253, description="A PersistentVolumeClaim for "
+                                          "the training tasks' checkpoints, so that a retry resumes instead of starting over.")
 
 
 _CRON_FIELD = r"[0-9*,/?LW#A-Za-z-]+"
+# Kubeflow's scheduler (robfig/cron) reads 6 fields with these bounds; a number outside them would
+# be refused only when the schedule is submitted to the cluster.
+_CRON_BOUNDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
 
 
 class ScheduleSpec(_Section):
     """Recurring retraining on a cluster; the evaluation gate decides whether a run exports."""
 
     cron: str = Field(description="When to run: 5 fields (minute hour day month weekday) or 6 (seconds first).")
-    experiment: str | None = Field(None, description="Kubeflow experiment (default: the standard's name).")
+    experiment: Name | None = Field(None, description="Kubeflow experiment (default: the standard's name).")
 
     @field_validator("cron")
     @classmethod
@@ -375,6 +465,12 @@ class ScheduleSpec(_Section):
         fields = cron.split()
         if len(fields) not in (5, 6) or not all(re.fullmatch(_CRON_FIELD, f) for f in fields):
             raise ValueError("expected 5 fields (minute hour day month weekday) or 6 (seconds first)")
+        for (unit, low, high), field in zip(_CRON_BOUNDS, ["0", *fields] if len(fields) == 5 else fields):
+            for mark, digits in re.findall(r"([/#]?)(\d+)", field):
+                if mark == "/" and not digits.strip("0"):
+                    raise ValueError(f"{unit}: a step of 0 never advances")
+                if not mark and not (len(digits) <= 6 and low <= int(digits) <= high):
+                    raise ValueError(f"{unit} {digits[:12]} is outside {low}-{high}")
         return cron
 
     def kfp_cron(self) -> str:
@@ -417,8 +513,8 @@ class PruningSpec(_Section):
     """Stop a trial early when its validation metric trails the others' at the same evaluation."""
 
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="Optuna's MedianPruner or HyperbandPruner.")
-    startup_trials: int = Field(2, ge=0, description="Trials that always run to the end, to compare against.")
-    warmup_evaluations: int = Field(1, ge=0, description="Evaluations of a trial before it may be pruned.")
+    startup_trials: int = Field(2, ge=0, le=MAX_COUNT, description="Trials that always run to the end, to compare against.")
+    warmup_evaluations: int = Field(1, ge=0, le=MAX_COUNT, description="Evaluations of a trial before it may be pruned.")
 
 
 class SweepObjective(_Section):
@@ -440,14 +536,14 @@ class SweepSpec(_Section):
     strategy: Literal["grid", "random", "bayes"] = Field("grid", description="grid: every combination; random; bayes: Optuna's TPE.")
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> {dotted.key: value, ...}.")
     params: dict[str, SweepAxis] = Field(default_factory=dict, description="dotted.key -> [values] or {low, high, log, step}.")
-    trials: int | None = Field(None, gt=0, description="Trials to run (random, bayes); caps a grid.")
-    startup_trials: int | None = Field(None, gt=0, description="bayes: trials drawn at random before TPE models the "
+    trials: int | None = Field(None, gt=0, le=MAX_COUNT, description="Trials to run (random, bayes); caps a grid.")
+    startup_trials: int | None = Field(None, gt=0, le=MAX_COUNT, description="bayes: trials drawn at random before TPE models the "
                                        "results (default: a third of the trials, at least 2).")
     max_minutes: float | None = Field(None, gt=0, description="Start no trial once the trials so far took this long.")
     pruning: PruningSpec | None = Field(None, description="Prune trials that trail at an evaluation (set finetune.eval_every).")
     objective: SweepObjective = Field(default_factory=SweepObjective)
-    parallelism: int = Field(4, gt=0, description="Trials at once on a cluster.")
-    seed: int | None = Field(None, description="Seed of the sampler (default: the standard's seed).")
+    parallelism: int = Field(4, gt=0, le=1024, description="Trials at once on a cluster.")
+    seed: Seed | None = Field(None, description="Seed of the sampler (default: the standard's seed).")
 
 
 # Runtime settings that change how fast or where a run goes, not what it computes (device and
@@ -457,9 +553,9 @@ NOT_RECIPE = ("threads", "compile", "cuda_graphs", "loader_workers", "peak_tflop
 
 
 class Standard(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Names runs and the registered model.")
+    name: Name = Field(description="Names runs and the registered model.")
     description: str = ""
-    seed: int = 42
+    seed: Seed = Field(42, description="Seeds torch, numpy and Python's random: 0 to 2**32 - 1.")
     task: Task
     data: DataSpec
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
@@ -471,6 +567,7 @@ class Standard(_Section):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     schedule: ScheduleSpec | None = Field(None, description="Recurring retraining on a cluster.")
     sweep: SweepSpec | None = Field(None, description="Search sizes and settings: `nlpstd sweep`.")
+    _base_dir: str | None = PrivateAttr(None)  # the folder relative paths resolved against
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -511,10 +608,10 @@ class Standard(_Section):
             set_dotted(data, key, value)
         if name:
             data["name"] = name
-        return load_standard_text(yaml.safe_dump(data, sort_keys=False), _TRIAL_SOURCE)
-
-
-_TRIAL_SOURCE = Path("/") / "standard.yaml"  # every path of a dumped standard is absolute already
+        # every path of the dumped standard is absolute already; a relative one among the changes (a
+        # variant's `model.base: ./other`) means the same folder as in the standard it came from
+        source = Path(self._base_dir or "/") / "standard.yaml"
+        return load_standard_text(yaml.safe_dump(data, sort_keys=False), source)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -541,64 +638,210 @@ FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
 # ---------------------------------------------------------------------------------------
 # Loading
 
+# A standard is a few dozen keys in a few KiB. These limits sit far above any real standard and far
+# below what hurts: read as a tree, a few lines of aliases of aliases ("billion laughs") stand for
+# billions of nodes, so aliases and nodes are counted while the YAML is composed, before anything
+# walks or expands it.
+MAX_STANDARD_BYTES = 1 << 20
+MAX_ALIASES = 16  # a standard shares a value or two
+MAX_NODES = 10_000  # keys, values and list items, an alias counting as every node it repeats
+MAX_DEPTH = 32  # nested mappings and lists; the composer recurses, and deeper input would exhaust the stack
+
 
 def load_standard(path: str | Path) -> Standard:
     """Read, expand, validate and cross-check a standard; raise StandardError on any fault."""
     path = Path(path)
+    return load_standard_text(_read_standard(path), path)
+
+
+def _read_standard(path: Path) -> str:
+    """The standard's text. A named pipe or a device is refused before it is opened (reading would
+    block, or never end), and so is a file too large to be a standard."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StandardError(path, None, None, f"cannot read the standard: {exc}") from None
-    return load_standard_text(text, path)
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise StandardError(path, None, None, f"cannot read the standard: it is {_file_kind(info.st_mode)}, not a file")
+        if info.st_size > MAX_STANDARD_BYTES:
+            raise StandardError(path, None, None, f"{info.st_size:,} bytes is too large for a standard "
+                                                  f"(at most {MAX_STANDARD_BYTES:,})")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StandardError(path, None, None, f"cannot read the standard: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise StandardError(path, line, "encoding", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the standard "
+                                                    "as UTF-8") from None
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def load_standard_text(text: str, path: str | Path = "standard.yaml") -> Standard:
     """A standard given as text (a pipeline parameter); `path` names it in errors and anchors relative paths."""
     path = Path(path)
+    if len(text) > MAX_STANDARD_BYTES:
+        raise StandardError(path, None, None, f"{len(text):,} characters is too large for a standard "
+                                              f"(at most {MAX_STANDARD_BYTES:,})")
     lines, data = _parse_yaml(path, text)
     data = _expand_env(data, (), path, lines)
+    base_dir = str(path.parent.resolve())
     try:
-        standard = Standard.model_validate(data, context={"base_dir": str(path.parent.resolve())})
+        standard = Standard.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _located(exc, path, lines) from None
+    standard._base_dir = base_dir
     _check_combinations(standard, path, lines)
     return standard
 
 
+class _Refused(Exception):
+    """A limit of the YAML reader, met while composing (the reader knows a mark, not the file name)."""
+
+    def __init__(self, mark: yaml.Mark, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+class _StandardLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting while it composes: aliases, nodes (an alias counts as every node
+    it repeats, from sizes kept per node, so nothing is walked twice) and depth."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.aliases = 0
+        self.nodes = 0
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _Refused(event.start_mark, f"more than {MAX_ALIASES} aliases (here *{_clip(event.anchor)}); "
+                                                 "a standard needs a few at most")
+            node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node))
+            if size is None:  # the anchored node is still open: the alias lies inside it
+                raise _Refused(event.start_mark, f"alias *{_clip(event.anchor)} lies inside the node it names, "
+                                                 "so it would repeat without end")
+            self._count(size, event.start_mark)
+            return node
+        if self.depth == MAX_DEPTH:
+            raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        self._count(1, event.start_mark)
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
+        self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in children)
+        return node
+
+    def _count(self, nodes: int, mark: yaml.Mark) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            raise _Refused(mark, f"more than {MAX_NODES:,} values once aliases are expanded")
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError):  # an integer of 5,000 digits, a 13th month
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(None, None, f"{_clip(node.value)} is not a valid {kind}",
+                                                    node.start_mark) from None
+
+
 def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple, int], dict]:
-    """The document, plus the 1-based line of every key path (for error messages)."""
+    """The document, plus the 1-based line of every key path (for error messages). The text is read
+    once: composed under the loader's limits, checked key by key, then built from those nodes."""
+    loader = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _StandardLoader(text)
+        root = loader.get_single_node()
+        lines = _key_lines(root, path)
+        data = loader.construct_document(root) if root is not None else None
+    except _Refused as exc:
+        raise StandardError(path, exc.mark.line + 1, None, f"invalid YAML: {exc.message}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: a binary file, most likely
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise StandardError(path, text.count("\n", 0, exc.position) + 1, None,
+                            f"invalid YAML: character #x{code:04x} is not allowed in YAML text") from None
     except yaml.YAMLError as exc:
         # an unclosed quote or bracket is marked at the end of the file; where it opened is more useful
         mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         line = min(mark.line + 1, text.count("\n") + 1) if mark else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise StandardError(path, line, None, f"invalid YAML: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
-        raise StandardError(path, 1, None, "a standard is a YAML mapping of sections (name, task, data, ...)")
+        words = {type(None): "an empty file", list: "a list", str: "text", bool: "a yes/no value"}
+        got = words.get(type(data), "a number" if isinstance(data, int | float) else type(data).__name__)
+        raise StandardError(path, 1, None, f"a standard is a YAML mapping of sections (name, task, data, ...), not {got}")
+    return lines, data
+
+
+_STR_TAG, _MERGE_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
+_TAG_WORDS = {"int": "a number", "float": "a number", "bool": "a yes/no value", "null": "null (no value)", "timestamp": "a date"}
+
+
+def _key_lines(root: yaml.Node | None, path: Path) -> dict[tuple, int]:
+    """The 1-based line of every key path. Keys are names: one that YAML reads as a number, a date or
+    null is refused, and so is a key given twice in a mapping (YAML would keep the last, silently)."""
     lines: dict[tuple, int] = {}
+
+    def key_of(key_node: yaml.Node, loc: tuple) -> str:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag in (_STR_TAG, _MERGE_TAG):
+            return key_node.value
+        line = key_node.start_mark.line + 1
+        if isinstance(key_node, yaml.ScalarNode):
+            kind = _TAG_WORDS.get(key_node.tag.rsplit(":", 1)[-1], key_node.tag)
+            raise StandardError(path, line, _dotted(loc + (key_node.value,)),
+                                f"a key is a name, but YAML reads {_clip(key_node.value)!r} as {kind}")
+        shape = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+        raise StandardError(path, line, _dotted(loc) or None, f"a key is a name, not {shape}")
 
     def walk(node: yaml.Node, loc: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
             for key_node, value_node in node.value:
-                lines[loc + (key_node.value,)] = key_node.start_mark.line + 1
-                walk(value_node, loc + (key_node.value,))
+                key, line = key_of(key_node, loc), key_node.start_mark.line + 1
+                if key in first:
+                    raise StandardError(path, line, _dotted(loc + (key,)), f"duplicate key (first at line {first[key]})")
+                first[key] = lines[loc + (key,)] = line
+                walk(value_node, loc + (key,))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 lines[loc + (index,)] = item.start_mark.line + 1
                 walk(item, loc + (index,))
 
-    walk(root, ())
-    return lines, data
+    if root is not None:
+        walk(root, ())
+    return lines
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _expand_env(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string; an unset VAR without default is an error."""
+    """Replace `${VAR}` and `${VAR:-default}` in every string, as a shell does: the default stands in for
+    a VAR that is unset or empty; an unset VAR without a default is an error."""
     if isinstance(value, dict):
         return {k: _expand_env(v, loc + (k,), path, lines) for k, v in value.items()}
     if isinstance(value, list):
@@ -608,8 +851,9 @@ def _expand_env(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> 
 
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
+        value = os.environ.get(name)
+        if value or (value is not None and default is None):  # set, and either not empty or with no default
+            return value
         if default is None:
             raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"environment variable {name} is not set and has no default")
         return default
@@ -628,8 +872,20 @@ def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = str(part) if str(part).isprintable() else repr(part)  # an error stays on one line
+        out += f"[{part}]" if isinstance(part, int) else (f".{_clip(text)}" if out else _clip(text))
     return out
+
+
+def _clip(text: Any, limit: int = 60) -> str:
+    """`text` cut to `limit` characters: a 5,000-character value has no place in a one-line error."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A value as an error quotes it: its repr, cut short."""
+    return _clip(repr(value), 80)
 
 
 def _located(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> StandardError:
@@ -649,10 +905,15 @@ def _located(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> Stand
         bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
         if kind in bounds:
             bound = next(iter(first["ctx"].values()))
-            message = f"must be {bounds[kind]} {bound:g}, got {value!r}"
+            message = f"must be {bounds[kind]} {bound if isinstance(bound, int) else f'{bound:g}'}, got {_shown(value)}"
+        elif kind == "finite_number":
+            message = f"must be a finite number, got {_shown(value)}"
+        elif kind == "string_pattern_mismatch" and first["ctx"]["pattern"] in _PATTERN_WORDS:
+            message = f"{_PATTERN_WORDS[first['ctx']['pattern']]}, got {_shown(value)}"
         else:
             message = first["msg"].replace("Value error, ", "")
-            message = message[0].lower() + message[1:] + f", got {value!r}"
+            message = message if message[:2].isupper() else message[0].lower() + message[1:]  # keep "YAML"
+            message += f" ({_shown(value)})" if ", got " in message else f", got {_shown(value)}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return StandardError(path, _line_of(loc, lines), _dotted(loc), message)
@@ -710,6 +971,8 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     _check_export(std, fail)
     _check_token_budget(std, fail)
     _check_sweep(std, fail)
+    if std.model.base is not None:  # last: it reads the base's config.json
+        _check_base_positions(std, fail)
 
 
 def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -764,6 +1027,9 @@ def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
 
     first_variant = next(iter(sweep.variants.values()), {})
     for name, changes in sweep.variants.items():
+        for key in changes:
+            if key in ("name", "sweep") or key.startswith("sweep."):
+                fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
         check_keys(("sweep", "variants", name), changes)
         try_changes(("sweep", "variants", name), changes)
     for key, axis in sweep.params.items():
@@ -845,10 +1111,107 @@ def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
             fail(("pretrain", "corpus"), "set exactly one of corpus.held_out (files) or corpus.held_out_fraction")
 
 
+_TRUE = ("1", "on", "yes", "true")  # how huggingface_hub reads HF_HUB_OFFLINE
+
+
+class _BaseUnusable(Exception):
+    """model.base names nothing that can be loaded; the message says why."""
+
+
+def _check_base_positions(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """A max_length beyond the base's positions passes validation and data-prep, then crashes fine-tuning
+    with an index error; the base's config.json says how many positions it has, so compare here."""
+    try:
+        config = _base_config(std.model.base)
+    except _BaseUnusable as exc:
+        fail(("model", "base"), str(exc))
+        return
+    positions = _usable_positions(config) if config is not None else None
+    if positions is None:
+        return
+    lengths = [(("data", "max_length"), std.data.max_length)]
+    if std.pretrain.enabled:
+        lengths.append((("pretrain", "max_length"), std.pretrain.max_length))
+    for loc, length in lengths:
+        if length > positions:
+            fail(loc, f"{length} exceeds the {positions} positions of model.base {_clip(std.model.base)}")
+
+
+def _base_config(base: str) -> dict[str, Any] | None:
+    """The base's config.json, read without torch or transformers (loading a standard stays fast). None
+    for a hub id that is not cached while the hub can be reached: it is fetched when the model loads."""
+    if base in PACKAGED_BASES:
+        package = PACKAGED_BASES[base]
+        if importlib.util.find_spec(package) is None:
+            raise _BaseUnusable(f"{base} ships with the Python package {package}, which is not installed")
+        return _read_config(Path(importlib.import_module(package).get_model_path()) / "config.json")
+    if os.path.isabs(base):  # a `./` or `../` folder, resolved against the standard's folder
+        config = _read_config(Path(base) / "config.json")
+        from nlpstd.models.folder import check_model_folder  # reads files only: no torch
+
+        try:
+            check_model_folder(base)  # a supported family, safetensors weights, no remote code, a tokenizer
+        except NlpstdError as exc:
+            raise _BaseUnusable(str(exc)) from None
+        return config
+    from huggingface_hub import try_to_load_from_cache  # ~0.1 s, and only for a hub id
+
+    try:
+        cached = try_to_load_from_cache(base, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: not an `org/name` id
+        raise _BaseUnusable(f"{_clip(base)!r} is not a named base ({', '.join(PACKAGED_BASES)}), a folder "
+                            "(./path) or a hub id (org/name)") from None
+    if isinstance(cached, str):
+        config = _read_config(Path(cached))
+        from nlpstd.models.folder import read_config  # reads the file only: no torch
+
+        try:
+            read_config(Path(cached).parent)  # a supported family, no remote code (the weights may not be cached yet)
+        except NlpstdError as exc:
+            raise _BaseUnusable(str(exc)) from None
+        return config
+    offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(name, "").lower() in _TRUE]
+    if offline:
+        raise _BaseUnusable(f"{base} is not in the local cache and {offline[0]} is set")
+    return None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A model folder's config.json as a mapping; anything else there is a base that cannot load."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise _BaseUnusable(f"no Hugging Face model (config.json) in {path.parent}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _BaseUnusable(f"{path} is {_file_kind(info.st_mode)}, not a file")
+    if info.st_size > MAX_STANDARD_BYTES:
+        raise _BaseUnusable(f"{path} is {info.st_size:,} bytes, too large for a model's config")
+    try:
+        config = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise _BaseUnusable(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # invalid JSON, or not UTF-8
+        raise _BaseUnusable(f"{path} is not valid JSON ({_clip(exc, 80)})") from None
+    if not isinstance(config, dict):
+        raise _BaseUnusable(f"{path} is not a JSON object of settings")
+    return config
+
+
+def _usable_positions(config: dict[str, Any]) -> int | None:
+    """The longest input the base accepts, specials included; None when its config does not say.
+    (The supported families number positions from 0; RoBERTa's offset ones are refused as a family.)"""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    return positions
+
+
 def check_files(std: Standard, path: str | Path) -> list[str]:
-    """Every referenced data file exists and is readable; returns the files checked."""
+    """Every referenced data file exists, is a regular file and is readable; returns the files checked.
+    A named pipe, a folder or a device is refused from its metadata alone: opening a pipe blocks
+    until something writes to it, and /dev/zero never ends."""
     path = Path(path)
-    lines, _ = _parse_yaml(path, path.read_text(encoding="utf-8"))
+    lines, _ = _parse_yaml(path, _read_standard(path))
     checked = []
     for split, data_file in std.data.files().items():
         loc = ("data", split)
@@ -862,9 +1225,20 @@ def check_files(std: Standard, path: str | Path) -> list[str]:
             checked.append(data_file.path)
             continue
         try:
+            mode = os.stat(data_file.path).st_mode
+            if not stat.S_ISREG(mode):
+                raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"{data_file.path} is {_file_kind(mode)}, not a file")
             with open(data_file.path, "rb") as handle:
                 handle.read(1)
         except OSError as exc:
             raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"cannot read {data_file.path}: {exc.strerror}") from None
         checked.append(data_file.path)
+    if std.export.destination:  # a destination an export may not write into is refused before hours of training
+        from nlpstd.export import destination
+
+        loc = ("export", "destination")
+        try:
+            destination.check(std.export.destination, std.export.register_as or std.name)
+        except NlpstdError as exc:
+            raise StandardError(path, _line_of(loc, lines), _dotted(loc), str(exc)) from None
     return checked

@@ -149,6 +149,45 @@ def folder_exists(uri: str) -> bool:
     return _retrying(f"s3://{bucket}/{key}", lambda: _head(client(), bucket, key)) is not None
 
 
+def list_names(uri: str) -> list[str]:
+    """The names directly under the prefix `uri`, as a folder listing shows them (sub-prefixes once each)."""
+    bucket, prefix = _split(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    s3 = client()
+
+    def attempt() -> list[str]:
+        names, pages = set(), s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            names.update(item["Prefix"][len(prefix):].rstrip("/") for item in page.get("CommonPrefixes", []))
+            names.update(item["Key"][len(prefix):] for item in page.get("Contents", []))
+        return sorted(name for name in names if name)
+
+    return _retrying(uri, attempt)
+
+
+def read_text(uri: str) -> str | None:
+    """A small object's text, or None when there is no such object."""
+    bucket, key = _split(uri)
+    s3 = client()
+
+    def attempt() -> str | None:
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise
+
+    return _retrying(uri, attempt)
+
+
+def write_text(uri: str, text: str) -> None:
+    """One small object, replaced whole (S3 writes an object atomically)."""
+    bucket, key = _split(uri)
+    s3 = client()
+    _retrying(uri, lambda: s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ChecksumAlgorithm="SHA256"))
+
+
 # -- internals ---------------------------------------------------------------------------------
 
 

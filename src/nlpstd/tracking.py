@@ -3,19 +3,29 @@
 One parent run per `nlpstd run`, one nested run per stage. With no MLFLOW_TRACKING_URI set,
 runs go to a local SQLite file (`./mlflow.db`, artifacts in `./mlartifacts`), so a fresh
 machine needs no server.
+
+Every run nlpstd opens names the process that owns it (`nlpstd.process`: host, pid and the pid's
+start time). A process killed without warning cannot end its runs; a later process on the same
+host sees the owner is gone and marks them KILLED (`sweep_stale_runs`), instead of leaving them
+RUNNING forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from mlflow import MlflowClient
+
     from nlpstd.spec import Standard
 
 
@@ -96,6 +106,209 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+_READY_STORES: set[str] = set()  # tracking URIs whose store this process has already opened
+
+
+def tracking_client() -> MlflowClient:
+    """MLflow's client on `tracking_uri()`, which also becomes the process's tracking URI.
+
+    The first client of a local SQLite store creates or migrates its tables. Two processes doing
+    that at once on a fresh folder break each other (a duplicate column, an alembic version row
+    that moved under the other), so this process's first client of such a store holds a file lock
+    beside the database while it is built; MLflow keeps that store for the process's later clients."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri in _READY_STORES:
+        return mlflow.MlflowClient(uri)
+    with _store_lock(uri):
+        client = mlflow.MlflowClient(uri)
+    _READY_STORES.add(uri)
+    return client
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI (four slashes: absolute); None for any other store
+    or for an in-memory database."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on `<database>.lock` for a local SQLite store; nothing for other stores,
+    a folder that does not exist (MLflow then says so itself) or a system without `fcntl`."""
+    database = sqlite_path(uri)
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if database is None or fcntl is None or not database.parent.is_dir():
+        yield
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+# -- run owners: which process opened a run, and whether it still lives
+
+PROCESS_TAG = "nlpstd.process"
+
+
+def process_tags() -> dict[str, str]:
+    """The tag naming this process as the owner of a run it opens: `host:pid:start time`."""
+    pid = os.getpid()
+    return {PROCESS_TAG: f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"}
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started, as a token that differs between two processes given the same pid;
+    None if there is no such process (or it is a zombie, which is dead but not yet reaped).
+
+    On Linux this is the start time in clock ticks since boot (`/proc/<pid>/stat`, field 22):
+    unlike a wall-clock time it never moves when the clock is set. Elsewhere psutil's creation
+    time, in whole seconds."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").is_file():
+        try:
+            text = stat.read_text()
+        except OSError:
+            return None
+        fields = text[text.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+        return None if fields[0] in ("Z", "X") else fields[19]  # fields[0] is field 3 (state)
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else f"{process.create_time():.0f}"
+    except psutil.Error:
+        return None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process a run's `nlpstd.process` tag names."""
+
+    host: str
+    pid: int
+    start: str  # empty when the start time could not be read
+
+    @classmethod
+    def parse(cls, tag: str | None) -> Owner | None:
+        """The owner a tag names; None for a run without one (or a tag this code cannot read)."""
+        try:
+            host, pid, start = (tag or "").rsplit(":", 2)
+            return cls(host, int(pid), start)
+        except ValueError:
+            return None
+
+    def is_here(self) -> bool:
+        return self.host == socket.gethostname()
+
+    def is_alive(self) -> bool:
+        """Whether the process still runs (on this host): its pid exists and, when the start time
+        was recorded, started at that time; a pid reused by a later process is not the owner."""
+        start = _start_time(self.pid)
+        return start is not None and (not self.start or start == self.start)
+
+
+@dataclass
+class StaleRun:
+    """A run marked KILLED, and the process that had left it RUNNING."""
+
+    run_id: str
+    name: str
+    owner: Owner
+
+
+@dataclass
+class StaleSweep:
+    """What `sweep_stale_runs` did: the runs it marked KILLED, and the running runs it could not judge."""
+
+    killed: list[StaleRun] = field(default_factory=list)
+    other_hosts: int = 0  # owned by a process on another host: nothing here can tell whether it lives
+    without_owner: int = 0  # no owner recorded: opened by a pipeline task (its tasks end it) or an older nlpstd
+
+    def killed_lines(self) -> list[str]:
+        return [f"mlflow: marked run {run.run_id} ({run.name}) KILLED: its process {run.owner.pid} on {run.owner.host} is gone"
+                for run in self.killed]
+
+    def left_line(self) -> str | None:
+        """Why running runs were left alone, or None when none were."""
+        reasons = []
+        if self.other_hosts:
+            reasons.append(f"{self.other_hosts} owned by a process on another host (only that host can tell whether it still runs)")
+        if self.without_owner:
+            reasons.append(f"{self.without_owner} with no owning process recorded (opened by a pipeline task, or by an older nlpstd)")
+        return f"mlflow: left {self.other_hosts + self.without_owner} running run(s) alone: {'; '.join(reasons)}" if reasons else None
+
+
+def sweep_stale_runs(experiment_names: list[str] | None = None) -> StaleSweep:
+    """Mark KILLED every RUNNING run (of the named experiments, else of all) whose owning process
+    was on this host and is gone. A run owned by a live process, by a process on another host, or
+    by no recorded process stays as it is. One search of the store, plus one update per run marked."""
+    from mlflow.entities import ViewType
+
+    from nlpstd.errors import NlpstdError
+
+    client = tracking_client()
+    if experiment_names is None:
+        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    else:
+        found = {name: client.get_experiment_by_name(name) for name in experiment_names}
+        missing = [name for name, experiment in found.items() if experiment is None]
+        if missing:
+            raise NlpstdError(f"no MLflow experiment {', '.join(map(repr, missing))} in {tracking_uri()}")
+        ids = [experiment.experiment_id for experiment in found.values()]
+    return _sweep(client, ids)
+
+
+def _sweep(client: MlflowClient, experiment_ids: list[str]) -> StaleSweep:
+    swept = StaleSweep()
+    for run in _running_runs(client, experiment_ids):
+        owner = Owner.parse(run.data.tags.get(PROCESS_TAG))
+        if owner is None:
+            swept.without_owner += 1
+        elif not owner.is_here():
+            swept.other_hosts += 1
+        elif not owner.is_alive():
+            client.set_terminated(run.info.run_id, "KILLED")
+            swept.killed.append(StaleRun(run.info.run_id, run.info.run_name or "", owner))
+    return swept
+
+
+def _running_runs(client: MlflowClient, experiment_ids: list[str]) -> Iterator:
+    """The RUNNING runs of the experiments, page by page (one page unless there are thousands)."""
+    token = None
+    while experiment_ids:
+        page = client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _sweep_before_opening(experiment: str) -> None:
+    """The stale runs of the experiment a new run is about to join, marked KILLED; a sweep that fails
+    is a warning, never the run's failure."""
+    try:
+        client = tracking_client()
+        found = client.get_experiment_by_name(experiment)
+        swept = _sweep(client, [found.experiment_id]) if found else StaleSweep()
+    except Exception as exc:  # the run matters more than its neighbours' bookkeeping
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"mlflow: warning: could not check experiment {experiment!r} for stale runs ({type(exc).__name__}: {reason})",
+              file=sys.stderr)
+        return
+    for line in swept.killed_lines():
+        print(line)
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast on a tracking server that does not answer: MLflow's own client retries for minutes."""
     if not uri.startswith(("http://", "https://")):
@@ -148,8 +361,6 @@ class RunTracking:
         if not self.enabled:
             yield self
             return
-        import mlflow
-
         self.run_id = open_parent_run(self.std, tags)
         self.parent = MlflowTracker(self.run_id)
         status = "FAILED"
@@ -157,7 +368,7 @@ class RunTracking:
             yield self
             status = "FINISHED"
         finally:
-            mlflow.MlflowClient().set_terminated(self.run_id, status)
+            tracking_client().set_terminated(self.run_id, status)
 
     @classmethod
     def attach(cls, std: Standard, run_id: str | None) -> RunTracking:
@@ -171,16 +382,13 @@ class RunTracking:
         if not self.enabled or self.run_id is None:
             yield NullTracker()
             return
-        import mlflow
-        from mlflow import MlflowClient
-
-        mlflow.set_tracking_uri(tracking_uri())
-        client = MlflowClient()
+        client = tracking_client()
         parent = client.get_run(self.run_id)
         child = client.create_run(
             parent.info.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.run_id, "nlpstd.stage": name, "nlpstd.standard": self.std.name, **(tags or {})},
+            tags={"mlflow.parentRunId": self.run_id, "nlpstd.stage": name, "nlpstd.standard": self.std.name,
+                  **process_tags(), **(tags or {})},
         )
         monitor = _SystemMetrics(child.info.run_id)
         status = "FAILED"
@@ -212,14 +420,15 @@ class _SystemMetrics:
         self.monitor.mlflow_logger.flush()
 
 
-def open_parent_run(std: Standard, tags: dict[str, str] | None = None) -> str:
-    """A new parent run: tags (standard, spec hash, git commit, package version, image), the
-    flattened standard as params, and the resolved standard as an artifact."""
-    import mlflow
-
+def open_parent_run(std: Standard, tags: dict[str, str] | None = None, owned: bool = True) -> str:
+    """A new parent run: tags (standard, spec hash, git commit, package version, image, and the
+    owning process unless the run outlives this one: `owned=False`), the flattened standard as
+    params, and the resolved standard as an artifact. The experiment's stale runs are marked
+    KILLED first."""
     check_reachable(tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri())
-    run = mlflow.MlflowClient().create_run(_experiment_id(std.name), run_name=std.name, tags={"nlpstd.standard": std.name})
+    _sweep_before_opening(std.name)
+    owner = process_tags() if owned else {}
+    run = tracking_client().create_run(_experiment_id(std.name), run_name=std.name, tags={"nlpstd.standard": std.name, **owner})
     parent = MlflowTracker(run.info.run_id)
     image = {"nlpstd.image": os.environ["NLPSTD_IMAGE"]} if os.environ.get("NLPSTD_IMAGE") else {}
     parent.set_tags({"nlpstd.spec_hash": std.spec_hash(), "nlpstd.git_commit": git_commit(),
@@ -244,7 +453,8 @@ def pipeline_parent_run(std: Standard, run_id: str, data_dir: Path) -> str:
         return run_id
     from nlpstd.stages import data_prep
 
-    run_id = open_parent_run(std, {**OPENED_BY_PIPELINE, "nlpstd.runner": "kubeflow"})
+    # no owning process: the task opening it ends long before the pipeline's last task closes it
+    run_id = open_parent_run(std, {**OPENED_BY_PIPELINE, "nlpstd.runner": "kubeflow"}, owned=False)
     with RunTracking.attach(std, run_id).stage("data-prep") as tracker:
         data_prep.track(data_dir, tracker)
     return run_id
@@ -254,10 +464,7 @@ def close_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
     """End a parent run that a pipeline task opened (one opened by a runner is the runner's to end)."""
     if not run_id:
         return
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
+    client = tracking_client()
     run = client.get_run(run_id)
     opened_here = all(run.data.tags.get(k) == v for k, v in OPENED_BY_PIPELINE.items())
     if opened_here and run.info.status == "RUNNING":
@@ -265,14 +472,21 @@ def close_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
 
 
 def _experiment_id(name: str) -> str:
-    """Find or create the experiment; the default SQLite store keeps artifacts beside it."""
-    from mlflow import MlflowClient
+    """Find or create the experiment; the default SQLite store keeps artifacts beside it. Two runs
+    starting together may both find none: the one whose creation loses takes the other's."""
+    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    client = tracking_client()
     found = client.get_experiment_by_name(name)
     if found:
         return found.experiment_id
     location = None
     if "MLFLOW_TRACKING_URI" not in os.environ:
         location = (Path.cwd() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id

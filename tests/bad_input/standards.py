@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from tests.bad_input.case import CLASS, CONLL, CONLL_FILES, TOKEN, TSV, TSV_FILES, Case, edited, run_standard
+from tests.bad_input.case import (CLASS, CONLL, CONLL_FILES, DIRECTORY, FIFO, TOKEN, TSV, TSV_FILES, Case, edited,
+                                  run_standard)
 
 UNSET_VAR = "NLPSTD_BAD_INPUT_NEVER_SET"
+EMPTY_VAR = "NLPSTD_BAD_INPUT_EMPTY"
+
+# "Billion laughs": ten aliases per line, nine lines, 10**10 nodes once expanded, in under 500 bytes
+# (appended to the baseline, so `a` is on line 15 and the 17th alias on line 17).
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n" for previous, name in zip("abcdefghi", "bcdefghij"))
+# Few aliases, each repeating a long list: 11 x 1,001 nodes from 11 aliases on line 16.
+WIDE_ALIASES = f"a: &a [{', '.join(['x'] * 1000)}]\nb: [{', '.join(['*a'] * 11)}]\n"
+PRETRAIN_LONG = "pretrain:\n  enabled: true\n  max_length: 1024\n  corpus: {files: [corpus.txt], held_out_fraction: 0.1}\n"
 
 
-def case(id: str, standard: str, files: dict, file: str, line: int | None, field: str | None, message: str) -> Case:
-    return Case(id, **run_standard(standard, files, file=file, line=line, field=field, message=message))
+def case(id: str, standard: str | None, files: dict, file: str, line: int | None, field: str | None, message: str,
+         env: dict[str, str] | None = None) -> Case:
+    return Case(id, **run_standard(standard, files, file=file, line=line, field=field, message=message), env=env or {})
 
 
 CASES = [
@@ -40,4 +51,143 @@ CASES = [
          "standard.yaml", 14, "evaluate.gate.metric", "'bleu'"),
     case("spec-format-not-for-task", edited(TSV, f"task: {CLASS}", f"task: {TOKEN}"), TSV_FILES,
          "standard.yaml", 4, "data.format", "'tsv'"),
+    # -- the file itself: not a mapping, not text, not a file
+    case("spec-standard-is-a-list", "- name: bad-input\n- task: ner\n", CONLL_FILES,
+         "standard.yaml", 1, None, "a standard is a YAML mapping of sections"),
+    case("spec-standard-is-empty", "", CONLL_FILES,
+         "standard.yaml", 1, None, "not an empty file"),
+    case("spec-standard-is-binary", None, {**CONLL_FILES, "standard.yaml": b"\x00\x00\x00\x18ftypmp42\x00\x00"},
+         "standard.yaml", 1, "invalid YAML", "character #x0000 is not allowed"),
+    case("spec-standard-not-utf8", None, {**CONLL_FILES, "standard.yaml": CONLL.replace("bad-input", "b\u00e4d").encode("latin-1")},
+         "standard.yaml", 1, "encoding", "byte 0xe4 is not UTF-8"),
+    case("spec-standard-is-a-named-pipe", None, {**CONLL_FILES, "standard.yaml": FIFO},
+         "standard.yaml", None, None, "a named pipe, not a file"),
+    case("spec-standard-is-a-folder", None, {**CONLL_FILES, "standard.yaml": DIRECTORY},
+         "standard.yaml", None, None, "a folder, not a file"),
+    case("spec-standard-too-large", CONLL + "# " + "x" * (1 << 20) + "\n", CONLL_FILES,
+         "standard.yaml", None, None, "too large for a standard"),
+    # -- YAML that would expand without end, or exhaust the stack
+    case("spec-yaml-alias-bomb", CONLL + ALIAS_BOMB, CONLL_FILES,
+         "standard.yaml", 17, "invalid YAML", "more than 16 aliases"),
+    case("spec-yaml-aliases-expand-past-the-node-limit", CONLL + WIDE_ALIASES, CONLL_FILES,
+         "standard.yaml", 16, "invalid YAML", "once aliases are expanded"),
+    case("spec-yaml-alias-inside-its-own-anchor", CONLL + "description: &loop [*loop]\n", CONLL_FILES,
+         "standard.yaml", 15, "invalid YAML", "inside the node it names"),
+    case("spec-yaml-nested-too-deep", CONLL + "description: " + "[" * 1000 + "]" * 1000 + "\n", CONLL_FILES,
+         "standard.yaml", 15, "invalid YAML", "nested more than 32 levels"),
+    case("spec-yaml-integer-of-5000-digits", CONLL + "seed: " + "9" * 5000 + "\n", CONLL_FILES,
+         "standard.yaml", 15, "invalid YAML", "is not a valid int"),
+    case("spec-yaml-impossible-date", CONLL + "description: 2024-13-45\n", CONLL_FILES,
+         "standard.yaml", 15, "invalid YAML", "2024-13-45 is not a valid timestamp"),
+    case("spec-yaml-tab-indent", edited(CONLL, "  format: conll", "\tformat: conll"), CONLL_FILES,
+         "standard.yaml", 4, "invalid YAML", "'\\t'"),
+    # -- keys
+    case("spec-duplicate-key", edited(CONLL, "  lr: 1.0e-4", "  lr: 1.0e-4\n  lr: 2.0e-4"), CONLL_FILES,
+         "standard.yaml", 12, "finetune.lr", "duplicate key (first at line 11)"),
+    case("spec-duplicate-section", CONLL + "finetune:\n  epochs: 3\n", CONLL_FILES,
+         "standard.yaml", 15, "finetune", "duplicate key (first at line 9)"),
+    case("spec-key-is-a-number", CONLL + "1: x\n", CONLL_FILES,
+         "standard.yaml", 15, "1", "YAML reads '1' as a number"),
+    case("spec-key-is-null", edited(CONLL, "  epochs: 1", "  null: 1"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.null", "as null"),
+    case("spec-key-with-a-line-break", CONLL + '"lr\\nrate": 1\n', CONLL_FILES,
+         "standard.yaml", 15, "'lr\\nrate'", "unknown key"),
+    # -- numbers: not finite, beyond what later code holds, or not numbers at all
+    case("spec-lr-infinite", edited(CONLL, "lr: 1.0e-4", "lr: .inf"), CONLL_FILES,
+         "standard.yaml", 11, "finetune.lr", "must be a finite number"),
+    case("spec-gate-min-nan", edited(CONLL, "    metric: f1", "    metric: f1\n    min: .nan"), CONLL_FILES,
+         "standard.yaml", 15, "evaluate.gate.min", "must be a finite number"),
+    case("spec-peak-tflops-infinite", CONLL + "runtime:\n  peak_tflops: -.inf\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.peak_tflops", "must be a finite number"),
+    case("spec-sweep-range-infinite", CONLL + "sweep: {strategy: random, trials: 2, params: {finetune.lr: {low: 1.0e-5, high: .inf}}}\n",
+         CONLL_FILES, "standard.yaml", 15, "sweep.params.finetune.lr.high", "must be a finite number"),
+    case("spec-seed-beyond-32-bits", CONLL + "seed: 1180591620717411303424\n", CONLL_FILES,
+         "standard.yaml", 15, "seed", "must be <= 4294967295"),
+    case("spec-seed-negative", CONLL + "seed: -1\n", CONLL_FILES,
+         "standard.yaml", 15, "seed", "must be >= 0"),
+    case("spec-max-steps-overflow", edited(CONLL, "  epochs: 1", "  max_steps: 1099511627776"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.max_steps", "must be <= 2147483647"),
+    case("spec-batch-size-huge", edited(CONLL, "  epochs: 1", "  batch_size: 1000000000000"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.batch_size", "must be <= 1048576"),
+    case("spec-token-budget-overflow", edited(CONLL, "  epochs: 1", "  token_budget: {max_tokens: 100000000000000000000}"),
+         CONLL_FILES, "standard.yaml", 10, "finetune.token_budget.max_tokens", "must be <= 2147483647"),
+    case("spec-threads-overflow", CONLL + "runtime:\n  threads: 100000000000000000000\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.threads", "must be <= 4096"),
+    case("spec-loader-workers-huge", CONLL + "runtime:\n  loader_workers: 1000000\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.loader_workers", "must be <= 256"),
+    case("spec-gpu-count-huge", CONLL + "runtime:\n  gpu: {count: 100000}\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.gpu.count", "must be <= 64"),
+    case("spec-epochs-yes-no", edited(CONLL, "epochs: 1", "epochs: yes"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.epochs", "expected a number, got a yes/no value"),
+    case("spec-epochs-fraction", edited(CONLL, "epochs: 1", "epochs: 1.5"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.epochs", "fractional part"),
+    case("spec-batch-size-zero", edited(CONLL, "  epochs: 1", "  batch_size: 0"), CONLL_FILES,
+         "standard.yaml", 10, "finetune.batch_size", "must be > 0, got 0"),
+    case("spec-compile-bare-off", CONLL + "runtime:\n  compile: off\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.compile", "quote the word"),
+    # -- names
+    case("spec-name-too-long", edited(CONLL, "name: bad-input", "name: " + "n" * 5000), CONLL_FILES,
+         "standard.yaml", 1, "name", "at most 63 characters"),
+    case("spec-register-as-not-a-name", CONLL + "export:\n  register_as: team/ner model\n", CONLL_FILES,
+         "standard.yaml", 16, "export.register_as", "a name is letters, digits"),
+    case("spec-register-as-too-long", CONLL + "export:\n  register_as: " + "r" * 64 + "\n", CONLL_FILES,
+         "standard.yaml", 16, "export.register_as", "at most 63 characters"),
+    # -- the environment
+    case("spec-env-default-stands-in-for-an-empty-variable", edited(CONLL, "epochs: 1", f"epochs: ${{{EMPTY_VAR}:-0}}"),
+         CONLL_FILES, "standard.yaml", 10, "finetune.epochs", "must be > 0, got '0'", env={EMPTY_VAR: ""}),
+    # -- the base model
+    case("spec-max-length-beyond-base-positions", edited(CONLL, "  validation: dev.txt", "  validation: dev.txt\n  max_length: 4096"),
+         CONLL_FILES, "standard.yaml", 7, "data.max_length", "4096 exceeds the 512 positions of model.base minilm-l6"),
+    case("spec-pretrain-max-length-beyond-base-positions", CONLL + PRETRAIN_LONG, {**CONLL_FILES, "corpus.txt": "Some text.\n"},
+         "standard.yaml", 17, "pretrain.max_length", "1024 exceeds the 512 positions"),
+    case("spec-base-folder-without-config", edited(CONLL, "base: minilm-l6", "base: ./model"), {**CONLL_FILES, "model/vocab.txt": "[PAD]\n"},
+         "standard.yaml", 8, "model.base", "no Hugging Face model (config.json)"),
+    case("spec-base-config-not-json", edited(CONLL, "base: minilm-l6", "base: ./model"), {**CONLL_FILES, "model/config.json": "{not json"},
+         "standard.yaml", 8, "model.base", "is not valid JSON"),
+    case("spec-hub-base-not-cached-offline", edited(CONLL, "base: minilm-l6", "base: nlpstd-tests/never-cached"), CONLL_FILES,
+         "standard.yaml", 8, "model.base", "not in the local cache and HF_HUB_OFFLINE is set"),
+    case("spec-base-not-a-hub-id", edited(CONLL, "base: minilm-l6", "base: bert base cased"), CONLL_FILES,
+         "standard.yaml", 8, "model.base", "is not a named base"),
+    # -- data paths that are not regular files
+    case("spec-data-file-is-a-named-pipe", CONLL, {**CONLL_FILES, "train.txt": FIFO},
+         "standard.yaml", 5, "data.train", "is a named pipe, not a file"),
+    case("spec-data-file-is-a-folder", CONLL, {**CONLL_FILES, "dev.txt": DIRECTORY},
+         "standard.yaml", 6, "data.validation", "is a folder, not a file"),
+    case("spec-data-file-is-a-device", edited(CONLL, "train: train.txt", "train: /dev/zero"), CONLL_FILES,
+         "standard.yaml", 5, "data.train", "/dev/zero is a device, not a file"),
+    case("spec-data-path-other-scheme", edited(CONLL, "train: train.txt", "train: gs://bucket/train.txt"), CONLL_FILES,
+         "standard.yaml", 5, "data.train.path", "s3:// is the only remote scheme"),
+    # -- cluster settings, schedule and sweep
+    case("spec-cpu-quantity-malformed", CONLL + "runtime:\n  training: {cpu: 4 cores}\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.training.cpu", "a Kubernetes CPU quantity"),
+    case("spec-memory-quantity-overflow", CONLL + "runtime:\n  shm_size: 99999999999999999999999999999999Gi\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.shm_size", "a Kubernetes memory quantity"),
+    case("spec-checkpoint-volume-not-a-kubernetes-name", CONLL + "runtime:\n  checkpoint_volume: My Checkpoints\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.checkpoint_volume", "a Kubernetes name"),
+    case("spec-tolerations-not-a-list", CONLL + "runtime:\n  gpu: {tolerations: {key: nvidia.com/gpu}}\n", CONLL_FILES,
+         "standard.yaml", 16, "runtime.gpu.tolerations", "valid list"),
+    case("spec-toleration-exists-with-a-value", CONLL + "runtime:\n  gpu:\n    tolerations: [{key: gpu, operator: Exists, value: a100}]\n",
+         CONLL_FILES, "standard.yaml", 17, "runtime.gpu.tolerations[0]", "operator Exists matches every value"),
+    case("spec-cron-hour-out-of-range", CONLL + "schedule:\n  cron: '0 25 * * *'\n", CONLL_FILES,
+         "standard.yaml", 16, "schedule.cron", "hour 25 is outside 0-23"),
+    case("spec-cron-step-of-zero", CONLL + "schedule:\n  cron: '*/0 * * * *'\n", CONLL_FILES,
+         "standard.yaml", 16, "schedule.cron", "a step of 0"),
+    # -- export destinations that an export may not write into (nothing there is touched)
+    case("spec-destination-is-the-standards-folder", CONLL + "export: {destination: .}\n", CONLL_FILES,
+         "standard.yaml", 15, "export.destination", "holds files nlpstd did not write (dev.txt, standard.yaml, train.txt)"),
+    case("spec-destination-holds-a-users-files", CONLL + "export: {destination: shipped}\n",
+         {**CONLL_FILES, "shipped/notes.txt": "mine\n"},
+         "standard.yaml", 15, "export.destination", "holds files nlpstd did not write (notes.txt)"),
+    case("spec-destination-serves-another-model", CONLL + "export: {destination: shipped}\n",
+         {**CONLL_FILES, "shipped/current.json": '{"nlpstd_destination": 1, "registered_model": "other"}'},
+         "standard.yaml", 15, "export.destination", "serves 'other'; give 'bad-input' a destination of its own"),
+    case("spec-destination-pointer-not-json", CONLL + "export: {destination: shipped}\n",
+         {**CONLL_FILES, "shipped/current.json": "serving: v3\n"},
+         "standard.yaml", 15, "export.destination", "current.json is not JSON"),
+    case("spec-destination-is-a-file", CONLL + "export: {destination: train.txt}\n", CONLL_FILES,
+         "standard.yaml", 15, "export.destination", "train.txt is a file, not a folder"),
+    case("spec-sweep-not-a-mapping", CONLL + "sweep: grid\n", CONLL_FILES,
+         "standard.yaml", 15, "sweep", "valid dictionary"),
+    case("spec-sweep-variant-changes-the-sweep", CONLL + "sweep:\n  variants:\n    more: {sweep.trials: 3}\n", CONLL_FILES,
+         "standard.yaml", 17, "sweep.variants.more.sweep.trials", "cannot change the standard's name or the sweep"),
 ]

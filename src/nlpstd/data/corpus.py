@@ -1,10 +1,11 @@
 """The pretraining corpus: raw text files in, clean documents out, with a held-out part.
 
-Each file is decoded on its own: `encoding: auto` reads UTF-8 and falls back to Latin-1 for
-a file that is not valid UTF-8 (and says which files did). CRLF and CR line ends become LF.
-A document is a paragraph: lines up to the next blank line. Files that cannot be corpus
-text (missing, empty, binary, undecodable in the declared encoding) fail before anything
-is written, each with a one-line error that names the file.
+Each file is decoded on its own, line by line as it is read: `encoding: auto` reads UTF-8 and
+falls back to Latin-1 for a file that is not valid UTF-8 (and says which files did). CRLF and CR
+line ends are line ends like LF. A document is a paragraph: lines up to the next blank line.
+Files that cannot be corpus text (missing, not a regular file, empty, binary, undecodable in the
+declared encoding) fail before anything is written, each with a one-line error that names the
+file and the standard's key that lists it (`pretrain.corpus.files[0]`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import glob
 import hashlib
 import json
 import random
-import re
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
-from nlpstd.data.readers import read_bytes
+from nlpstd.data.readers import Undecodable, decode_lines, regular_file
 from nlpstd.errors import DataError
-from nlpstd.spec import CorpusFile, CorpusSpec
 
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
+    from nlpstd.spec import CorpusFile, CorpusSpec
+
 _BINARY_SAMPLE = 8192
 
 
@@ -32,8 +35,10 @@ class CorpusText:
     path: str
     encoding: str
     fell_back: bool  # `auto` found invalid UTF-8 and read Latin-1
-    documents: list[str]
+    documents: list[str]  # empty when read only to be checked
     sha256: str
+    count: int = 0  # documents, kept or not
+    chars: int = 0  # characters of the documents
 
 
 @dataclass
@@ -46,59 +51,78 @@ class Corpus:
     fingerprint: str = ""
 
 
-def expand(entries: list[CorpusFile], default_encoding: str) -> list[tuple[str, str]]:
-    """(path, encoding) for every file the entries name, globs sorted; an entry matching nothing is an error."""
-    found: list[tuple[str, str]] = []
-    for entry in entries:
-        encoding = entry.encoding or default_encoding
+def expand(entries: list[CorpusFile], default_encoding: str, key: str = "pretrain.corpus.files") -> list[tuple[str, str, str]]:
+    """(path, encoding, key of the entry) for every file the entries name, globs sorted; an entry
+    matching nothing is an error. A glob keeps regular files only: a folder or a pipe among the
+    matches is not text."""
+    found: list[tuple[str, str, str]] = []
+    for index, entry in enumerate(entries):
+        encoding, where = entry.encoding or default_encoding, f"{key}[{index}]"
         if glob.has_magic(entry.path) and entry.path.startswith("s3://"):
-            raise DataError(entry.path, None, None, "patterns do not apply to s3:// objects: list each object")
+            raise DataError(entry.path, None, where, "patterns do not apply to s3:// objects: list each object")
         if glob.has_magic(entry.path):
             matches = sorted(p for p in glob.glob(entry.path, recursive=True) if Path(p).is_file())
             if not matches:
-                raise DataError(entry.path, None, None, "the pattern matches no file")
-            found += [(p, encoding) for p in matches]
+                raise DataError(entry.path, None, where, "the pattern matches no file")
+            found += [(p, encoding, where) for p in matches]
         else:
-            found.append((entry.path, encoding))
+            found.append((entry.path, encoding, where))
     return found
 
 
-def read_corpus_file(path: str, encoding: str) -> CorpusText:
-    """Decode one file; refuse what is not text."""
-    raw = read_bytes(path)
-    if not raw.strip():
-        raise DataError(path, None, None, "the corpus file is empty")
-    if b"\x00" in raw[:_BINARY_SAMPLE]:
-        raise DataError(path, None, None, "this is a binary file (NUL bytes), not text; leave it out of the corpus")
-    fell_back = False
-    try:
-        text = raw.decode("utf-8" if encoding == "auto" else encoding)
-    except UnicodeDecodeError as exc:
-        if encoding != "auto":
-            line = raw.count(b"\n", 0, exc.start) + 1
-            raise DataError(path, line, "encoding", f"byte 0x{raw[exc.start]:02x} is not valid {encoding}; "
-                            "set encoding: auto (UTF-8, else Latin-1) or the file's codec") from None
-        text, fell_back = raw.decode("latin-1"), True
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    documents = [" ".join(doc.split()) for doc in _PARAGRAPH_BREAK.split(text)]
-    documents = [doc for doc in documents if doc]
-    used = "latin-1" if fell_back else ("utf-8" if encoding == "auto" else encoding)
-    return CorpusText(path, used, fell_back, documents, hashlib.sha256(raw).hexdigest())
+def read_corpus_file(path: str, encoding: str, key: str | None = None, keep: bool = True) -> CorpusText:
+    """Decode one file, a line at a time; refuse what is not text. `key` is the standard's key that
+    lists the file, for the error; with `keep` false the documents are counted, not kept."""
+    local = regular_file(path, key)  # before opening: a named pipe would block, /dev/zero never end
+    with open(local, "rb") as handle:
+        if b"\x00" in handle.read(_BINARY_SAMPLE):
+            raise DataError(path, None, key, "this is a binary file (NUL bytes), not text; leave it out of the corpus")
+        codec = "utf-8" if encoding == "auto" else encoding
+        try:
+            documents, count, chars = _paragraphs(handle, codec, keep)
+        except Undecodable as bad:
+            if encoding != "auto":
+                raise DataError(path, bad.line, "encoding", f"byte 0x{bad.byte:02x} is not valid {encoding}; "
+                                "set encoding: auto (UTF-8, else Latin-1) or the file's codec") from None
+            codec = "latin-1"  # decodes any byte: the file is read again from its start
+            documents, count, chars = _paragraphs(handle, codec, keep)
+        handle.seek(0)
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    if not count:
+        raise DataError(path, None, key, "the corpus file is empty (no text, only whitespace)")
+    return CorpusText(path, codec, codec == "latin-1" and encoding == "auto", documents, sha256, count, chars)
+
+
+def _paragraphs(handle: IO[bytes], codec: str, keep: bool) -> tuple[list[str], int, int]:
+    """(documents if `keep`, how many, their characters) of an open file, read from its start. A
+    document is a paragraph with each run of whitespace made one space; a line of nothing but
+    spaces and tabs ends it."""
+    handle.seek(0)
+    documents, count, chars = [], 0, 0
+    words: list[str] = []
+    for line in chain(decode_lines(handle, codec), ["\n"]):  # a blank line after the last ends the last paragraph
+        if line.strip(" \t\r\n"):
+            words += line.split()
+        elif words:
+            document, words = " ".join(words), []
+            count, chars = count + 1, chars + len(document)
+            if keep:
+                documents.append(document)
+    return documents, count, chars
 
 
 def check(spec: CorpusSpec) -> list[str]:
-    """Read and decode every corpus file (the checks `prepare` would fail on); returns the paths."""
-    paths = []
-    for path, encoding in expand(spec.files, spec.encoding) + expand(spec.held_out, spec.encoding):
-        read_corpus_file(path, encoding)
-        paths.append(path)
-    return paths
+    """Read and decode every corpus file (the checks `prepare` would fail on), keeping no document;
+    returns the paths."""
+    return [described["path"] for described in prepare(spec, seed=0, keep_documents=False).files]
 
 
-def prepare(spec: CorpusSpec, seed: int) -> Corpus:
-    """Decode every file and set the held-out documents aside (held-out files, or a seeded share)."""
-    texts = [read_corpus_file(p, e) for p, e in expand(spec.files, spec.encoding)]
-    held_texts = [read_corpus_file(p, e) for p, e in expand(spec.held_out, spec.encoding)]
+def prepare(spec: CorpusSpec, seed: int, keep_documents: bool = True) -> Corpus:
+    """Decode every file and set the held-out documents aside (held-out files, or a seeded share).
+    Without `keep_documents` every file is decoded and counted but no document is kept (validate)."""
+    texts = [read_corpus_file(p, e, k, keep_documents) for p, e, k in expand(spec.files, spec.encoding)]
+    held_texts = [read_corpus_file(p, e, k, keep_documents)
+                  for p, e, k in expand(spec.held_out, spec.encoding, "pretrain.corpus.held_out")]
     if spec.held_out_fraction:
         rng = random.Random(seed)
         train, held = [], []
@@ -114,7 +138,7 @@ def prepare(spec: CorpusSpec, seed: int) -> Corpus:
 
 def _describe(text: CorpusText, part: str) -> dict:
     return {"path": text.path, "part": part, "encoding": text.encoding, "fell_back": text.fell_back,
-            "documents": len(text.documents), "chars": sum(len(d) for d in text.documents)}
+            "documents": text.count, "chars": text.chars}
 
 
 def fingerprint(spec: CorpusSpec, texts: list[CorpusText], held_texts: list[CorpusText], seed: int) -> str:

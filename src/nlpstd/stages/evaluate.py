@@ -20,20 +20,24 @@ from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.registry import Registry, decide, decision_tags, history_entry, registry_for
 from nlpstd.spans import IobRepair, decode_entities, joined_words
 from nlpstd.spec import Standard
+from nlpstd.stages import identity
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
 
 def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: Tracker | None = None,
-        registry: Registry | None = None) -> dict:
+        registry: Registry | None = None, allow_other_inputs: bool = False) -> dict:
     """Writes `metrics.json` (per split, the gate, the champion decision), `gate.json`, `champion.json`,
-    `report.md`, `plots/*.png` and `predictions_<split>.jsonl`. The registry defaults to the tracker's."""
+    `report.md`, `plots/*.png`, `predictions_<split>.jsonl` and `stage.json`. `model_dir` is the `model/`
+    of this recipe's finetune output. The registry defaults to the tracker's."""
     tracker = tracker or NullTracker()
     registry = registry or registry_for(tracker)
     started = time.perf_counter()
 
-    # -- inputs
+    # -- inputs: this recipe's prepared data and fine-tuned model
+    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
     data = prep.load(data_dir)
+    identity.require(Path(model_dir).parent, "finetune", std, data.fingerprint, allow_other=allow_other_inputs)
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
 
@@ -64,7 +68,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             scored, _ = score_split(*load(champion.model_dir), gate.split, f"champion v{champion.version}")
             champion_score = float(scored.metrics[gate.metric])
     decision = decide(gate.metric, gate.split, gate.value, gate.threshold, std.evaluate.gate.min_delta,
-                      champion_score, champion.version if champion else None)
+                      champion_score, champion.version if champion else None, std.evaluate.gate.promote_ties)
 
     # -- outputs
     with staged(out_dir) as tmp:
@@ -89,6 +93,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         report.write_report(tmp / "report.md", standard_name=std.name, task=std.task, scores=scores,
                             gate=gate, plots=plots, extra=extra, decision=decision.to_dict(), clean=clean)
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict(), indent=2))
+        identity.write(tmp, "evaluate", std, data.fingerprint)
         (tmp / "champion.json").write_text(json.dumps({**decision.to_dict(), "data_fingerprint": data.fingerprint}, indent=2))
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
         flat.update({f"{split}_clean_{k}": v for split, c in clean.items() for k, v in headline(c["metrics"]).items()})

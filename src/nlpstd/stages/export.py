@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from nlpstd import runtime, storage
+from nlpstd import runtime
 from nlpstd.data import prepare as prep
 from nlpstd.data.encode import Encoded, encode_data
-from nlpstd.errors import GateFailed, ParityFailed
+from nlpstd.errors import GateFailed, NlpstdError, ParityFailed
 from nlpstd.evaluate.scoring import score_logits
+from nlpstd.export import destination as publication
 from nlpstd.export import parity
 from nlpstd.export.card import model_card
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
@@ -30,7 +31,8 @@ from nlpstd.inference import Forward, predict_logits, torch_forward
 from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
-from nlpstd.stages.output import numeric, read_json, staged, write_metrics
+from nlpstd.stages import identity
+from nlpstd.stages.output import numeric, partial_dir, read_json, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.checkpoint import replace_dir
 
@@ -40,21 +42,41 @@ MANIFEST = "inferenceservice.yaml"
 
 
 def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir: Path, tracker: Tracker | None = None,
-        standard_file: str = "STANDARD.yaml", registry: Registry | None = None) -> dict:
+        standard_file: str = "STANDARD.yaml", registry: Registry | None = None, kept_dir: Path | None = None,
+        allow_other_inputs: bool = False) -> dict:
     """Writes `model/` (the Hugging Face folder, README.md card, `onnx/` and `onnx-int8/` as listed, the
-    KServe manifest), `parity.json` and `metrics.json`. The registry defaults to the tracker's;
-    untracked, nothing is registered."""
+    KServe manifest), `parity.json`, `standard.yaml`, `stage.json` and `metrics.json`. The registry
+    defaults to the tracker's; untracked, nothing is registered.
+
+    Publishing comes last, after every check and upload has succeeded, so that a failure leaves
+    everything as it was. A model evaluation chose as the new champion (untracked: any model that
+    passed the gate) goes to `out_dir` and to a new folder of `export.destination`, which then
+    serves it; one that stays behind the champion is registered but goes to `kept_dir` (default
+    `out_dir`), so the last good export in `out_dir` and at the destination stays where it is."""
     tracker = tracker or NullTracker()
     registry = registry or registry_for(tracker)
     started = time.perf_counter()
 
-    # -- inputs: the gate decides
+    # -- inputs: this recipe's data, model and evaluation; the gate and the champion decision decide
+    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
+    data = prep.load(data_dir)
+    identity.require(Path(model_dir).parent, "finetune", std, data.fingerprint, allow_other=allow_other_inputs)
+    identity.require(eval_dir, "evaluate", std, data.fingerprint, allow_other=allow_other_inputs)
     evaluation = read_json(Path(eval_dir) / "metrics.json")
     gate = evaluation["gate"]
     if not gate["passed"]:
         raise GateFailed(f"export skipped: the gate failed ({gate['reason']})")
+    champion = evaluation.get("champion", {})
+    wanted = bool(champion.get("promote", True))
+    name = std.export.register_as or std.name
+    destination = std.export.destination if wanted else None
+    if destination:  # checked with the standard's files already; again here, where a pipeline task starts
+        try:
+            publication.check(destination, name)
+        except NlpstdError as exc:
+            raise NlpstdError(f"export.destination: {exc}") from None
+    slot = publication.new_slot()
     runtime.setup(std.runtime, std.seed)
-    data = prep.load(data_dir)
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(model_dir, std.task)
     parameters, _ = count_parameters(model)
@@ -62,8 +84,11 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
     split, held_out = _held_out(std, data, tokenizer)
     metric = std.evaluate.gate.metric
 
-    # -- outputs
-    with staged(out_dir) as tmp:
+    # -- outputs, in the partial folder: published (or discarded) at the very end
+    tmp = partial_dir(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
         folder = tmp / "model"
         folder.mkdir()
         for path in Path(model_dir).iterdir():
@@ -83,7 +108,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
                                f"{len(held_out.features)} {split} examples: " + "; ".join(failures))
 
         sizes = {fmt: _format_size(folder, fmt) for fmt in std.export.formats}
-        uri = storage_uri(std)
+        uri = storage_uri(std, slot)
         if uri:
             (folder / MANIFEST).write_text(yaml.safe_dump(inference_service(std, uri), sort_keys=False))
         evaluation["labels"] = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -91,28 +116,45 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
                           standard_file=standard_file, parity=checks, sizes=sizes, manifest=MANIFEST if uri else None)
         (folder / "README.md").write_text(card, encoding="utf-8")
         (tmp / "standard.yaml").write_text(std.to_yaml(), encoding="utf-8")
+        identity.write(tmp, "export", std, data.fingerprint)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats),
                    "parity_split": split, "parity_metric": metric, "parity_examples": len(held_out.features), **_flat(report),
                    **{f"{_key(fmt)}_size_bytes": n for fmt, n in sizes.items()},
                    "stage_seconds": round(time.perf_counter() - started, 2)}
-        write_metrics(tmp, metrics)
 
-    final = Path(out_dir) / "model"
-    if std.export.destination:
-        _copy_to(final, std.export.destination)
-    tracker.log_artifact(final, "model")
-    if tracker.run_id:
-        _log_pyfunc(final, std.export.serving.format, tracker)
-    tracker.log_artifact(Path(out_dir) / "parity.json", "export")
-    tracker.log_metrics(numeric({k: v for k, v in metrics.items() if k != "stage_seconds"}))
-    print(f"export: {final} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})"
-          + (f", copied to {std.export.destination}" if std.export.destination else ""))
+        # -- the destination's new folder (nothing serves it yet), then the tracker and the registry
+        uploaded = publication.upload(folder, destination, slot) if destination else None
+        tracker.log_artifact(folder, "model")
+        if tracker.run_id:
+            _log_pyfunc(folder, std.export.serving.format, tracker)
+        tracker.log_artifact(tmp / "parity.json", "export")
+        tracker.log_metrics(numeric({k: v for k, v in metrics.items() if k != "stage_seconds"}))
+        if tracker.run_id:
+            metrics.update(_register(std, champion, data_info["data_fingerprint"], tracker, registry, uploaded or ""))
+        promoted = metrics.get("promoted", wanted)
+        if uploaded and promoted:
+            publication.point(destination, slot, {"registered_model": name, "version": metrics.get("registered_version"),
+                                                  "spec_hash": std.spec_hash(), "data_fingerprint": data.fingerprint})
+            metrics["destination"] = uploaded
+        write_metrics(tmp, metrics)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    # -- publish locally: the champion replaces the last good export, anything else lands beside it
+    target = Path(out_dir) if promoted else Path(kept_dir or out_dir)
+    replace_dir(tmp, target)
+    print(f"export: {target / 'model'} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})")
+    if uploaded and promoted:
+        print(f"export: published to {uploaded}; {destination}/{publication.POINTER} now names it")
+    elif uploaded:
+        print(f"export: uploaded to {uploaded}, but {destination}/{publication.POINTER} still names the champion's export")
+    if not promoted:
+        print(f"export: not the champion, so {target} holds it and {out_dir} keeps the last promoted export"
+              if target != Path(out_dir) else "export: not the champion")
     if not uri:
         print("export: no KServe manifest: set export.destination to s3://… (or export.serving.storage_uri) so a cluster can read the model")
-    if tracker.run_id:
-        metrics.update(_register(std, evaluation.get("champion", {}), data_info["data_fingerprint"], tracker, registry))
-        write_metrics(out_dir, metrics)
     return metrics
 
 
@@ -181,13 +223,14 @@ def _format_size(folder: Path, fmt: str) -> int:
     return path.stat().st_size
 
 
-def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry) -> dict:
+def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry,
+              destination: str = "") -> dict:
     """A new version of `export.register_as`; the alias moves last, and only on evaluation's say-so.
     Here the decision is final (promoted, kept by evaluation, or kept because another run took the
     alias meanwhile), so here it joins the champion history."""
     name = std.export.register_as or std.name
     tags = {"nlpstd.spec_hash": std.spec_hash(), "nlpstd.data_fingerprint": fingerprint,
-            "nlpstd.destination": std.export.destination or "", "nlpstd.formats": ",".join(std.export.formats),
+            "nlpstd.destination": destination, "nlpstd.formats": ",".join(std.export.formats),
             **decision_tags(decision)}
     version = registry.register(name, tracker.run_id, "model", tags)
     if decision.get("promote"):
@@ -201,16 +244,3 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
                       "nlpstd.promoted": str(promoted).lower(), "nlpstd.promotion_reason": reason})
     print(f"export: registered {name} v{version}; {'now the champion' if promoted else 'champion unchanged'}: {reason}")
     return {"registered_model": name, "registered_version": version, "promoted": promoted, "promotion_reason": reason}
-
-
-def _copy_to(folder: Path, destination: str) -> None:
-    """Readers never see half a model: locally a copy beside the destination, then a rename; on S3
-    the files first and the manifest last (see `storage.upload_folder`)."""
-    if storage.is_remote(destination):
-        storage.upload_folder(folder, destination)
-        return
-    destination = Path(destination)
-    tmp = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp)
-    replace_dir(tmp, destination)

@@ -16,6 +16,7 @@ from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
 from nlpstd.spec import Standard, budget_widths
+from nlpstd.stages import identity
 from nlpstd.stages.output import log_training, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.batching import Supervised
@@ -23,16 +24,20 @@ from nlpstd.train.loop import micro_batch, train
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
-        work_dir: Path | None = None, on_evaluation: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+        work_dir: Path | None = None, on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
+        allow_other_inputs: bool = False) -> dict:
     """Writes `model/` (a Hugging Face folder, LoRA merged), `adapter/` (LoRA only), `history.json`,
-    `loss.png` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder);
-    checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`. `on_evaluation`
-    hears each validation's scores (see `train`)."""
+    `loss.png`, `stage.json` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained
+    encoder; with pretraining on, it must be this recipe's pretrain output); checkpoints go to `work_dir`
+    when given (see `staged`), else beside `out_dir`. `on_evaluation` hears each validation's scores (see `train`)."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
-    # -- inputs
+    # -- inputs: this recipe's prepared data (and pretrained encoder)
+    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
     data = prep.load(data_dir)
+    if base and std.pretrain.enabled:
+        identity.require(Path(base).parent, "pretrain", std, data.fingerprint, allow_other=allow_other_inputs)
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
     source = str(base) if base else resolve_base(std.model.base)
@@ -86,6 +91,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
                          truncation_side=std.data.truncation_side)
+        identity.write(tmp, "finetune", std, data.fingerprint)
         metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=started, device=device, precision=precision, extra={
             f"best_validation_{metric}": result.state.best_score,
             "parameters": total_params,

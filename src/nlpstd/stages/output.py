@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nlpstd import runtime
+from nlpstd import locks, runtime
 from nlpstd.evaluate.report import plot_loss_curve
 from nlpstd.tracking import Tracker
 from nlpstd.train.checkpoint import replace_dir
 from nlpstd.train.loop import TrainResult
+
+
+CHECKPOINT_LOCK_WAIT_S = 120  # a retried pipeline task may start before its failed attempt has let go
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -41,20 +44,24 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
         tmp.mkdir(parents=True, exist_ok=True)
         yield tmp
         return
-    if not keep_on_error:
-        shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-    except BaseException:
+    # checkpoints a rerun resumes from are one process's at a time: two runs of one recipe (a schedule
+    # overlapping a manual run, on a shared volume) must not resume and overwrite each other's
+    held = locks.exclusive(tmp, "checkpoint folder", wait_s=CHECKPOINT_LOCK_WAIT_S) if keep_on_error else contextlib.nullcontext()
+    with held:
         if not keep_on_error:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if tmp != partial_dir(out_dir):  # move beside the target first (maybe across file systems), then rename
-        shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(shutil.move(str(tmp), str(partial_dir(out_dir))))
-    replace_dir(tmp, out_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            yield tmp
+        except BaseException:
+            if not keep_on_error:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if tmp != partial_dir(out_dir):  # move beside the target first (maybe across file systems), then rename
+            shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(shutil.move(str(tmp), str(partial_dir(out_dir))))
+        replace_dir(tmp, out_dir)
 
 
 def numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -22,6 +22,7 @@ from nlpstd.data import corpus as corpus_mod
 from nlpstd.models.build import build_mlm_model, count_parameters, load_tokenizer, resolve_base, write_model_info
 from nlpstd.models.tokenizer import train_wordpiece
 from nlpstd.spec import Standard
+from nlpstd.stages import identity
 from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.loop import micro_batch, train
@@ -29,13 +30,16 @@ from nlpstd.cache import cache_dir
 from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cached_blocks, tokenizer_fingerprint
 
 
-def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None) -> dict:
-    """Writes `model/` (Hugging Face folder with MLM head and tokenizer), `history.json`,
-    `loss.png` and `metrics.json` (parameters, held-out loss and perplexity before and after).
+def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None,
+        allow_other_inputs: bool = False) -> dict:
+    """Writes `model/` (Hugging Face folder with MLM head and tokenizer), `history.json`, `loss.png`,
+    `stage.json` and `metrics.json` (parameters, held-out loss and perplexity before and after).
     Checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
     spec = std.pretrain
+    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
+    data_fingerprint = read_json(Path(data_dir) / "summary.json")["fingerprint"]
     corpus = corpus_mod.load(Path(data_dir) / "corpus")
     device = runtime.setup(std.runtime, std.seed)
     precision = runtime.resolve_precision(std.runtime, device)
@@ -47,7 +51,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             tokenizer = _tokenizer(std, corpus)
             train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
             held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
-        identity = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
+        resume_key = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
         print(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
 
         # -- model
@@ -61,14 +65,14 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         masker = Masker(tokenizer, spec.mlm_probability, spec.whole_word_masking)
         held_out = HeldOut(held_blocks, masker, spec.eval_batch_size, std.seed, device, precision, spec.max_eval_blocks)
         with runtime.main_first():
-            initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", identity)
+            initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", resume_key)
         print(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
 
         # -- train
         objective = MaskedLM(train_blocks, masker, micro_batch(spec, "pretrain"), std.seed)
         result = train(
             model, objective, held_out, spec, select="loss", maximize=False,
-            work_dir=tmp, identity=identity, seed=std.seed, device=device, precision=precision,
+            work_dir=tmp, identity=resume_key, seed=std.seed, device=device, precision=precision,
             tracker=tracker, desc="pretrain", peak_flops=runtime.peak_flops(std.runtime),
             compile=runtime.should_compile(std.runtime, device), cuda_graphs=std.runtime.cuda_graphs,
             loader_workers=runtime.loader_workers(std.runtime, device),
@@ -82,6 +86,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task="masked-lm", max_length=spec.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=corpus.fingerprint)
+        identity.write(tmp, "pretrain", std, data_fingerprint, corpus_fingerprint=corpus.fingerprint)
         metrics = write_training(tmp, result, batch_size=spec.batch_size, started=started, device=device, precision=precision, extra={
             "initial_heldout_loss": round(initial["loss"], 4),
             "initial_heldout_perplexity": round(initial["perplexity"], 3),
@@ -114,7 +119,7 @@ def _tokenizer(std: Standard, corpus: corpus_mod.Corpus) -> PreTrainedTokenizerF
     folder = cache_dir() / "tokenizers" / key
     if not (folder / "tokenizer.json").is_file():
         _train_tokenizer(std, corpus, folder)
-    return AutoTokenizer.from_pretrained(folder)  # loaded the same way on every run, so its fingerprint is stable
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)  # loaded the same way on every run: a stable fingerprint
 
 
 def _train_tokenizer(std: Standard, corpus: corpus_mod.Corpus, folder: Path) -> None:
@@ -128,11 +133,11 @@ def _train_tokenizer(std: Standard, corpus: corpus_mod.Corpus, folder: Path) -> 
     tmp.rename(folder)
 
 
-def _initial_eval(model, held_out: HeldOut, path: Path, identity: str) -> dict[str, float]:
+def _initial_eval(model, held_out: HeldOut, path: Path, resume_key: str) -> dict[str, float]:
     if path.is_file():
         saved = read_json(path)
-        if saved.get("identity") == identity:
+        if saved.get("identity") == resume_key:
             return saved["scores"]
     scores = held_out(model)
-    path.write_text(json.dumps({"identity": identity, "scores": scores}))
+    path.write_text(json.dumps({"identity": resume_key, "scores": scores}))
     return scores

@@ -55,7 +55,7 @@ def training_work_dir(work_dir: str, std: Standard, stage: str) -> Path | None:
 
 
 def torchrun_stage(stage: str, nproc: int, standard_text: str, mlflow_run_id: str, data: str, out: str,
-                   work: Path | None = None, base: Path | None = None) -> dict[str, Any]:
+                   work: Path | None = None, base: Path | None = None, allow_other_inputs: bool = False) -> dict[str, Any]:
     """Run a training stage under torchrun (one process per GPU) and return its metrics.
 
     torchrun is started as `python -m torch.distributed.run`, the same program, so that it is
@@ -68,6 +68,7 @@ def torchrun_stage(stage: str, nproc: int, standard_text: str, mlflow_run_id: st
         command += ["--work", str(work)] if work else []
         command += ["--base", str(base)] if base else []
         command += ["--mlflow-run-id", mlflow_run_id] if mlflow_run_id else []
+        command += ["--allow-other-inputs"] if allow_other_inputs else []
         print("launching:", " ".join(command), flush=True)
         subprocess.run(command, check=True)
     return read_json(Path(out) / "metrics.json")

@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from nlpstd.evaluate.report import save_figure
-from nlpstd.spec import Standard
+from nlpstd.spec import MAX_NAME, Standard
 from nlpstd.sweep import space
 
 COST_KEYS = {"parameters": "parameters", "flops": "flops", "seconds": "train_seconds"}
@@ -102,7 +102,9 @@ def recommend(std: Standard, configs: list[dict[str, Any]]) -> tuple[dict[str, A
 
 def write_recommended(std: Standard, chosen: dict[str, Any], reason: str, path: Path) -> None:
     """The sweep's standard with the chosen changes and no sweep: `nlpstd run` takes it as it is."""
-    recommended = std.with_changes(chosen["changes"], name=f"{std.name}-recommended")
+    suffix = "-recommended"
+    name = std.name[: MAX_NAME - len(suffix)].rstrip("-._") + suffix  # still a valid name when std.name is long
+    recommended = std.with_changes(chosen["changes"], name=name)
     header = (f"# Recommended by the sweep of {std.name}: {chosen['label']}\n"
               f"# Chosen as {reason}.\n"
               f"# Validation score {chosen['value']:.4f} over {len(chosen['trials'])} trial(s); "

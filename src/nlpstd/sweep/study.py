@@ -22,7 +22,7 @@ from nlpstd.spec import Standard, check_files, load_standard
 from nlpstd.sweep import space
 from nlpstd.sweep.report import progress_table, write_report
 from nlpstd.sweep.trial import objective_metric, run_trial
-from nlpstd.tracking import RunTracking, open_parent_run, tracking_uri
+from nlpstd.tracking import RunTracking, open_parent_run, process_tags, tracking_client
 
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -200,11 +200,13 @@ def _sweep_run(std: Standard, study: optuna.Study, enabled: bool) -> Iterator[st
         return
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
+    client = tracking_client()
     run_id = study.user_attrs.get("mlflow_run_id")
     try:
-        client.update_run(run_id, status="RUNNING") if run_id else None
+        if run_id:  # continued: running again, and owned by this process (else a stale-run sweep would end it)
+            client.update_run(run_id, status="RUNNING")
+            for key, value in process_tags().items():
+                client.set_tag(run_id, key, value)
     except mlflow.exceptions.MlflowException:  # the tracking store was reset since
         run_id = None
     if not run_id:

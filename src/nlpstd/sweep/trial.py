@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.spec import Standard
 from nlpstd.stages import data_prep, finetune, pretrain
+from nlpstd.stages.identity import SECTIONS, section_key
+from nlpstd.stages.identity import read as read_identity
 from nlpstd.stages.output import read_json
 from nlpstd.sweep import space
 from nlpstd.tracking import NullTracker, Tracker
@@ -89,35 +90,18 @@ def run_trial(std: Standard, point: dict[str, Any], out_dir: Path, shared_dir: P
     return result
 
 
-def _key(std: Standard, sections: tuple[str, ...], *extra: str) -> str:
-    """A hash of the sections an output depends on: equal hashes, interchangeable outputs."""
-    data = std.to_dict()
-    chosen = {name: _at(data, name) for name in sections}
-    return hashlib.sha256(json.dumps([chosen, *extra], sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _at(data: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
-_DATA_SECTIONS = ("task", "seed", "data", "pretrain.enabled", "pretrain.corpus")
-_PRETRAIN_SECTIONS = ("tokenizer", "model", "pretrain", "runtime.precision")
-
-
 def _prepared(std: Standard, shared_dir: Path) -> Path:
-    folder = shared_dir / f"data-prep-{_key(std, _DATA_SECTIONS)}"
+    folder = shared_dir / f"data-prep-{section_key(std, SECTIONS['data-prep'])[:12]}"
     with _building(folder):
-        if not (folder / "metrics.json").is_file():
+        if read_identity(folder) is None:  # none yet, or made before stage folders said what made them
             data_prep.run(std, folder)
     return folder
 
 
 def _pretrained(std: Standard, data_dir: Path, shared_dir: Path) -> Path:
-    folder = shared_dir / f"pretrain-{_key(std, _PRETRAIN_SECTIONS, data_dir.name)}"
+    folder = shared_dir / f"pretrain-{section_key(std, SECTIONS['pretrain'], data_dir.name)[:12]}"
     with _building(folder):
-        if not (folder / "metrics.json").is_file():
+        if read_identity(folder) is None:
             pretrain.run(std, data_dir, folder)
     return folder
 

@@ -6,7 +6,13 @@ comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm
 Under torchrun the same loop runs data-parallel (DDP): each optimizer step takes the same
 `grad_accumulation × processes` micro-batches a single process would accumulate, each process
 computing its share, so the result does not depend on how many processes ran it. Only the main
-process logs, evaluates, shows progress and writes checkpoints; all of them resume from the same one."""
+process logs, evaluates, shows progress and writes checkpoints; all of them resume from the same one.
+
+A run that diverges (a loss, a weight or the held-out score no longer a finite number) stops with
+`TrainingDiverged` before anything holding it is saved. The check costs no host sync of its own:
+step losses wait on the device until the loop reads them anyway, at a log line, an evaluation or
+a checkpoint. Under fp16 an optimizer step the loss scaler skips (its gradients overflowed) is
+ordinary loss scaling, not divergence: the loss was finite, and the weights were left untouched."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from nlpstd import runtime
+from nlpstd.errors import TrainingDiverged
 from nlpstd.runtime import autocast
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
@@ -166,6 +173,33 @@ def train(
         if main:
             checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state), scaler)
 
+    # (step, lr, loss) of each step since the loss was last read; the loss stays on the device till then
+    window: list[tuple[int, float, torch.Tensor]] = []
+
+    def diverged(step: int, lr: float, what: str) -> TrainingDiverged:
+        advice = f"lower {desc}.lr, check the training data for broken examples"
+        if precision == "fp16":
+            advice += ", or set runtime.precision: bf16 on a GPU that has it (bf16 has fp32's range; fp16 overflows past 65504)"
+        return TrainingDiverged(f"{desc} diverged at step {step}: {what} (lr {lr:.3g}); {advice}. "
+                                "No checkpoint holds the diverged weights")
+
+    def first_non_finite(losses: list[float]) -> TrainingDiverged | None:
+        """The window's first step whose loss is not a finite number, as the error to raise."""
+        for (step, lr, _), loss in zip(window, losses):
+            if not math.isfinite(loss):
+                return diverged(step, lr, f"the loss is {loss}")
+        return None
+
+    def check_finite() -> None:
+        """Before an evaluation or a checkpoint: every loss since the last log line and every weight
+        finite, read in one host sync (saving syncs anyway); all processes take the same decision."""
+        losses = [loss for _, _, loss in window]
+        values = torch.stack([*losses, _all_finite(model.parameters()).float()]).tolist()
+        local = first_non_finite(values[:-1]) or (None if values[-1] else
+                                                  diverged(state.step, scheduler.get_last_lr()[0], "a weight is not finite"))
+        if _any_over_processes(local is not None, world, device):
+            raise local or diverged(state.step, scheduler.get_last_lr()[0], "the loss of another process is not finite")
+
     def run_eval() -> bool:
         """Evaluate (on the main process; the others receive its scores), keep the best weights,
         and say whether patience ran out: every process takes the same decision."""
@@ -174,6 +208,8 @@ def train(
         score = scores[select]
         state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
         tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
+        if not math.isfinite(score):  # every process has the main process's scores: all stop together
+            raise diverged(state.step, scheduler.get_last_lr()[0], f"the held-out {select} is {score}")
         if on_evaluation is not None:
             on_evaluation(sum(1 for point in state.history if f"eval_{select}" in point), scores)
         if state.best_score is None or (score > state.best_score if maximize else score < state.best_score):
@@ -190,66 +226,76 @@ def train(
     progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
     window_loss, clock = torch.zeros((), device=device), _Stopwatch(device)
     done = state.step >= total_steps or state.stopped_early
-    while not done:
-        # the rest of the epoch: each step's group of micro-batches, and the ones this process trains
-        batches = objective.batches(state.epoch)
-        steps = [(start, batches[start : start + accumulate]) for start in range(state.batch_in_epoch, len(batches), accumulate)]
-        shares = [_share(len(group), rank, world) for _, group in steps]
-        loaded = micro_batches(objective, [(group[offset], state.epoch, start + offset)
-                                           for (start, group), mine in zip(steps, shares) for offset in mine],
-                               loader_workers, pin=device.type == "cuda")
-        for (start, group), mine in zip(steps, shares):
-            step_loss = torch.zeros((), device=device)
-            for k in range(len(mine)):
-                host_batch = next(loaded)
-                meter.add(host_batch)  # counted on the host: no device sync
-                batch = {key: value.to(device, non_blocking=True) for key, value in without_full_mask(host_batch).items()}
-                last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
-                with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
-                    with autocast(device, precision):
-                        loss = engine(batch) / len(mine)
-                    scaler.scale(loss).backward()
-                step_loss += loss.detach()
-            scaler.unscale_(optimizer)  # clip the true gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
-            scaler.step(optimizer)  # skipped when an fp16 gradient overflowed; the scale then backs off
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch_in_epoch = start + len(group)
+    try:  # the bar ends its line whatever stops the loop, so an error prints on a line of its own
+        while not done:
+            # the rest of the epoch: each step's group of micro-batches, and the ones this process trains
+            batches = objective.batches(state.epoch)
+            steps = [(start, batches[start : start + accumulate]) for start in range(state.batch_in_epoch, len(batches), accumulate)]
+            shares = [_share(len(group), rank, world) for _, group in steps]
+            loaded = micro_batches(objective, [(group[offset], state.epoch, start + offset)
+                                               for (start, group), mine in zip(steps, shares) for offset in mine],
+                                   loader_workers, pin=device.type == "cuda")
+            for (start, group), mine in zip(steps, shares):
+                step_loss = torch.zeros((), device=device)
+                for k in range(len(mine)):
+                    host_batch = next(loaded)
+                    meter.add(host_batch)  # counted on the host: no device sync
+                    batch = {key: value.to(device, non_blocking=True) for key, value in without_full_mask(host_batch).items()}
+                    last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
+                    with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
+                        with autocast(device, precision):
+                            loss = engine(batch) / len(mine)
+                        scaler.scale(loss).backward()
+                    step_loss += loss.detach()
+                scaler.unscale_(optimizer)  # clip the true gradients
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
+                lr = scheduler.get_last_lr()[0]  # this step's (a host number: no sync)
+                scaler.step(optimizer)  # skipped when an fp16 gradient overflowed; the scale then backs off
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch = start + len(group)
 
-            # the loss stays on the device; it is read (one host sync) only every `log_every` steps
-            window_loss += step_loss
-            if state.step % log_every == 0 or state.step == total_steps:
-                n = state.step % log_every or log_every
-                state.train_seconds += clock.pause()
-                state.train_flops += meter.flops * world
-                point = {"loss": _mean_over_processes(float(window_loss), world, device) / n, "lr": scheduler.get_last_lr()[0],
-                         "grad_norm": float(grad_norm), **meter.read(clock.take_window(), world)}
-                state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
-                tracker.log_metrics(point, step=state.step)
-                progress.set_postfix(_postfix(point))
-                window_loss.zero_()
-                clock.resume()
-            progress.update(1)
+                # the loss stays on the device; it is read (one host sync) only every `log_every` steps
+                window_loss += step_loss
+                window.append((state.step, lr, step_loss))
+                if state.step % log_every == 0 or state.step == total_steps:
+                    n = state.step % log_every or log_every
+                    state.train_seconds += clock.pause()
+                    state.train_flops += meter.flops * world
+                    losses = torch.stack([window_loss, *(loss for _, _, loss in window)]).tolist()  # the one host sync
+                    mean = _mean_over_processes(losses[0], world, device) / n
+                    if not math.isfinite(mean):  # the mean of all processes: every one stops here
+                        raise first_non_finite(losses[1:]) or diverged(state.step, lr, f"the mean loss of the last {n} steps is {mean}")
+                    window.clear()
+                    point = {"loss": mean, "lr": scheduler.get_last_lr()[0],
+                             "grad_norm": float(grad_norm), **meter.read(clock.take_window(), world)}
+                    state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
+                    tracker.log_metrics(point, step=state.step)
+                    progress.set_postfix(_postfix(point))
+                    window_loss.zero_()
+                    clock.resume()
+                progress.update(1)
 
-            evaluating = state.step % eval_every == 0 or state.step == total_steps
-            saving = state.step % recipe.checkpoint_every == 0 or state.step == total_steps
-            if evaluating or saving:  # not training time
-                state.train_seconds += clock.pause()
-                if evaluating:
-                    state.stopped_early = run_eval()
-                if saving or state.stopped_early:
-                    save_last()
-                clock.resume()
-            if state.step >= total_steps or state.stopped_early:
-                done = True
-                break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    progress.close()
+                evaluating = state.step % eval_every == 0 or state.step == total_steps
+                saving = state.step % recipe.checkpoint_every == 0 or state.step == total_steps
+                if evaluating or saving:  # not training time
+                    state.train_seconds += clock.pause()
+                    check_finite()  # nothing evaluates or saves weights that diverged
+                    if evaluating:
+                        state.stopped_early = run_eval()
+                    if saving or state.stopped_early:
+                        save_last()
+                    clock.resume()
+                if state.step >= total_steps or state.stopped_early:
+                    done = True
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+    finally:
+        progress.close()
     state.train_flops += meter.flops * world  # steps after the last log line (early stopping)
 
     runtime.barrier()  # the main process has written the best weights
@@ -312,6 +358,22 @@ def _share(group_size: int, rank: int, world: int) -> list[int]:
     """This process's micro-batches of a step: every `world`-th from its rank. A short last group
     (fewer micro-batches than processes) gives a process one already taken, so every process steps."""
     return list(range(rank, group_size, world)) or [rank % group_size]
+
+
+def _all_finite(parameters) -> torch.Tensor:
+    """Whether every parameter is finite, as a device scalar (not read here)."""
+    return torch.stack([param.detach().isfinite().all() for param in parameters]).all()
+
+
+def _any_over_processes(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every process when it is true on any."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    total = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(total)
+    return bool(total[0])
 
 
 def _mean_over_processes(value: float, world: int, device: torch.device) -> float:
