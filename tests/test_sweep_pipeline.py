@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -188,6 +189,9 @@ def test_a_local_run_trains_each_point_shares_prepared_data_and_recommends_one(n
 
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # kfp.local indents task logs by swapping builtins.print; two parallel trials swap it from two threads
+    # and can leave the indenting one in place for every later test: put the real one back afterwards
+    monkeypatch.setattr(builtins, "print", builtins.print)
     ner_standard.write_text(ner_standard.read_text() + "sweep: {params: {finetune.lr: [3.0e-3, 1.0e-3]}}\n")
     std = load_standard(ner_standard)
     warnings.filterwarnings("ignore", module=r"kfp\.local")
