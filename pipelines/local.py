@@ -11,9 +11,11 @@ neither the standard nor its files changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -23,6 +25,8 @@ from pathlib import Path
 from nlpstd import locks, storage
 from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
+from nlpstd.jsonio import write_json
+from nlpstd.runner import champion_outcome
 from nlpstd.spec import Resources, Standard, check_files, load_standard
 from nlpstd.stages import data_prep, identity
 from nlpstd.stages.output import read_json
@@ -81,14 +85,18 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool) -> LocalRun
                enable_caching=True, cache_root=str(out / "cache"), raise_on_error=True)
     pipeline = build_pipeline(std, cpu_image="local", gpu_image="local", retries=0)  # locally a failure stops at once
 
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     tags = {"nlpstd.runner": "kfp.local", "nlpstd.local_ignored": "\n".join(ignored)}
     with RunTracking(std, enabled=tracking).run(tags=tags) as tracker:
         try:
             run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
                            data_stamp=data_stamp(files), work_dir=str(out / "checkpoints"))
         except RuntimeError as exc:  # kfp.local names the failed task; its log is printed above
-            raise NlpstdError(f"pipeline {pipeline_name(std)} failed: {exc}") from None
+            error = NlpstdError(f"pipeline {pipeline_name(std)} failed: {exc}")
+            with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the failed task
+                summary = failed_summary(std, root, began, time.perf_counter() - started, tracker.run_id, str(error))
+                write_json(out / "summary.json", summary, default=str)
+            raise error from None
         evaluation = Path(run.outputs["evaluation"].path)
         result = LocalRun(std.name, evaluation.parents[1], time.perf_counter() - started, tracker.run_id)
         result.folders = {  # data-prep may come from an earlier run's folder (the cache)
@@ -101,7 +109,7 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool) -> LocalRun
         with tracker.stage("data-prep") as stage_tracker:  # the task itself takes no run id: it would spoil its cache key
             data_prep.track(result.folders["data-prep"], stage_tracker)
         tracker.parent.log_metrics({"pipeline_seconds": result.seconds, "gate_passed": float(result.gate["passed"])})
-    (out / "summary.json").write_text(json.dumps(_summary_dict(result, std), indent=2, default=str))
+    write_json(out / "summary.json", _summary_dict(result, std), default=str)
     return result
 
 
@@ -168,10 +176,30 @@ def data_stamp(files: list[str]) -> str:
 
 
 def _summary_dict(result: LocalRun, std: Standard) -> dict:
-    return {"standard": std.name, "run_dir": str(result.run_dir), "seconds": round(result.seconds, 1),
+    return {"standard": std.name, "status": "completed", "run_dir": str(result.run_dir), "seconds": round(result.seconds, 1),
             "mlflow_run_id": result.mlflow_run_id, "gate": result.gate,
+            "champion": champion_outcome(result.stages.get("evaluate"), result.stages.get("export")),
             "exported": str(result.exported) if result.exported else None,
             "folders": {stage: str(path) for stage, path in result.folders.items()}, "stages": result.stages}
+
+
+def failed_summary(std: Standard, root: Path, began: float, seconds: float, mlflow_run_id: str | None, error: str) -> dict:
+    """OUT/summary.json of a run a task failed: the stages whose outputs this run's folder holds, the
+    task kfp.local names as failed, the error, and what became of the champion decision. The run's
+    folder is the newest of this pipeline's under `root` made since `began` (wall-clock time); a
+    data-prep served from the cache is in an earlier run's folder, so it is not listed."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", error)  # kfp.local colours task names for the terminal
+    named = re.search(r"Inner task failed: '?([\w-]+)", plain)  # the innermost task: export inside condition-1
+    runs = [p for p in root.glob(f"{pipeline_name(std)}-*") if p.is_dir() and p.stat().st_mtime >= began - 1]
+    run_dir = max(runs, key=lambda p: p.stat().st_mtime, default=None)
+    folders = {stage: found[0].parent for stage in STAGES
+               if run_dir and (found := sorted(run_dir.glob(f"{stage}/*/metrics.json")))}
+    stages = {stage: read_json(folder / "metrics.json") for stage, folder in folders.items()}
+    failed = {"stage": named.group(1) if named else None, "error": plain}
+    return {"standard": std.name, "status": "failed", "failed": failed, "run_dir": str(run_dir) if run_dir else None,
+            "seconds": round(seconds, 1), "mlflow_run_id": mlflow_run_id,
+            "champion": champion_outcome(stages.get("evaluate"), stages.get("export"), failed),
+            "folders": {stage: str(path) for stage, path in folders.items()}, "stages": stages}
 
 
 def print_summary(result: LocalRun) -> None:

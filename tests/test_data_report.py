@@ -135,7 +135,7 @@ def test_truncated_share_counts_examples_longer_than_max_length_in_sub_words(tok
     assert lengths[2] > 10 > 5 + 2  # five words, more than one sub-word each
     stats = data_report.split_report(records, lengths, 2, max_length=10)
     assert (stats["truncated"], stats["truncated_share"]) == (2, pytest.approx(2 / 3, abs=1e-6))
-    assert stats["words"]["max"] == 20
+    assert stats["lengths"]["max"] == 20
 
 
 def test_with_data_stride_long_examples_are_reported_as_windowed_not_cut(tokenizer):
@@ -150,7 +150,7 @@ def test_with_data_stride_long_examples_are_reported_as_windowed_not_cut(tokeniz
 def test_without_a_tokenizer_the_report_has_no_sub_word_figures(tmp_path):
     report = data_report.build(prepared(CLASS, train=[example("a b c")], validation=[example("d")]), None, "not measured", 16)
     assert "subwords" not in report["splits"]["train"] and "truncated" not in report["splits"]["train"]
-    assert report["splits"]["train"]["words"]["max"] == 3
+    assert report["splits"]["train"]["lengths"]["max"] == 3
     text = data_report.markdown(report, [])
     assert "Sub-words: not measured" in text and "truncated at" not in text
 
@@ -190,7 +190,7 @@ def test_overlap_above_the_limit_fails_naming_the_split_share_limit_and_setting(
 def test_overlap_within_the_limit_passes():
     report = overlapping_report()
     assert data_report.check(report, DataChecks(max_overlap=0.5, on_violation="fail"), {}) == []
-    assert "**Checks: passed** (max_overlap 0.5, max_duplicates off)" in data_report.markdown(report, [])
+    assert "**Checks: passed** (max_overlap 0.5, max_duplicates off, max_unknown_share 0.05, max_unaligned_spans 0)" in data_report.markdown(report, [])
 
 
 def test_duplicates_are_checked_only_when_max_duplicates_is_set():
@@ -315,3 +315,98 @@ def test_conll_test_has_the_126_sentences_that_occur_verbatim_in_train(tmp_path,
     assert report["overlap"]["test"]["examples"] == 3453
     assert report["splits"]["test"]["labels"] == {"LOC": 1668, "MISC": 702, "ORG": 1661, "PER": 1617}
     assert len([item for item in report["overlap"]["test"]["items"] if item["match"] == "exact"]) == 126
+
+
+# ---------------------------------------------------------------------------------------
+# Vocabulary fit, length unit, spans inside words, what overlap was compared with
+
+CHINESE = ["我们今天在北京看到了很多美丽的风景", "微博网友说这家餐厅的菜很好吃", "张三丰在武当山修炼太极拳"]
+
+
+def chinese_sentence(text: str, line: int = 1) -> dict:
+    """A CoNLL record with one character per token, as the Weibo files give them (position digits stripped)."""
+    return {"tokens": list(text), "tags": ["O"] * len(text), "line": line}
+
+
+def test_a_chinese_split_read_with_the_english_base_is_mostly_unknown_and_warns(tokenizer):
+    report = data_report.build(prepared(TOKEN, train=[chinese_sentence(t) for t in CHINESE],
+                                        validation=[chinese_sentence(CHINESE[0])]), tokenizer, "the base's", 64)
+    fit = report["splits"]["train"]["vocabulary"]
+    assert fit["unknown_share"] > 0.5 and fit["unknown_char_share"] > 0.5
+    assert fit["unknown"] == fit["unknown_chars"]  # one character per piece here: each unknown piece loses one
+    warnings = data_report.check(report, DataChecks(max_overlap=None), {})
+    assert len(warnings) == 2 and warnings[0].startswith(f"{fit['unknown_share']:.1%} of train's sub-words are [UNK]")
+    assert "above data.checks.max_unknown_share 0.05" in warnings[0] and "tokenizer: {train: wordpiece}" in warnings[0]
+    assert "## Vocabulary fit" in data_report.markdown(report, [])
+
+
+def test_english_text_has_almost_no_unknown_sub_words(tokenizer):
+    records = [sentence("EU rejects German call to boycott British lamb ."), sentence("Peter Blackburn"), sentence("LONDON 1996-08-30")]
+    fit = data_report.vocabulary_fit(tokenizer, records)
+    assert (fit["unknown"], fit["unknown_chars"], fit["chars"]) == (0, 0, 70)
+
+
+def test_only_characters_that_no_known_piece_covers_are_lost(tokenizer):
+    fit = data_report.vocabulary_fit(tokenizer, [example("naïve café \U0001d11e ok")])  # a musical symbol the vocabulary lacks
+    assert (fit["subwords"], fit["unknown"]) == (4, 1)
+    assert (fit["chars"], fit["unknown_chars"]) == (12, 1)
+
+
+def test_an_unknown_share_above_the_limit_with_on_violation_fail_stops_data_prep_in_one_line(tmp_path):
+    chinese = "\n\n".join("\n".join(f"{char} O" for char in text) for text in CHINESE) + "\n"
+    path = conll_standard(tmp_path, chinese.replace("北 O", "北 B-LOC"), chinese, chinese,
+                          ", checks: {max_overlap: null, on_violation: fail}")
+    with pytest.raises(DataError) as caught:
+        data_prep.run(load_standard(path), tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'train.txt'}: data.checks.max_unknown_share: ")
+    assert "\n" not in message and "choose a model.base for its language" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_a_tokenizer_the_vocabulary_fit_is_said_to_be_not_measured():
+    report = data_report.build(prepared(CLASS, train=[example("a b")], validation=[example("c")]), None, "not measured: trained later", 16)
+    assert "vocabulary" not in report["splits"]["train"]
+    assert "## Vocabulary fit\n\nNot measured: trained later." in data_report.markdown(report, [])
+
+
+def test_lengths_are_in_characters_for_text_written_without_spaces():
+    records = [example("我们今天在北京，看到了 Weibo"), example("很好吃")]
+    assert data_report.length_unit(records) == "characters"
+    report = data_report.build(prepared(CLASS, train=records, validation=[example("好")]), None, "", 16)
+    assert report["length_unit"] == "characters"
+    assert report["splits"]["train"]["lengths"]["max"] == 16  # 11 ideographs and a comma, 5 Latin letters, the space not counted
+    text = data_report.markdown(report, [])
+    assert "characters mean / p95 / max" in text and "Lengths are in characters" in text
+
+
+def test_lengths_stay_in_words_for_space_separated_text():
+    report = data_report.build(prepared(CLASS, train=[example("a great film, in Beijing 北京")], validation=[example("b")]), None, "", 16)
+    assert report["length_unit"] == "words" and report["splits"]["train"]["lengths"]["max"] == 6
+    assert "words mean / p95 / max" in data_report.markdown(report, [])
+
+
+def test_when_train_is_cut_the_overlap_says_it_compared_only_the_first_training_examples(tmp_path, capsys):
+    data_prep.run(load_standard(small_splits(tmp_path, ", max_train_examples: 3")), tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert (report["overlap"]["test"]["train_examples"], report["overlap"]["test"]["train_file_examples"]) == (3, 4)
+    against = "the first 3 of 4 train examples (data.max_train_examples; the rest were not compared)"
+    assert f"Compared with {against}" in (tmp_path / "out" / "data_report.md").read_text()
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data-prep: warning:")]
+    assert warnings and all(f"also occur in {against}" in line for line in warnings)
+
+
+def test_gold_spans_inside_words_are_counted_and_listed_with_their_line(tmp_path, tokenizer):
+    records = [{"text": "Smithsons met Anna in Oslo", "spans": [[0, 5, "PER"], [14, 18, "PER"], [22, 26, "LOC"]], "line": 4},
+               {"text": "Rome", "spans": [[0, 4, "LOC"]], "line": 7}]
+    report = data_report.build(prepared(TOKEN, train=records, validation=records[1:]), tokenizer, "the base's", 32)
+    aligned = report["splits"]["train"]["alignment"]
+    assert (aligned["spans"], aligned["unaligned"], aligned["unaligned_share"]) == (4, 1, 0.25)
+    assert aligned["items"] == [{"index": 0, "line": 4, "start": 0, "end": 5, "label": "PER", "span": "Smith",
+                                 "text": "Smithsons met Anna in Oslo"}]
+    warnings = data_report.check(report, DataChecks(max_overlap=None), {})
+    assert warnings == ["1 of 4 train gold spans (25.00%) start or end inside a word (first: line 4, PER 'Smith'), above "
+                        "data.checks.max_unaligned_spans 0: they are tagged on whole words, not as annotated"]
+    assert "| 4 | PER | 0-5 | Smith | Smithsons met Anna in Oslo |" in data_report.markdown(report, [])
+    with pytest.raises(DataError, match=r"data\.checks\.max_unaligned_spans: 1 of 4 train gold spans"):
+        data_report.check(report, DataChecks(max_overlap=None, on_violation="fail"), {"train": "train.jsonl"})

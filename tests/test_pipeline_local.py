@@ -105,3 +105,13 @@ def test_without_a_parent_run_the_pipeline_opens_and_closes_its_own(ner_standard
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(run.data.tags["nlpstd.stage"] for run in children) == ["data-prep", "evaluate", "export", "finetune"]
     assert all(run.info.status == "FINISHED" for run in children)
+
+
+def test_failed_export_task_still_writes_summary_naming_it(ner_standard: Path, tmp_path: Path, local_env: str, capsys):
+    ner_standard.write_text(ner_standard.read_text() + "export: {formats: [safetensors, onnx], parity: {max_abs_diff: 1.0e-12}}\n")
+    assert main(["run", str(ner_standard), "--out", str(tmp_path / "out"), "--no-tracking"]) == 2
+    assert "failed" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "failed" and summary["failed"]["stage"] == "export"
+    assert {"finetune", "evaluate"} <= set(summary["stages"]) and "export" not in summary["stages"]
+    assert summary["champion"]["decision"] == "promote" and summary["champion"]["outcome"] == "not promoted"

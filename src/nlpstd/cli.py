@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from nlpstd import jsonio
 from nlpstd.errors import GateFailed, NlpstdError
 
 
@@ -287,7 +288,7 @@ def _champion(args: argparse.Namespace) -> int:
     if args.action == "history":
         entries = registry.history(args.name)
         if args.json:
-            print(json.dumps(entries, indent=2))
+            print(jsonio.dumps(entries, indent=2))
         else:
             print(history_table(entries) if entries else f"{args.name}: no champion decisions recorded yet")
         return 0
@@ -336,7 +337,7 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         for result in results:
             if args.json:
-                print(json.dumps(result))
+                print(jsonio.dumps(result))
             elif "entities" in result:
                 print(result["text"])
                 for e in result["entities"]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from nlpstd import jsonio
 from nlpstd.data.encode import encode_tokens, words_and_offsets
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward
@@ -86,7 +87,8 @@ class Predictor:
 
     def __call__(self, texts: list[str], split: str = "tokenizer") -> list[dict]:
         """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
-        at spaces and punctuation as the tokenizer does; `whitespace` takes text already split into
+        as training did (`words_and_offsets`: spaces, punctuation, each CJK ideograph, invisible
+        characters left out), so entity offsets slice the text given; `whitespace` takes text already split into
         words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
         texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
         if self.task == "token-classification":
@@ -243,7 +245,7 @@ def write_jsonl(results: Iterable[dict], path: Path) -> int:
     try:
         with open(partial, "w", encoding="utf-8") as out:
             for result in results:
-                out.write(json.dumps(result) + "\n")
+                out.write(jsonio.dumps(result) + "\n")
                 count += 1
         os.replace(partial, path)
     except OSError as exc:

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from nlpstd import jsonio
 from nlpstd.errors import NlpstdError
 
 ALIAS = "champion"
@@ -236,7 +237,7 @@ class MlflowRegistry:
         entry = {"time": now.isoformat(timespec="microseconds").replace("+00:00", "Z"), **entry,
                  "champion_after": self._alias_version(name)}
         key = f"{HISTORY_TAG}{now.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}"
-        self._client.set_registered_model_tag(name, key, json.dumps(entry, sort_keys=True))
+        self._client.set_registered_model_tag(name, key, jsonio.dumps(entry, sort_keys=True))
         return entry
 
     def history(self, name: str) -> list[dict]:

@@ -7,8 +7,9 @@ tags: ones that follow `O` or another type. What a stray tag means is a setting 
 - `start`: it begins a new X entity. seqeval's default mode and CoNLL's conlleval read it so.
 - `drop`: it is read as `O`, so that every entity begins with a `B-` tag.
 
-Evaluation scores the repaired tags with seqeval, so its F1 counts exactly the entities this
-module returns to `predict`, the pyfunc model and the ONNX runtime.
+Evaluation scores the repaired tags (with seqeval for CoNLL words, against the gold character spans
+for span data, through `char_spans`), so its F1 counts exactly the entities this module returns to
+`predict`, the pyfunc model and the ONNX runtime.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
             spans[-1] = (label, first, i + 1)
         previous = kind
     return spans
+
+
+def char_spans(offsets: Sequence[tuple[int, int]], tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end exclusive, label) in characters per entity of already-repaired word tags: the
+    entities `decode_entities` returns, in the form gold spans are given."""
+    return [(offsets[first][0], offsets[end - 1][1], label) for label, first, end in entity_spans(tags)]
 
 
 def joined_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:

@@ -155,6 +155,12 @@ class DataChecks(_Section):
                                       "that may also occur in train (whitespace- and case-insensitive).")
     max_duplicates: float | None = Field(None, ge=0, le=1, description="Largest share of a split that may repeat "
                                          "an earlier example of the same split (default: not checked).")
+    max_unknown_share: float | None = Field(0.05, ge=0, le=1, description="Largest share of a split's sub-words that "
+                                            "may be the tokenizer's unknown token; above it the vocabulary does not fit "
+                                            "the language (measured by data-prep when the tokenizer exists).")
+    max_unaligned_spans: float | None = Field(0.0, ge=0, le=1, description="Largest share of a split's gold spans "
+                                              "(JSON Lines) that may start or end inside a word: those are tagged on "
+                                              "whole words, not as annotated (measured by data-prep).")
     on_violation: Literal["warn", "fail"] = Field("warn", description="warn: one line, and a note in the report; "
                                                   "fail: stop in data-prep, before any training.")
 
@@ -179,7 +185,8 @@ class DataSpec(_Section):
                                "windows sharing this many sub-words, rather than cut it (each word predicted where most central).")
     truncation_side: Literal["right", "left"] = Field("right", description="Sequence classification: cut a long text's end "
                                                        "(right) or its start (left).")
-    checks: DataChecks = Field(default_factory=DataChecks, description="Limits on split overlap and duplicates (data report).")
+    checks: DataChecks = Field(default_factory=DataChecks, description="Limits on split overlap, duplicates, unknown "
+                               "sub-words and unaligned spans (data report).")
 
     def files(self) -> dict[str, DataFile]:
         """The splits that are set, by name."""

@@ -37,6 +37,7 @@ from botocore.exceptions import (
 )
 from s3transfer.utils import ChunksizeAdjuster
 
+from nlpstd import jsonio
 from nlpstd.errors import NlpstdError
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def upload_folder(folder: Path, uri: str, multipart_threshold: int = 64 * MB) ->
         _retrying(f"s3://{bucket}/{key}", partial(_upload, s3, path, bucket, key, digest, transfer))
         entries[rel] = {"size": size, "sha256": digest.hex}
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": entries}
-    body = json.dumps(manifest, indent=2).encode()
+    body = jsonio.dumps(manifest, indent=2).encode("utf-8")  # file names as written, for whoever lists the bucket
     _retrying(f"s3://{bucket}/{manifest_key}",
               lambda: s3.put_object(Bucket=bucket, Key=manifest_key, Body=body, ChecksumAlgorithm="SHA256"))
     return manifest

@@ -1,8 +1,10 @@
-"""The `data.checks` limits: examples a split repeats, and validation/test examples train already holds.
+"""The `data.checks` limits: examples a split repeats, validation/test examples train already holds,
+sub-words the vocabulary does not know, and gold spans that start or end inside a word.
 
-Both are counted from the records alone, without a tokenizer, so `nlpstd validate` refuses what
-data-prep refuses, with the same words: data-prep's report (`nlpstd.data.report`) shows the same
-figures, and `violations` reads them from either.
+The first two are counted from the records alone, without a tokenizer, so `nlpstd validate` refuses
+what data-prep refuses, with the same words: data-prep's report (`nlpstd.data.report`) shows the same
+figures, and `violations` reads them from either. The last two need the tokenizer, so only data-prep
+judges them, when its report could measure them.
 
 Examples are compared by what the model reads: a CoNLL sentence by its token sequence (the
 `-DOCSTART-` document markers are not sentences: the reader drops them, so they are never
@@ -84,9 +86,12 @@ def duplicates(records: list[dict]) -> tuple[list[int], int]:
     return repeats, conflicting
 
 
-def overlap(train: list[dict], records: list[dict]) -> dict:
+def overlap(train: list[dict], records: list[dict], train_file: int | None = None) -> dict:
     """The examples of `records` that train contains, exactly or once normalized; each with the
-    index and line of its first copy in train and whether the two carry the same labels."""
+    index and line of its first copy in train and whether the two carry the same labels.
+
+    `train` is what is trained on; `train_file` is how many examples the train file holds, when
+    `data.max_train_examples` kept fewer, so the figures say what they were compared with."""
     exact_index: dict[tuple, int] = {}
     normalized_index: dict[tuple, int] = {}
     for index, record in enumerate(train):
@@ -104,16 +109,28 @@ def overlap(train: list[dict], records: list[dict]) -> dict:
     exact = sum(item["match"] == "exact" for item in items)
     total = len(records)
     return {"examples": total, "exact": exact, "exact_share": share(exact, total), "normalized": len(items),
-            "normalized_share": share(len(items), total), "indices": [item["index"] for item in items], "items": items}
+            "normalized_share": share(len(items), total), "train_examples": len(train),
+            "train_file_examples": max(len(train), train_file or 0),
+            "indices": [item["index"] for item in items], "items": items}
 
 
-def figures(splits: dict[str, list[dict]]) -> dict:
-    """What the checks compare, shaped as the data report's `splits` and `overlap` sections."""
+def compared_with(seen: dict) -> str:
+    """What an overlap was measured against, in words: `train`, or `the first 1,000 of 14,041 train examples`."""
+    kept, whole = seen.get("train_examples"), seen.get("train_file_examples")
+    if kept is None or whole is None or kept >= whole:
+        return "train"
+    return f"the first {kept:,} of {whole:,} train examples (data.max_train_examples; the rest were not compared)"
+
+
+def figures(splits: dict[str, list[dict]], read: dict[str, int] | None = None) -> dict:
+    """What the checks compare, shaped as the data report's `splits` and `overlap` sections; `read` is
+    each split's examples in its file, before the limits (`PreparedData.read`)."""
     counted = {}
     for split, records in splits.items():
         repeats, _ = duplicates(records)
         counted[split] = {"examples": len(records), "duplicates": len(repeats), "duplicate_share": share(len(repeats), len(records))}
-    overlaps = {split: overlap(splits["train"], splits[split]) for split in EVAL_SPLITS if split in splits}
+    train_file = (read or {}).get("train")
+    overlaps = {split: overlap(splits["train"], splits[split], train_file) for split in EVAL_SPLITS if split in splits}
     return {"splits": counted, "overlap": overlaps}
 
 
@@ -130,13 +147,35 @@ def violations(found: dict, checks: DataChecks) -> list[tuple[str, str, str]]:
             if seen["normalized_share"] > checks.max_overlap:
                 exceeded.append((split, "max_overlap", (
                     f"{seen['normalized']:,} of {seen['examples']:,} {split} examples ({seen['normalized_share']:.2%}) also "
-                    f"occur in train ({seen['exact']:,} verbatim), above data.checks.max_overlap {checks.max_overlap:g}")))
+                    f"occur in {compared_with(seen)} ({seen['exact']:,} verbatim), above data.checks.max_overlap "
+                    f"{checks.max_overlap:g}")))
     if checks.max_duplicates is not None:
         for split, stats in found["splits"].items():
             if stats["duplicate_share"] > checks.max_duplicates:
                 exceeded.append((split, "max_duplicates", (
                     f"{stats['duplicates']:,} of {stats['examples']:,} {split} examples ({stats['duplicate_share']:.2%}) repeat "
                     f"an earlier {split} example, above data.checks.max_duplicates {checks.max_duplicates:g}")))
+    # Measured with a tokenizer, so only data-prep's report holds these (`nlpstd validate` loads none).
+    limit = checks.max_unknown_share
+    if limit is not None:
+        for split, stats in found["splits"].items():
+            fit = stats.get("vocabulary")
+            if fit and fit["unknown_share"] > limit:
+                exceeded.append((split, "max_unknown_share", (
+                    f"{fit['unknown_share']:.1%} of {split}'s sub-words are {fit['unknown_token']} and "
+                    f"{fit['unknown_char_share']:.1%} of its characters cannot be represented by the tokenizer, above "
+                    f"data.checks.max_unknown_share {limit:g}: the vocabulary does not fit this text; train one on it "
+                    f"(tokenizer: {{train: wordpiece}} with model.size and pretraining) or choose a model.base for its language")))
+    limit = checks.max_unaligned_spans
+    if limit is not None:
+        for split, stats in found["splits"].items():
+            aligned = stats.get("alignment")
+            if aligned and aligned["unaligned_share"] > limit:
+                first = aligned["items"][0]
+                exceeded.append((split, "max_unaligned_spans", (
+                    f"{aligned['unaligned']:,} of {aligned['spans']:,} {split} gold spans ({aligned['unaligned_share']:.2%}) "
+                    f"start or end inside a word (first: line {first['line']}, {first['label']} {first['span']!r}), above "
+                    f"data.checks.max_unaligned_spans {limit:g}: they are tagged on whole words, not as annotated")))
     return exceeded
 
 

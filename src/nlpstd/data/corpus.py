@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING
 
 from nlpstd.data.readers import Undecodable, decode_lines, regular_file
 from nlpstd.errors import DataError
+from nlpstd.jsonio import write_json
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import CorpusFile, CorpusSpec
@@ -171,7 +172,7 @@ def save(corpus: Corpus, out_dir: Path) -> None:
                     handle.write(json.dumps({"file": index, "text": document}, ensure_ascii=False) + "\n")
     summary = {"fingerprint": corpus.fingerprint, "files": corpus.files,
                "parts": {"train": len(corpus.train), "held_out": len(corpus.held_out)}}
-    (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "corpus.json", summary)
 
 
 def load(corpus_dir: Path) -> Corpus:

@@ -1,8 +1,10 @@
 """Tokenize prepared records into model features, aligning word labels to sub-words.
 
 Token classification works on words: CoNLL records carry them, and records with character
-spans (JSONL) are split into words by the tokenizer's own pre-tokenizer, each word taking
-the BIO tag of the span it falls in. Truncation is counted, never silent.
+spans (JSONL) are split into words by `words_and_offsets`, each word taking the BIO tag of the
+span it falls in. Every word has its character offsets in the record's text, so entities found
+in words can be scored against the gold spans as given (`unrepresentable_spans` names the gold
+spans no run of words can match). Truncation is counted, never silent.
 
 With `data.stride`, a token-classification example longer than `max_length` becomes several
 overlapping windows (`stride` sub-words shared by neighbours) instead of being cut: every word
@@ -13,16 +15,29 @@ same way, since they all encode here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerFast
+
+from nlpstd.spans import joined_words
 
 if TYPE_CHECKING:
     from nlpstd.spec import DataSpec
 
 IGNORE = -100  # label id the loss skips (specials, padding, non-first sub-words)
+
+# The code points BERT's basic tokenizer reads as CJK ideographs, one word each: CJK Unified Ideographs
+# and extensions A-E, and the compatibility ideographs (`_is_chinese_char` in transformers).
+_CJK = ("\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
+        "\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f")
+_CJK_OR_RUN = re.compile(f"[{_CJK}]|[^{_CJK}]+")
+# Characters that are not seen: format controls (zero-width space and joiners, direction marks, soft
+# hyphen, byte-order mark), variation selectors, Mongolian and tag selectors, C0/C1 controls.
+_INVISIBLE = ("\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+              "\u2060-\u206f\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff")
+_EDGES = re.compile(f"^[{_INVISIBLE}]*(.*?)[{_INVISIBLE}]*$", re.DOTALL)
 
 
 @dataclass
@@ -32,6 +47,8 @@ class Encoded:
     features: list[dict] = field(default_factory=list)  # input_ids, token_type_ids, labels[, word_ids]
     words: list[list[str]] = field(default_factory=list)  # token tasks: the words of each example
     tags: list[list[str]] = field(default_factory=list)  # token tasks: gold tag per word
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)  # token tasks: each word's characters
+    spans: list[list | None] = field(default_factory=list)  # token tasks: gold spans as given; None for CoNLL words
     record_of: list[int] = field(default_factory=list)  # the example each feature comes from (windows share one)
     truncated: int = 0  # examples longer than max_length
     dropped: int = 0  # words (token tasks) or sub-word tokens (sequence tasks) cut away
@@ -45,8 +62,43 @@ class Encoded:
 
 
 def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str) -> list[tuple[str, tuple[int, int]]]:
-    """Split raw text into words the way the tokenizer would (whitespace and punctuation)."""
-    return tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+    """(word, (start, end)) per word of raw text, `text[start:end] == word`: the one word split of span
+    records, for training, evaluation and predict alike.
+
+    The pre-tokenizer splits at whitespace and punctuation only; BERT splits CJK ideographs apart in
+    its normalizer, which the pre-tokenizer never sees, so a Chinese clause would be one word. Each
+    ideograph is made a word here, as the model sees it; Latin words and numbers stay whole. Invisible
+    characters (a variation selector, a zero-width joiner) are trimmed from word edges, and a word
+    that would give no sub-word (nothing but such characters) is no word: it would hold no label,
+    and at the end of a text it read as a word that truncation cut away."""
+    words = []
+    for _, (start, end) in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text):
+        for piece in _CJK_OR_RUN.finditer(text, start, end):
+            edges = _EDGES.match(piece.group())
+            first, last = piece.start() + edges.start(1), piece.start() + edges.end(1)
+            if first < last and not _silent(tokenizer, text[first:last]):
+                words.append((text[first:last], (first, last)))
+    return words
+
+
+def _silent(tokenizer: PreTrainedTokenizerFast, word: str) -> bool:
+    """Whether the tokenizer gives a word no sub-word at all: its normalizer removes every character
+    (e.g. a lone accent mark when accents are stripped)."""
+    if word.isalnum():  # the common case, decided without a call into the tokenizer
+        return False
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    return normalizer is not None and not normalizer.normalize_str(word).strip()
+
+
+def unrepresentable_spans(tokenizer: PreTrainedTokenizerFast, record: dict) -> list[list]:
+    """The gold spans of a span record, as given ([start, end, label]), whose start is not where a word
+    starts or whose end is not where a word ends: no tagging of words can predict them exactly, so
+    they count as misses in every score. A CoNLL record (words already) has none."""
+    if "tokens" in record:
+        return []
+    offsets = [offsets for _, offsets in words_and_offsets(tokenizer, record["text"])]
+    starts, ends = {start for start, _ in offsets}, {end for _, end in offsets}
+    return [list(span) for span in record["spans"] if span[0] not in starts or span[1] not in ends]
 
 
 def spans_to_tags(offsets: list[tuple[int, int]], spans: list[list]) -> list[str]:
@@ -61,10 +113,18 @@ def spans_to_tags(offsets: list[tuple[int, int]], spans: list[list]) -> list[str
 
 def record_words(tokenizer: PreTrainedTokenizerFast, record: dict) -> tuple[list[str], list[str]]:
     """(words, tags) of a token-classification record, CoNLL or span form."""
+    words, _, tags = record_pieces(tokenizer, record)
+    return words, tags
+
+
+def record_pieces(tokenizer: PreTrainedTokenizerFast, record: dict) -> tuple[list[str], list[tuple[int, int]], list[str]]:
+    """(words, character offsets, tags) of a token-classification record. CoNLL words are located in
+    their text joined by single spaces (`nlpstd.spans.joined_words`), span words in the record's text."""
     if "tokens" in record:
-        return record["tokens"], record["tags"]
+        return record["tokens"], joined_words(record["tokens"])[1], record["tags"]
     pieces = words_and_offsets(tokenizer, record["text"])
-    return [w for w, _ in pieces], spans_to_tags([o for _, o in pieces], record["spans"])
+    offsets = [o for _, o in pieces]
+    return [w for w, _ in pieces], offsets, spans_to_tags(offsets, record["spans"])
 
 
 def encode_tokens(
@@ -80,9 +140,11 @@ def encode_tokens(
     label2id = {label: i for i, label in enumerate(labels)}
     out = Encoded()
     for record in records:
-        words, tags = record_words(tokenizer, record)
+        words, offsets, tags = record_pieces(tokenizer, record)
         out.words.append(words)
         out.tags.append(tags)
+        out.offsets.append(offsets)
+        out.spans.append(None if "tokens" in record else [tuple(span) for span in record["spans"]])
     windows = {"stride": stride, "return_overflowing_tokens": True, "return_offsets_mapping": True} if stride else {}
     batch = tokenizer(out.words, is_split_into_words=True, truncation=True, max_length=max_length, **windows)
     record_of = batch["overflow_to_sample_mapping"] if stride else range(len(out.words))
@@ -111,9 +173,12 @@ def encode_tokens(
         out.record_of.append(record)
         out.features.append(_feature(batch, i, ids, word_ids))
     for record, words in enumerate(out.words):
-        if covers[record] < len(words):
+        reach = len(words)
+        while reach > covers[record] and _silent(tokenizer, words[reach - 1]):
+            reach -= 1  # a last word with no sub-word was never cut away (a CoNLL word of a lone mark)
+        if covers[record] < reach:
             out.truncated += 1
-            out.dropped += len(words) - covers[record]
+            out.dropped += reach - covers[record]
         if covers[record] > first_covers[record]:
             out.windowed += 1
             out.kept += covers[record] - first_covers[record]

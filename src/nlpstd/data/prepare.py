@@ -23,6 +23,7 @@ from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data.readers import apply_limit, read_all, read_lines, regular_file
 from nlpstd.errors import DataError
+from nlpstd.jsonio import write_json
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import DataSpec, Standard
@@ -73,7 +74,7 @@ def check_data(std: Standard, keep_documents: bool = False) -> CheckedData:
     Data-prep keeps the corpus documents; `nlpstd validate` only decodes and counts them, a file
     at a time."""
     prepared = prepare(std)
-    found = data_checks.figures(prepared.splits)
+    found = data_checks.figures(prepared.splits, prepared.read)
     warnings = data_checks.enforce(data_checks.violations(found, std.data.checks), std.data.checks, prepared.sources)
     corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents) if std.pretrain.enabled else None
     return CheckedData(prepared, corpus, warnings)
@@ -222,7 +223,7 @@ def save(prepared: PreparedData, out_dir: Path) -> None:
         with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (out_dir / "labels.json").write_text(json.dumps(prepared.labels, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "labels.json", prepared.labels)
     summary = {
         "task": prepared.task,
         "fingerprint": prepared.fingerprint,
@@ -230,7 +231,7 @@ def save(prepared: PreparedData, out_dir: Path) -> None:
         "examples": {split: len(records) for split, records in prepared.splits.items()},
         "label_counts": {split: _label_counts(records) for split, records in prepared.splits.items()},
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "summary.json", summary)
 
 
 def _label_counts(records: list[dict]) -> dict[str, int]:

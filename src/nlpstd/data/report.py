@@ -1,8 +1,10 @@
 """The data report: what the splits hold before any model sees them.
 
-Sizes, labels (entities per type, or examples per class), lengths in words and sub-words,
-truncation at `data.max_length`, empty and repeated examples, and the validation and test
-examples that train already contains. A score on examples the model was trained on measures
+Sizes, labels (entities per type, or examples per class), lengths in words (characters for
+scripts written without spaces, such as Chinese) and sub-words, truncation at `data.max_length`,
+how well the tokenizer's vocabulary fits the text (sub-words that are its unknown token,
+characters only unknown pieces hold), gold spans that fall inside a word, empty and repeated
+examples, and the validation and test examples that train already contains. A score on examples the model was trained on measures
 memory, not generalisation: the evaluate stage reads the overlap written here and scores the
 rest apart (`test_clean`).
 
@@ -14,6 +16,7 @@ and `nlpstd validate` refuse the same data in the same words.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +25,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from transformers import PreTrainedTokenizerFast
 
-from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, duplicates, enforce, overlap, violations
+from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates, enforce, overlap, violations
 from nlpstd.data.checks import share as _share
-from nlpstd.data.encode import record_words
+from nlpstd.data.encode import record_words, unrepresentable_spans
 from nlpstd.data.prepare import PreparedData
 from nlpstd.evaluate.report import save_figure
 
@@ -35,6 +38,16 @@ REPORT_JSON = "data_report.json"
 MARKDOWN_ROWS = 20  # overlapping examples listed per split in the markdown; the JSON lists them all
 # Lengths need the ids alone; skipping the masks makes tokenizing a split about five times faster.
 _IDS_ONLY = {"return_attention_mask": False, "return_token_type_ids": False, "verbose": False}
+# Finding the characters only unknown pieces cover needs each piece's offsets, a second pass: it is made
+# over at most this many of a split's examples that hold an unknown piece (CoNLL-2003 train has 14,041).
+FIT_SAMPLE = 2000
+UNALIGNED_ROWS = 10  # unaligned gold spans listed per split in the markdown; the JSON lists them all
+# Scripts written without spaces between words: a whitespace "word" there is a clause or a sentence.
+# Kana, Han (with its extensions and compatibility ideographs), Thai and Lao, Myanmar, Khmer.
+_NO_SPACE_SCRIPT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+                              "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]")
+_WHITESPACE = re.compile(r"\s")
+_SCRIPT_SAMPLE = 1000  # examples read to decide the length unit
 
 # ---------------------------------------------------------------------------------------
 # Per split
@@ -65,31 +78,133 @@ def label_counts(records: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def word_lengths(records: list[dict]) -> list[int]:
-    """Words per example: CoNLL tokens, or whitespace-separated words of the text (and its pair)."""
+def _plain_text(record: dict) -> str:
+    return "".join(record["tokens"]) if "tokens" in record else record["text"] + record.get("text_pair", "")
+
+
+def length_unit(records: list[dict]) -> str:
+    """`characters` when most letters belong to a script written without spaces (Chinese, Japanese,
+    Thai...), where a count of whitespace-separated words measures punctuation, not length; else `words`."""
+    text = "".join(_plain_text(record) for record in spread(records, _SCRIPT_SAMPLE))
+    letters, spaceless = sum(map(str.isalpha, text)), len(_NO_SPACE_SCRIPT.findall(text))
+    return "characters" if letters and spaceless * 2 > letters else "words"
+
+
+def word_lengths(records: list[dict], unit: str = "words") -> list[int]:
+    """Length of each example in `unit`: words (CoNLL tokens, or whitespace-separated words of the text
+    and its pair) or characters (whitespace not counted)."""
+    if unit == "characters":
+        return [_visible(_plain_text(record)) for record in records]
     if records and "tokens" in records[0]:
         return [len(record["tokens"]) for record in records]
     return [len(record["text"].split()) + len(record.get("text_pair", "").split()) for record in records]
 
 
-def subword_lengths(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> list[int]:
-    """Sub-words per example, special tokens included, untruncated: what `max_length` is compared with.
-    Token tasks are split into words the way encoding splits them (`record_words`)."""
+def subword_ids(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> list[list[int]]:
+    """Sub-word ids per example, special tokens included, untruncated. Token tasks are split into words
+    the way encoding splits them (`record_words`)."""
     if not records:
         return []
     if "tokens" in records[0] or "spans" in records[0]:
         words = [record_words(tokenizer, record)[0] for record in records]
-        specials = tokenizer.num_special_tokens_to_add()
-        lengths = [specials] * len(words)  # a record without words is its special tokens alone
+        rows = [tokenizer("", **_IDS_ONLY)["input_ids"]] * len(words)  # a record without words: specials alone
         filled = [i for i, w in enumerate(words) if w]
         if filled:
             ids = tokenizer([words[i] for i in filled], is_split_into_words=True, **_IDS_ONLY)["input_ids"]
             for i, row in zip(filled, ids):
-                lengths[i] = len(row)
-        return lengths
+                rows[i] = row
+        return rows
     texts = [record["text"] for record in records]
     pairs = [record["text_pair"] for record in records] if "text_pair" in records[0] else None
-    return [len(row) for row in tokenizer(texts, pairs, **_IDS_ONLY)["input_ids"]]
+    return tokenizer(texts, pairs, **_IDS_ONLY)["input_ids"]
+
+
+def subword_lengths(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> list[int]:
+    """Sub-words per example, special tokens included, untruncated: what `max_length` is compared with."""
+    return [len(row) for row in subword_ids(tokenizer, records)]
+
+
+def spread(records: list[dict], limit: int) -> list[dict]:
+    """At most `limit` records taken at even steps over the split, so a sample sees its end as well as its start."""
+    step = -(-len(records) // limit) if limit else 1
+    return records[::max(1, step)]
+
+
+def vocabulary_fit(tokenizer: PreTrainedTokenizerFast, records: list[dict], ids: list[list[int]] | None = None,
+                   limit: int = FIT_SAMPLE) -> dict:
+    """How much of the text the vocabulary holds: the share of sub-words (specials left out) that are the
+    unknown token, and the share of characters (whitespace left out) that only unknown pieces cover, which
+    no model with this vocabulary can read.
+
+    Sub-words are counted in every example, from the ids the lengths come from (`ids`). Finding the
+    characters needs each piece's offsets, a second pass: it is made only over the examples that hold
+    an unknown piece (none, for most English data), at most `limit` of them spread evenly over the
+    split, and scaled up to all of them when there are more."""
+    ids = subword_ids(tokenizer, records) if ids is None else ids
+    unknown_id = tokenizer.unk_token_id
+    specials = tokenizer.num_special_tokens_to_add(pair=bool(records) and "text_pair" in records[0])
+    subwords = sum(max(0, len(row) - specials) for row in ids)
+    unknown = sum(row.count(unknown_id) for row in ids)
+    chars = sum(_visible(_plain_text(record)) for record in records)
+    holding = [record for record, row in zip(records, ids) if unknown_id in row]
+    sample = spread(holding, limit)
+    lost = lost_characters(tokenizer, sample)
+    if len(sample) < len(holding):
+        lost = round(lost * len(holding) / len(sample))
+    return {"examples": len(records), "with_unknown": len(holding), "located_in": len(sample), "subwords": subwords,
+            "unknown": unknown, "unknown_share": _share(unknown, subwords), "chars": chars, "unknown_chars": lost,
+            "unknown_char_share": _share(lost, chars), "unknown_token": tokenizer.unk_token}
+
+
+def lost_characters(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> int:
+    """Characters (whitespace left out) of `records` that unknown pieces cover and no known piece does."""
+    units, batch, unit_of = _fit_inputs(tokenizer, records)
+    unknown_id, lost = tokenizer.unk_token_id, 0
+    for texts, encoding in zip(units, batch.encodings if batch is not None else []):
+        known: dict[int, set[int]] = {}  # text (word, or text / text_pair) -> character positions known pieces cover
+        unknown_at: dict[int, set[int]] = {}  # the same for unknown pieces
+        for i, piece in enumerate(encoding.ids):
+            if not encoding.special_tokens_mask[i]:
+                start, end = encoding.offsets[i]
+                (unknown_at if piece == unknown_id else known).setdefault(unit_of(encoding, i), set()).update(range(start, end))
+        for unit, positions in unknown_at.items():
+            text = texts[unit]
+            lost += sum(not text[p].isspace() for p in positions - known.get(unit, set()) if p < len(text))
+    return lost
+
+
+def _visible(text: str) -> int:
+    return len(text) - len(_WHITESPACE.findall(text))
+
+
+def _fit_inputs(tokenizer: PreTrainedTokenizerFast, sample: list[dict]) -> tuple[list[list[str]], Any, Any]:
+    """(the texts of each row, the tokenized batch with offsets, piece -> index of its text in the row).
+    Split words have offsets within each word; a text pair has them within each of its two texts."""
+    if not sample:
+        return [], None, None
+    if "tokens" in sample[0] or "spans" in sample[0]:
+        rows = [words for words in (record_words(tokenizer, record)[0] for record in sample) if words]
+        batch = tokenizer(rows, is_split_into_words=True, return_offsets_mapping=True, verbose=False) if rows else None
+        return rows, batch, lambda encoding, i: encoding.word_ids[i]
+    pairs = [record["text_pair"] for record in sample] if "text_pair" in sample[0] else None
+    batch = tokenizer([record["text"] for record in sample], pairs, return_offsets_mapping=True, verbose=False)
+    rows = [[record["text"], record.get("text_pair", "")] for record in sample]
+    return rows, batch, lambda encoding, i: encoding.sequence_ids[i]
+
+
+def unaligned_spans(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> dict:
+    """Gold spans that start or end inside a word (`unrepresentable_spans`, words split as encoding
+    splits them): such a span is tagged on whole words, so the model is trained and scored on a
+    different entity than the one annotated."""
+    total, items = 0, []
+    for index, record in enumerate(records):
+        if not record.get("spans"):
+            continue
+        total += len(record["spans"])
+        for start, end, label in unrepresentable_spans(tokenizer, record):
+            items.append({"index": index, "line": record.get("line"), "start": start, "end": end, "label": label,
+                          "span": record["text"][start:end], "text": record["text"]})
+    return {"spans": total, "unaligned": len(items), "unaligned_share": _share(len(items), total), "items": items}
 
 
 def length_summary(lengths: list[int]) -> dict[str, float]:
@@ -100,17 +215,18 @@ def length_summary(lengths: list[int]) -> dict[str, float]:
             "p95": float(np.percentile(values, 95)), "max": int(values.max())}
 
 
-def split_report(records: list[dict], subwords: list[int] | None, specials: int, max_length: int) -> dict:
-    """Everything the report says about one split on its own."""
-    words = word_lengths(records)
-    empty = [i for i, n in enumerate(words) if n == 0 or (subwords is not None and subwords[i] <= specials)]
+def split_report(records: list[dict], subwords: list[int] | None, specials: int, max_length: int,
+                 unit: str = "words") -> dict:
+    """Everything the report says about one split on its own; lengths in `unit` (`length_unit`)."""
+    lengths = word_lengths(records, unit)
+    empty = [i for i, n in enumerate(lengths) if n == 0 or (subwords is not None and subwords[i] <= specials)]
     repeats, conflicting = duplicates(records)
     total = len(records)
     out: dict[str, Any] = {
         "examples": total,
         "labels": label_counts(records),
-        "words": length_summary(words),
-        "word_lengths": dict(sorted(Counter(words).items())),
+        "lengths": length_summary(lengths),
+        "length_counts": dict(sorted(Counter(lengths).items())),
         "empty": len(empty),
         "empty_indices": empty,
         "duplicates": len(repeats),
@@ -131,23 +247,36 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
 def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tokenizer_note: str, max_length: int,
           name: str = "", stride: int | None = None) -> dict:
     """The whole report as plain JSON data (checks are added by `check`). With `stride` (data.stride),
-    examples over max_length are split into windows rather than cut; the report says which."""
+    examples over max_length are split into windows rather than cut; the report says which.
+
+    Overlap is measured against the training examples kept (`data.max_train_examples`), not the
+    whole train file: what a score can have memorised is what was trained on, and evaluation drops
+    exactly those examples from `<split>_clean`; the report says when train was cut."""
     specials = tokenizer.num_special_tokens_to_add() if tokenizer is not None else 0
+    unit = length_unit(prepared.splits["train"])
     splits = {}
     for split, records in prepared.splits.items():
-        subwords = subword_lengths(tokenizer, records) if tokenizer is not None else None
-        splits[split] = split_report(records, subwords, specials, max_length)
+        ids = subword_ids(tokenizer, records) if tokenizer is not None else None
+        subwords = [len(row) for row in ids] if ids is not None else None
+        splits[split] = split_report(records, subwords, specials, max_length, unit)
+        if tokenizer is not None:
+            splits[split]["vocabulary"] = vocabulary_fit(tokenizer, records, ids)
+            if records and "spans" in records[0]:
+                splits[split]["alignment"] = unaligned_spans(tokenizer, records)
     train = prepared.splits["train"]
+    train_file = prepared.read.get("train", len(train))
     return {
         "standard": name,
         "task": prepared.task,
         "fingerprint": prepared.fingerprint,
         "max_length": max_length,
         "stride": stride,
+        "length_unit": unit,
         "tokenizer": {"measured": tokenizer is not None, "note": tokenizer_note},
         "label_unit": "entities" if prepared.task == "token-classification" else "examples",
         "splits": splits,
-        "overlap": {split: overlap(train, prepared.splits[split]) for split in EVAL_SPLITS if split in prepared.splits},
+        "overlap": {split: overlap(train, prepared.splits[split], train_file)
+                    for split in EVAL_SPLITS if split in prepared.splits},
         "checks": {},
     }
 
@@ -196,6 +325,8 @@ def markdown(report: dict, plots: list[str]) -> str:
     lines = [title, "", *_checks_section(report["checks"]), "",
              f"Task: {report['task']}. Sub-words: {report['tokenizer']['note']}.", ""]
     lines += _splits_section(report)
+    lines += _vocabulary_section(report)
+    lines += _alignment_section(report)
     lines += _labels_section(report)
     lines += _overlap_section(report["overlap"])
     if plots:
@@ -206,7 +337,8 @@ def markdown(report: dict, plots: list[str]) -> str:
 def _checks_section(checks: dict) -> list[str]:
     if not checks:
         return ["**Checks: not run**"]
-    limits = ", ".join(f"{key} {'off' if checks[key] is None else f'{checks[key]:g}'}" for key in ("max_overlap", "max_duplicates"))
+    keys = ("max_overlap", "max_duplicates", "max_unknown_share", "max_unaligned_spans")
+    limits = ", ".join(f"{key} {'off' if checks[key] is None else f'{checks[key]:g}'}" for key in keys if key in checks)
     violations = checks["violations"]
     if not violations:
         return [f"**Checks: passed** ({limits})"]
@@ -217,7 +349,8 @@ def _checks_section(checks: dict) -> list[str]:
 
 def _splits_section(report: dict) -> list[str]:
     measured, max_length = report["tokenizer"]["measured"], report["max_length"]
-    header = ["split", "examples", "empty", "duplicates", "words mean / p95 / max"]
+    unit = report.get("length_unit", "words")
+    header = ["split", "examples", "empty", "duplicates", f"{unit} mean / p95 / max"]
     windows = report.get("stride") is not None
     longer = f"windowed (over {max_length})" if windows else f"truncated at {max_length}"
     header += ["sub-words mean / p95 / max", longer] if measured else []
@@ -226,17 +359,63 @@ def _splits_section(report: dict) -> list[str]:
         repeats = _count(stats["duplicates"], stats["duplicate_share"])
         if stats["conflicting_duplicates"]:
             repeats += f", {stats['conflicting_duplicates']:,} with other labels"
-        row = [split, f"{stats['examples']:,}", f"{stats['empty']:,}", repeats, _lengths(stats["words"])]
+        row = [split, f"{stats['examples']:,}", f"{stats['empty']:,}", repeats, _lengths(stats["lengths"])]
         if measured:
             row += [_lengths(stats["subwords"]), _count(stats["truncated"], stats["truncated_share"])]
         lines.append(_table_row(row))
     lines += ["", "Duplicates repeat an earlier example of the same split verbatim; empty examples have no words"
               + (" or no sub-words." if measured else ".")]
+    if unit == "characters":
+        lines += ["Lengths are in characters (whitespace not counted): this text is written without spaces between "
+                  "words, so a whitespace word would be a clause."]
     if measured and windows:
         lines += [f"Examples over {max_length} sub-words are split into windows sharing {report['stride']} sub-words "
                   "(data.stride), not cut."]
     elif measured and report["task"] == "token-classification":
         lines += ["A truncated sentence's words beyond the cut are predicted O in evaluation."]
+    return lines
+
+
+def _vocabulary_section(report: dict) -> list[str]:
+    """The unknown-token shares per split, or why they were not measured."""
+    fits = {split: stats["vocabulary"] for split, stats in report["splits"].items() if "vocabulary" in stats}
+    if not fits:
+        why = report["tokenizer"]["note"].removeprefix("not measured: ")
+        return ["", "## Vocabulary fit", "", f"Not measured: {why}."]
+    token = next(iter(fits.values()))["unknown_token"]
+    lines = ["", "## Vocabulary fit", "", *_table_header(["split", f"sub-words that are {token}", "characters lost",
+                                                          f"examples with {token}"])]
+    for split, fit in fits.items():
+        lost = _count(fit["unknown_chars"], fit["unknown_char_share"])
+        if fit["located_in"] < fit["with_unknown"]:
+            lost += f", estimated from {fit['located_in']:,} examples"
+        lines.append(_table_row([split, _count(fit["unknown"], fit["unknown_share"]), lost,
+                                 _count(fit["with_unknown"], _share(fit["with_unknown"], fit["examples"]))]))
+    lines += ["", f"Characters lost are those only {token} pieces cover: the model cannot read them. Many of either "
+              "mean the vocabulary was made for another language: train one on this text (`tokenizer: {train: "
+              f"wordpiece}}` with `model.size` and pretraining) or choose a `model.base` for it. Sub-words are "
+              f"counted in every example; characters are located in at most {FIT_SAMPLE:,} of the examples holding "
+              f"{token} per split (spread evenly, then scaled up)."]
+    return lines
+
+
+def _alignment_section(report: dict) -> list[str]:
+    """Gold spans that start or end inside a word (span data only), the first few listed."""
+    found = {split: stats["alignment"] for split, stats in report["splits"].items() if "alignment" in stats}
+    if not found:
+        return []
+    lines = ["", "## Gold spans inside words", "", *_table_header(["split", "spans", "start or end inside a word"])]
+    lines += [_table_row([split, f"{a['spans']:,}", _count(a["unaligned"], a["unaligned_share"])]) for split, a in found.items()]
+    lines += ["", "Entities are tagged on words: a span that starts or ends inside a word is trained and scored as "
+              "the whole words it touches, not as annotated."]
+    for split, aligned in found.items():
+        shown = aligned["items"][:UNALIGNED_ROWS]
+        if not shown:
+            continue
+        lines += ["", f"### {split} spans inside words ({len(shown)} of {aligned['unaligned']:,}; all in {REPORT_JSON})", ""]
+        lines += _table_header([f"{split} line", "label", "characters", "span", "text"])
+        lines += [_table_row([item["line"], item["label"], f"{item['start']}-{item['end']}", item["span"], _clip(item["text"])])
+                  for item in shown]
     return lines
 
 
@@ -261,6 +440,10 @@ def _overlap_section(overlaps: dict) -> list[str]:
              "and are never compared) or the same text as read. Normalized: also equal once case is folded and "
              "whitespace collapsed (includes the verbatim ones). Evaluation scores these splits again without "
              "them (`<split>_clean`).", ""]
+    against = compared_with(next(iter(overlaps.values())))
+    if against != "train":
+        lines += [f"Compared with {against}: these are the examples the model is trained on, and so the ones a "
+                  "score can have memorised; the train file may hold more of them.", ""]
     lines += _table_header(["split", "examples", "verbatim in train", "normalized in train"])
     for split, found in overlaps.items():
         lines.append(_table_row([split, f"{found['examples']:,}", _count(found["exact"], found["exact_share"]),
@@ -302,10 +485,11 @@ def _table_row(cells: list) -> str:
 
 
 def plot_lengths(report: dict, path: Path) -> Path:
-    """Share of each split's examples per length, in words (left) and sub-words (right, with max_length marked)."""
+    """Share of each split's examples per length, in words or characters (left) and sub-words (right, with
+    max_length marked)."""
     fig = Figure(figsize=(11.0, 4.0))
     word_ax, sub_ax = fig.subplots(1, 2)
-    for ax, key, unit in ((word_ax, "word_lengths", "words"), (sub_ax, "subword_lengths", "sub-words")):
+    for ax, key, unit in ((word_ax, "length_counts", report.get("length_unit", "words")), (sub_ax, "subword_lengths", "sub-words")):
         drawn = False
         for split, stats in report["splits"].items():
             counts = stats.get(key)

@@ -1,11 +1,14 @@
 """Scores for both tasks, as plain dicts of Python numbers (JSON, MLflow and reports read them).
 
-NER is scored on whole entities with seqeval (IOB2, default mode), as CoNLL does: a
-half-found entity counts as a miss. Classification uses scikit-learn's macro averages, so
+NER is scored on whole entities, as CoNLL does: a half-found entity counts as a miss. CoNLL words
+are scored with seqeval (IOB2, default mode); span data against its gold character spans as given
+(`span_metrics`), so a gold span that no run of words matches is still counted, as a miss. Classification uses scikit-learn's macro averages, so
 a rare label weighs as much as a frequent one.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from seqeval.metrics import accuracy_score as token_accuracy
 from seqeval.metrics.sequence_labeling import get_entities
@@ -31,6 +34,45 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]]) -> dict:
         "per_type": per_type,
         "support": len(get_entities(gold)),
     }
+
+
+Span = tuple[int, int, str]  # (start, end exclusive, label) in characters
+
+
+def span_metrics(gold_spans: list[list[Span]], pred_spans: list[list[Span]], gold: list[list[str]],
+                 pred: list[list[str]]) -> dict:
+    """`ner_metrics` with entities compared as character spans, example by example: an entity is
+    found when its start, end and label equal a gold span's. Word tags (`gold`, `pred`) give only
+    the word accuracy. Gold spans rebuilt from word tags would hide the ones words cannot represent."""
+    _check_not_empty(gold_spans, pred_spans)
+    hits: Counter[str] = Counter()
+    gold_count: Counter[str] = Counter()
+    pred_count: Counter[str] = Counter()
+    for gold_of, pred_of in zip(gold_spans, pred_spans):
+        wanted, found = Counter(gold_of), Counter(pred_of)
+        gold_count.update(label for _, _, label in gold_of)
+        pred_count.update(label for _, _, label in pred_of)
+        for (_, _, label), n in (wanted & found).items():
+            hits[label] += n
+    per_type = {name: _row(*_prf(hits[name], pred_count[name], gold_count[name]), gold_count[name])
+                for name in sorted(gold_count | pred_count)}
+    precision, recall, f1 = _prf(sum(hits.values()), sum(pred_count.values()), sum(gold_count.values()))
+    return {
+        "f1": f1,
+        "precision": precision,
+        "recall": recall,
+        "accuracy": float(token_accuracy(gold, pred)),
+        "per_type": per_type,
+        "support": sum(gold_count.values()),
+    }
+
+
+def _prf(hits: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    """Precision, recall, f1 from counts; 0.0 where a count is zero, as seqeval's zero_division=0."""
+    precision = hits / predicted if predicted else 0.0
+    recall = hits / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
 
 
 def classification_metrics(gold: list[str], pred: list[str], labels: list[str]) -> dict:

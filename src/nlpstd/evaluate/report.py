@@ -127,7 +127,7 @@ def write_report(
         "",
         f"**Gate: {'PASSED' if gate.passed else 'FAILED'}**: {gate.reason}",
         "",
-        *([f"**Champion: {'PROMOTE' if decision['promote'] else 'KEEP'}**: {decision['reason']}", ""] if decision else []),
+        *(_champion_lines(decision) if decision else []),
         f"Task: {task}",
         "",
         "## Headline metrics",
@@ -154,6 +154,18 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _champion_lines(decision: dict) -> list[str]:
+    """Evaluation's champion decision, worded as what it is when the report is written: a keep is final,
+    a promotion happens only if export then succeeds (parity, upload, registry), which this report
+    cannot know. The final outcome is in the export stage's metrics.json and the run's summary.json."""
+    if not decision["promote"]:
+        return [f"**Champion: KEEP**: {decision['reason']}", ""]
+    return [f"**Champion decision: PROMOTE, if export succeeds**: {decision['reason']}", "",
+            "Export registers the model and moves the champion alias only after every format passes parity and "
+            "the upload succeeds; `champion_outcome` in export's metrics.json (and `champion` in the run's "
+            "summary.json) says what happened.", ""]
 
 
 def _with_clean_rows(scores: dict[str, dict], clean: dict[str, dict]) -> dict[str, dict]:

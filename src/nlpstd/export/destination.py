@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nlpstd import storage
+from nlpstd import jsonio, storage
 from nlpstd.errors import NlpstdError
 
 POINTER = "current.json"
@@ -98,7 +98,7 @@ def upload(folder: Path, destination: str, slot: str) -> str:
 
 def point(destination: str, slot: str, record: dict[str, Any]) -> None:
     """Make `slot` the export that serves: `current.json` replaced in one atomic write."""
-    text = json.dumps({"nlpstd_destination": 1, "folder": slot, "uri": slot_uri(destination, slot),
+    text = jsonio.dumps({"nlpstd_destination": 1, "folder": slot, "uri": slot_uri(destination, slot),
                        "published": datetime.now(timezone.utc).isoformat(timespec="seconds"), **record}, indent=2) + "\n"
     if storage.is_remote(destination):
         storage.write_text(f"{destination.rstrip('/')}/{POINTER}", text)

@@ -68,3 +68,16 @@ def violations(report: dict[str, dict], parity: ParitySpec, metric: str) -> list
             found.append(f"{name}: {metric} {row[metric]:.4f} is {row['metric_drop']:.4f} below torch's "
                          f"{report['torch'][metric]:.4f} (export.parity.max_metric_drop {parity.max_metric_drop:g})")
     return found
+
+
+INT8_FIX = ("to ship without int8, remove onnx-int8 from export.formats (or raise export.parity.max_metric_drop), "
+            "then rerun with --stages export (the fine-tuned model is reused)")
+
+
+def int8_fix(failures: list[str]) -> str | None:
+    """The way out when int8 alone strays (`violations` lines start with the format's name): quantization
+    lost too much, the model itself is fine. Export settings are no part of finetune's or evaluate's
+    stage identity, so `--stages export` reuses both folders and only export runs again."""
+    if failures and all(line.startswith("onnx-int8:") for line in failures):
+        return INT8_FIX
+    return None

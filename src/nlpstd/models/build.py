@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
 from nlpstd.errors import LocatedError, NlpstdError
+from nlpstd.jsonio import write_json
 from nlpstd.models.bases import PACKAGED_BASES
 from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line,
                                   read_config)
@@ -220,4 +220,4 @@ def write_model_info(folder: Path, *, task: str, max_length: int, standard: str,
     do as training did: how long texts are windowed or cut)."""
     info = {"task": task, "max_length": max_length, "stride": stride, "truncation_side": truncation_side,
             "standard": standard, "spec_hash": spec_hash, "data_fingerprint": fingerprint}
-    (Path(folder) / "nlpstd.json").write_text(json.dumps(info, indent=2))
+    write_json(Path(folder) / "nlpstd.json", info)

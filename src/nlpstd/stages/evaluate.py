@@ -3,12 +3,11 @@ registry's champion on the same data to decide whether this model may take its p
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from nlpstd import runtime
+from nlpstd import jsonio, runtime
 from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode_data, words_and_offsets
 from nlpstd.data.report import overlap_indices
@@ -92,9 +91,9 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                     f"truncation would have dropped {stats['kept_by_windows']} of their words")
         report.write_report(tmp / "report.md", standard_name=std.name, task=std.task, scores=scores,
                             gate=gate, plots=plots, extra=extra, decision=decision.to_dict(), clean=clean)
-        (tmp / "gate.json").write_text(json.dumps(gate.to_dict(), indent=2))
+        jsonio.write_json(tmp / "gate.json", gate.to_dict())
         identity.write(tmp, "evaluate", std, data.fingerprint)
-        (tmp / "champion.json").write_text(json.dumps({**decision.to_dict(), "data_fingerprint": data.fingerprint}, indent=2))
+        jsonio.write_json(tmp / "champion.json", {**decision.to_dict(), "data_fingerprint": data.fingerprint})
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
         flat.update({f"{split}_clean_{k}": v for split, c in clean.items() for k, v in headline(c["metrics"]).items()})
         seconds = round(time.perf_counter() - started, 2)
@@ -113,7 +112,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
     print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
     print(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
-    print(f"evaluate: champion {'PROMOTE' if decision.promote else 'KEEP'}: {decision.reason}")
+    print(f"evaluate: champion {'PROMOTE, if export succeeds' if decision.promote else 'KEEP'}: {decision.reason}")
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
 
 
@@ -143,7 +142,7 @@ def _write_predictions(path: Path, records: list[dict], scored: Scored, tokenize
             if scored.word_scores:
                 text, offsets = _text_and_offsets(tokenizer, record)
                 row.update(text=text, entities=decode_entities(text, offsets, pred, scored.word_scores[i], iob_repair))
-            out.write(json.dumps(row) + "\n")
+            out.write(jsonio.dumps(row) + "\n")
 
 
 def _text_and_offsets(tokenizer, record: dict) -> tuple[str, list[tuple[int, int]]]:

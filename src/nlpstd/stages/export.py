@@ -8,7 +8,6 @@ format, and a registered model version that takes the champion alias if evaluati
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from nlpstd.export.card import model_card
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
 from nlpstd.export.serving import FOLDERS, inference_service, storage_uri
 from nlpstd.inference import Forward, predict_logits, torch_forward
+from nlpstd.jsonio import write_json
 from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
@@ -95,22 +95,24 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
             if path.name in _KEEP:
                 shutil.copy2(path, folder / path.name)
         if std.task == "token-classification":  # predict, the pyfunc model and ONNX decode entities as evaluation did
-            (folder / "nlpstd.json").write_text(json.dumps({**data_info, "iob_repair": std.evaluate.iob_repair}, indent=2))
+            write_json(folder / "nlpstd.json", {**data_info, "iob_repair": std.evaluate.iob_repair})
         report = _formats(std, model, tokenizer, held_out, data.labels, folder, scratch=tmp / "scratch")
         checks = {"split": split, "examples": len(held_out.features), "metric": metric,
                   "tolerances": std.export.parity.model_dump(), "formats": report}
-        (tmp / "parity.json").write_text(json.dumps(checks, indent=2))
+        write_json(tmp / "parity.json", checks)
         failures = parity.violations(report, std.export.parity, metric)
         if failures:  # the figures reach the tracker, the model reaches nothing
             tracker.log_metrics(_flat(report))
             tracker.log_artifact(tmp / "parity.json", "export")
+            fix = parity.int8_fix(failures)
             raise ParityFailed(f"export stopped, nothing uploaded: the exported model strays from the torch model on "
-                               f"{len(held_out.features)} {split} examples: " + "; ".join(failures))
+                               f"{len(held_out.features)} {split} examples: " + "; ".join(failures) + (f"; {fix}" if fix else ""))
 
         sizes = {fmt: _format_size(folder, fmt) for fmt in std.export.formats}
         uri = storage_uri(std, slot)
         if uri:
-            (folder / MANIFEST).write_text(yaml.safe_dump(inference_service(std, uri), sort_keys=False))
+            (folder / MANIFEST).write_text(yaml.safe_dump(inference_service(std, uri), sort_keys=False, allow_unicode=True),
+                                           encoding="utf-8")
         evaluation["labels"] = [model.config.id2label[i] for i in range(model.config.num_labels)]
         card = model_card(std, fingerprint=data_info["data_fingerprint"], evaluation=evaluation, parameters=parameters,
                           standard_file=standard_file, parity=checks, sizes=sizes, manifest=MANIFEST if uri else None)
@@ -133,6 +135,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
         if tracker.run_id:
             metrics.update(_register(std, champion, data_info["data_fingerprint"], tracker, registry, uploaded or ""))
         promoted = metrics.get("promoted", wanted)
+        # evaluation's report can only say "promote, if export succeeds": here it did, and this is what happened
+        metrics["champion_outcome"] = "promoted" if promoted else "kept"
         if uploaded and promoted:
             publication.point(destination, slot, {"registered_model": name, "version": metrics.get("registered_version"),
                                                   "spec_hash": std.spec_hash(), "data_fingerprint": data.fingerprint})

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpstd.errors import NlpstdError
+from nlpstd.jsonio import write_json
 from nlpstd.spec import NOT_RECIPE, Standard
 
 FILE = "stage.json"
@@ -57,13 +58,13 @@ def write(folder: Path, stage: str, std: Standard, data_fingerprint: str, **extr
     record = {"stage": stage, "identity": identity(stage, std), "standard": std.name, "spec_hash": std.spec_hash(),
               "data_fingerprint": data_fingerprint,
               "inputs": {s: identity(s, std) for s in inputs_of(stage, std)}, **extra}
-    (Path(folder) / FILE).write_text(json.dumps(record, indent=2))
+    write_json(Path(folder) / FILE, record)
 
 
 def read(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / FILE
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
 

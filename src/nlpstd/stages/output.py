@@ -18,6 +18,7 @@ from typing import Any
 
 from nlpstd import locks, runtime
 from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd.jsonio import write_json
 from nlpstd.tracking import Tracker
 from nlpstd.train.checkpoint import replace_dir
 from nlpstd.train.loop import TrainResult
@@ -70,11 +71,11 @@ def numeric(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
-    (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_json(Path(folder) / "metrics.json", metrics, sort_keys=True)
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_training(folder: Path, result: TrainResult, *, batch_size: int, started: float, device: Any, precision: str,
@@ -82,7 +83,7 @@ def write_training(folder: Path, result: TrainResult, *, batch_size: int, starte
     """`history.json`, `loss.png` and `metrics.json` of a training stage (its own figures in `extra`
     plus the loop's); the checkpoints go, since a finished stage is never resumed."""
     folder, state = Path(folder), result.state
-    (folder / "history.json").write_text(json.dumps(state.history))
+    write_json(folder / "history.json", state.history, indent=None)
     plot_loss_curve(state.history, folder / "loss.png")
     metrics = {
         **extra,

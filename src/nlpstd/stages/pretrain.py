@@ -139,5 +139,5 @@ def _initial_eval(model, held_out: HeldOut, path: Path, resume_key: str) -> dict
         if saved.get("identity") == resume_key:
             return saved["scores"]
     scores = held_out(model)
-    path.write_text(json.dumps({"identity": resume_key, "scores": scores}))
+    path.write_text(json.dumps({"identity": resume_key, "scores": scores}), encoding="utf-8")
     return scores

@@ -7,7 +7,6 @@ as a standard that runs as it is."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from nlpstd import jsonio
 from nlpstd.evaluate.report import save_figure
 from nlpstd.spec import MAX_NAME, Standard
 from nlpstd.sweep import space
@@ -45,8 +45,8 @@ def write_report(std: Standard, results: list[dict[str, Any]], out_dir: Path, tr
         write_recommended(std, chosen, reason, path)
         summary["recommended_standard"] = str(path)
     plots = _plots(std, complete, pruned, configs, chosen, out_dir / "plots")
-    (out_dir / "trials.json").write_text(json.dumps({"summary": summary, "trials": results}, indent=2, default=str))
-    (out_dir / "report.md").write_text(_markdown(std, summary, complete, pruned, configs, plots))
+    jsonio.write_json(out_dir / "trials.json", {"summary": summary, "trials": results}, default=str)
+    (out_dir / "report.md").write_text(_markdown(std, summary, complete, pruned, configs, plots), encoding="utf-8")
     return summary
 
 
@@ -109,7 +109,7 @@ def write_recommended(std: Standard, chosen: dict[str, Any], reason: str, path: 
               f"# Chosen as {reason}.\n"
               f"# Validation score {chosen['value']:.4f} over {len(chosen['trials'])} trial(s); "
               f"{chosen['parameters']:,} parameters.\n")
-    path.write_text(header + recommended.to_yaml())
+    path.write_text(header + recommended.to_yaml(), encoding="utf-8")
 
 
 def fit(result: dict[str, Any], std: Standard) -> str:
@@ -158,7 +158,7 @@ def _markdown(std: Standard, summary: dict[str, Any], complete: list[dict[str, A
         lines += [f"**{chosen['label']}**: validation {metric} {chosen['value']:.4f}, {chosen['parameters']:,} parameters, "
                   f"{chosen['train_seconds']:.0f} training seconds; chosen as {summary['reason']}.", "",
                   "Changes to the standard:", ""]
-        lines += [f"- `{key}`: `{json.dumps(value)}`" for key, value in chosen["changes"].items()] or ["- none"]
+        lines += [f"- `{key}`: `{jsonio.dumps(value)}`" for key, value in chosen["changes"].items()] or ["- none"]
         lines += ["", "Run it: `nlpstd run recommended.yaml`", ""]
     lines += ["## Capability by configuration", "",
               f"| configuration | parameters | trials | validation {metric} (mean ± sd over seeds) | train {metric} | training seconds | gate |",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
+from nlpstd.jsonio import write_json
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.spec import Standard
 from nlpstd.stages import data_prep, finetune, pretrain
@@ -83,7 +83,7 @@ def run_trial(std: Standard, point: dict[str, Any], out_dir: Path, shared_dir: P
         "seconds": round(time.perf_counter() - started, 2),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "result.json", result)
     tracker.log_metrics({f"validation_{k}": v for k, v in scores["validation"].items()})
     tracker.log_metrics({f"train_{k}": v for k, v in scores["train"].items()})
     tracker.log_metrics({"train_flops": result["flops"], "trial_train_seconds": result["train_seconds"]})
