@@ -58,6 +58,26 @@ def test_conll_yields_tokens_tags_and_the_first_token_line(tmp_path):
     ]
 
 
+def test_conll_token_pattern_keeps_the_word_of_each_token(tmp_path):
+    text = "科0\tB-ORG.NAM\n技1\tI-ORG.NAM\n的0\tO\n\n2023\tO\n"
+    records = read(tmp_path, "conll", text, token_pattern="(.+?)[0-9]")
+    assert [r["tokens"] for r in records] == [["科", "技", "的"], ["202"]]
+
+
+def test_weibo_tokens_read_as_characters_with_the_shipped_pattern():
+    path = DATA_ROOT / "weibo-ner" / "dev.conll"
+    if not path.is_file():
+        pytest.skip("the Weibo NER data is not beside the checkout")
+    std = {"name": "t", "task": TOKEN, "model": {"base": "minilm-l6"},
+           "data": {"format": "conll", "train": str(path), "validation": str(path), "token_pattern": "(.+?)[0-9]+"}}
+    records = read_split(Standard.model_validate(std, context={"base_dir": "."}).data, "validation", TOKEN)
+    tokens = [token for record in records for token in record["tokens"]]
+    assert len(records) == 270
+    longer = [token for token in tokens if len(token) != 1]
+    assert len(longer) < len(tokens) / 100, "one character a line (an emoji sequence may take more code points)"
+    assert not any(token[-1].isascii() and token[-1].isdigit() and len(token) > 1 for token in tokens)
+
+
 def test_conll_skips_docstart_lines(tmp_path):
     text = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n\n-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\n"
     records = read(tmp_path, "conll", text)

@@ -148,6 +148,17 @@ class DataFile(_Section):
         return {"path": value} if isinstance(value, str) else value
 
 
+def _one_group_pattern(value: str) -> str:
+    """A regular expression with a group to keep, checked here rather than on the first token."""
+    try:
+        pattern = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    if pattern.groups < 1:
+        raise ValueError("needs a group, (...), around the part of the token that is the word")
+    return value
+
+
 class DataChecks(_Section):
     """Limits on what data-prep's report finds; a limit set to null is reported but not checked."""
 
@@ -180,6 +191,9 @@ class DataSpec(_Section):
     quoting: bool | None = Field(None, description="CSV quoting rules; default: on for csv, off for tsv.")
     entities_field: str = Field("entities", description="JSONL field with character spans [{start, end, label}].")
     span_end: Literal["exclusive", "inclusive"] = Field("exclusive", description="Whether a span's end offset is part of it.")
+    token_pattern: Annotated[str, AfterValidator(_one_group_pattern)] | None = Field(
+        None, description="CoNLL: a regular expression every token must match in full; its first group is the word "
+                          "(e.g. '(.+?)[0-9]+' for Weibo's `科0`, a character followed by its position in a word).")
     label_subwords: Literal["first", "all"] = Field("first", description="Which sub-words of a word carry its label.")
     stride: int | None = Field(None, gt=0, le=8192, description="Token classification: split an example longer than max_length into "
                                "windows sharing this many sub-words, rather than cut it (each word predicted where most central).")

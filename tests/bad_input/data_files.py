@@ -33,6 +33,9 @@ CASES = [
     # -- CoNLL
     case("conll-wrong-column-count", CONLL, {**CONLL_FILES, "train.txt": "EU NNP B-ORG\nrejects O\n"},
          "train.txt", 2, "columns", "wrong column count: expected 3 fields"),
+    case("conll-token-not-matching-token-pattern", edited(CONLL, "  validation: dev.txt\n", "  validation: dev.txt\n  token_pattern: '(.+?)[0-9]+'\n"),
+         {"train.txt": "科0 B-ORG\n技1 O\n\n全0 B-PER\n方 O\n", "dev.txt": "科0 B-ORG\n"},
+         "train.txt", 5, "token", "'方' does not match data.token_pattern '(.+?)[0-9]+'"),
     case("conll-bad-tag", CONLL, {**CONLL_FILES, "train.txt": "EU B-ORG\n\nPeter PER\n"},
          "train.txt", 3, "tag", "'PER' is not an IOB2 tag"),
     case("conll-dev-tag-not-in-train", CONLL, {**CONLL_FILES, "dev.txt": "Peter B-PER\n\nvisits O\nParis B-LOC\n"},

@@ -207,6 +207,8 @@ def fingerprint(data: DataSpec) -> str:
         "label_subwords": data.label_subwords,
         "max_length": data.max_length,
     }
+    if data.token_pattern:  # only when set, so that fingerprints of data read without one stay as they were
+        options["token_pattern"] = data.token_pattern
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()
 

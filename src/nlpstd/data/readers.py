@@ -57,7 +57,7 @@ def read_all(data: DataSpec, split: str, task: str) -> list[dict]:
     path = data.files()[split].path
     lines = read_lines(path, data.encoding_of(split))
     if data.format == "conll":
-        return _conll(path, lines)
+        return _conll(path, lines, re.compile(data.token_pattern) if data.token_pattern else None)
     if data.format in ("tsv", "csv"):
         return _table(path, lines, data)
     read = _span_record if task == "token-classification" else _class_record
@@ -175,9 +175,10 @@ def _valid_text(path: str, line: int, field: str, value: str) -> str:
 # CoNLL
 
 
-def _conll(path: str, lines: str | Iterable[str]) -> list[dict]:
+def _conll(path: str, lines: str | Iterable[str], token_pattern: re.Pattern | None = None) -> list[dict]:
     """`TOKEN ... TAG` lines; a blank (or whitespace-only) line ends a sentence. `lines` are a
-    file's lines as `read_lines` yields them, or a whole text."""
+    file's lines as `read_lines` yields them, or a whole text. With `token_pattern` (data.token_pattern)
+    the word is the pattern's first group of each token."""
     if isinstance(lines, str):
         lines = io.StringIO(lines, newline="")  # iterates the lines with their ends, as read_lines does
     records: list[dict] = []
@@ -204,12 +205,21 @@ def _conll(path: str, lines: str | Iterable[str]) -> list[dict]:
             raise DataError(path, number, "columns", f"wrong column count: expected {width[0]} fields like line {width[1]}, got {len(fields)}")
         if not _IOB2.fullmatch(fields[-1]):
             raise DataError(path, number, "tag", f"{fields[-1]!r} is not an IOB2 tag (O, B-TYPE or I-TYPE)")
-        tokens.append(fields[0])
+        tokens.append(_word(path, number, fields[0], token_pattern) if token_pattern else fields[0])
         tags.append(fields[-1])
     if not records:
         why = "the file is empty" if number <= 1 else "only blank lines and -DOCSTART- markers, no token lines"
         raise DataError(path, None, None, f"no examples found: {why}")
     return records
+
+
+def _word(path: str, number: int, token: str, pattern: re.Pattern) -> str:
+    """The part of `token` that is the word, as `data.token_pattern`'s first group says."""
+    found = pattern.fullmatch(token)
+    if found is None or not found.group(1):
+        raise DataError(path, number, "token", f"{token!r} does not match data.token_pattern {pattern.pattern!r}"
+                        + ("" if found is None else " with a word in its first group"))
+    return found.group(1)
 
 
 # ---------------------------------------------------------------------------------------
