@@ -406,8 +406,8 @@ def _alignment_section(report: dict) -> list[str]:
         return []
     lines = ["", "## Gold spans inside words", "", *_table_header(["split", "spans", "start or end inside a word"])]
     lines += [_table_row([split, f"{a['spans']:,}", _count(a["unaligned"], a["unaligned_share"])]) for split, a in found.items()]
-    lines += ["", "Entities are tagged on words: a span that starts or ends inside a word is trained and scored as "
-              "the whole words it touches, not as annotated."]
+    lines += ["", "Entities are tagged on words: a span that starts or ends inside a word is trained as the whole "
+              "words it touches, and since scores count the gold spans as annotated, it can never be predicted exactly."]
     for split, aligned in found.items():
         shown = aligned["items"][:UNALIGNED_ROWS]
         if not shown:
