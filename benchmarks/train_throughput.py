@@ -61,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,8 +95,10 @@ from nlpstd.data.readers import _conll
 from nlpstd.errors import NlpstdError
 from nlpstd.inference import predict_logits, torch_forward, word_tags
 from nlpstd.models.build import build_model, load_tokenizer, resolve_base
+from nlpstd.spans import entity_spans
 from nlpstd.tracking import NullTracker
 from nlpstd.train.batching import Supervised
+from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loop import train
 from nlpstd.train.meter import device_peak_flops, step_flops
 from nlpstd.train.mlm import Blocks, Masker, MaskedLM, make_blocks
@@ -108,28 +110,27 @@ CPU_SENTENCES = 512  # the `cpu` case's slice of the CoNLL training sentences
 MAX_LENGTH = 128  # NER: sub-words per sentence, [CLS] and [SEP] included (the CoNLL standards' data.max_length)
 
 
-@dataclass
-class Recipe:
-    """The fields of nlpstd's `FinetuneSpec` that the loop, `build_model` and `trainer_arguments`
-    read, without its pydantic model. Defaults: standards/conll2003-ner.yaml, for both runners."""
+@dataclass(frozen=True)
+class Recipe(LoopConfig):
+    """nlpstd's loop settings and the fine-tuning fields `build_model` and `trainer_arguments` also read
+    (of `FinetuneSpec`), without its pydantic model."""
 
-    epochs: int = 3
-    max_steps: int | None = None
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"
-    batch_size: int = 32
-    grad_accumulation: int = 1
-    eval_batch_size: int = 64
-    grad_clip: float | None = 1.0
-    early_stopping: int | None = None
-    eval_every: int | None = 10**9  # no evaluation while training: only after the last step
-    checkpoint_every: int = 10**9  # one checkpoint, after the last step (outside the clock)
-    log_every: int = 10
     group_by_length: bool = True
     method: str = "full"
     classifier_dropout: float | None = None
+
+
+# standards/conll2003-ner.yaml's finetune section, for both runners; no model selection
+RECIPE = Recipe(epochs=3, max_steps=None, lr=1e-4, weight_decay=0.01, warmup_ratio=0.1, schedule="linear", batch_size=32,
+                grad_accumulation=1, eval_batch_size=64, grad_clip=1.0, early_stopping=None,
+                eval_every=10**9,  # no evaluation while training: only after the last step
+                checkpoint_every=10**9,  # one checkpoint, after the last step (outside the clock)
+                log_every=10)
+FINAL_WEIGHTS = Selection("loss", maximize=False)  # with `no_scores`, evaluated once after the last step: the final weights
+
+
+def no_scores(model: PreTrainedModel) -> dict[str, float]:
+    return {"loss": 0.0}
 
 
 # -- counting and timing, the same for every runner
@@ -345,7 +346,7 @@ def ner_workload(args, tokenizer, batch: int, source: str, scratch: bool, limit:
                                 id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
         build, what = (lambda: BertForTokenClassification(config)), f"BERT-{args.size}, random weights"
     else:
-        build, what = (lambda: build_model("token-classification", source, labels, Recipe())), f"the {args.base} base"
+        build, what = (lambda: build_model("token-classification", source, labels, RECIPE)), f"the {args.base} base"
     objective, line = nlpstd_batching(encoded.features, batch, batching, args.seed, tokenizer.pad_token_id)
     return Workload(
         "ner", seeded(build, args.seed), trainer_features(encoded.features), DataCollatorForTokenClassification(tokenizer),
@@ -361,7 +362,7 @@ def ner_workload(args, tokenizer, batch: int, source: str, scratch: bool, limit:
 def time_trainer(work: Workload, args, batch: int, device: torch.device, precision: str, compiled: bool, scratch: Path) -> dict:
     model = work.make_model()
     log, clock = BatchLog(model.config, work.kind == "mlm"), StepClock(args.warmup, args.steps, device)
-    recipe = Recipe(batch_size=batch, group_by_length=False)  # Trainer's default order: random
+    recipe = replace(RECIPE, batch_size=batch, group_by_length=False)  # Trainer's default order: random
     training = trainer_arguments(recipe, scratch / "trainer", seed=args.seed, precision=precision, use_cpu=device.type == "cpu",
                                  max_steps=args.steps, torch_compile=compiled, disable_tqdm=True)
     Trainer(model=model, args=training, train_dataset=work.trainer_data, data_collator=LoggedCollator(work.trainer_collator, log),
@@ -380,12 +381,11 @@ def time_nlpstd(work: Workload, args, batch: int, device: torch.device, precisio
     model = work.make_model()
     log, clock = BatchLog(model.config, work.kind == "mlm"), StepClock(args.warmup, args.steps, device)
     # log lines (the loop's only host syncs) every gcd(warmup, steps) steps, so both ends of the window are ticked
-    recipe = Recipe(max_steps=args.steps, batch_size=batch, log_every=math.gcd(args.warmup, args.steps))
+    loop = replace(RECIPE, max_steps=args.steps, batch_size=batch, log_every=math.gcd(args.warmup, args.steps))
+    engine = EngineConfig(device, precision, compile=compiled, cuda_graphs=graphs, loader_workers=workers(args, device))
     objective = work.objective()
-    train(model, objective, lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False,
-          work_dir=scratch / "nlpstd", identity="train-throughput", seed=args.seed, device=device, precision=precision,
-          tracker=ClockTracker(clock), desc="nlpstd", compile=compiled, cuda_graphs=graphs,
-          loader_workers=workers(args, device))
+    train(model, objective, no_scores, loop, engine, FINAL_WEIGHTS, work_dir=scratch / "nlpstd", identity="train-throughput",
+          tracker=ClockTracker(clock), desc="nlpstd")
     replay(objective, log, args.steps)
     return timed(log, clock)
 
@@ -426,25 +426,12 @@ def run_case(case: str, args, tokenizer, device: torch.device, precision: str, n
 # -- full fine-tuning: does nlpstd reach Trainer's F1 with the same recipe?
 
 
-def entities(tags: list[str]) -> set[tuple[str, int, int]]:
-    """Entities of one sentence as (type, first, last), chunked as conlleval and seqeval's default
-    mode do: B-X starts one, I-X continues one of type X and otherwise starts one."""
-    found, kind, start = set(), None, 0
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, name = tag.partition("-")
-        if kind is not None and (prefix != "I" or name != kind):
-            found.add((kind, start, i - 1))
-            kind = None
-        if prefix in ("B", "I") and kind is None:
-            kind, start = name, i
-    return found
-
-
 def entity_f1(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
-    """Micro precision, recall and F1 over whole entities (a half-found entity is a miss)."""
+    """Micro precision, recall and F1 over whole entities (a half-found entity is a miss), chunked by
+    `nlpstd.spans.entity_spans` as seqeval's default mode chunks them (without seqeval)."""
     hits = n_gold = n_pred = 0
     for g, p in zip(gold, pred, strict=True):
-        g, p = entities(g), entities(p)
+        g, p = set(entity_spans(g)), set(entity_spans(p))
         hits, n_gold, n_pred = hits + len(g & p), n_gold + len(g), n_pred + len(p)
     precision, recall = hits / n_pred if n_pred else 0.0, hits / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -464,7 +451,7 @@ def standard_recipe(path: Path) -> Recipe:
     known = set(Recipe.__dataclass_fields__) - {"early_stopping", "eval_every", "checkpoint_every", "log_every", "max_steps"}
     if section.get("method", "full") != "full" or "token_budget" in section:
         raise SystemExit(f"{path}: --full-finetune compares full fine-tuning with the default batching only")
-    return Recipe(**{k: v for k, v in section.items() if k in known})
+    return replace(RECIPE, **{k: v for k, v in section.items() if k in known})
 
 
 def full_finetune(args, tokenizer, device: torch.device, precision: str, nlpstd_compiled: bool) -> int:
@@ -504,10 +491,9 @@ def full_finetune(args, tokenizer, device: torch.device, precision: str, nlpstd_
         model = make_model()
         log = BatchLog(model.config, mlm=False)
         planned = objective()
-        result = train(model, planned, lambda m: {"loss": 0.0}, recipe, select="loss",
-                       maximize=False, work_dir=Path(scratch) / "nlpstd", identity="full-finetune", seed=args.seed,
-                       device=device, precision=precision, desc="nlpstd", compile=nlpstd_compiled,
-                       loader_workers=workers(args, device))
+        engine = EngineConfig(device, precision, compile=nlpstd_compiled, loader_workers=workers(args, device))
+        result = train(model, planned, no_scores, recipe, engine, FINAL_WEIGHTS, work_dir=Path(scratch) / "nlpstd",
+                       identity="full-finetune", desc="nlpstd")
         replay(planned, log, result.state.step * recipe.grad_accumulation)
         finish(f"nlpstd {'compiled' if nlpstd_compiled else 'eager'}", model, result.state.train_seconds, log, result.state.step)
 

@@ -130,6 +130,34 @@ def test_fingerprint_follows_content_not_paths(tmp_path: Path):
     assert corpus.prepare(spec(tmp_path, files=["y/a.txt"], held_out=["y/a.txt"]), seed=0).fingerprint != x.fingerprint
 
 
+def test_training_text_adds_the_training_examples_without_their_labels(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Corpus text.\n", encoding="utf-8")
+    records = [{"tokens": ["李", "明", "来", "了"], "tags": ["B-PER", "I-PER", "O", "O"], "line": 1},
+               {"tokens": ["\ufe0f"], "tags": ["O"], "line": 6}]
+    training = corpus.TrainingText("train.conll", records)
+    prepared = corpus.prepare(spec(tmp_path, files=["a.txt"], training_text=True, held_out=["a.txt"]), 0, training=training)
+    assert prepared.train == [["Corpus text."], ["李 明 来 了", "\ufe0f"]]
+    assert [f["path"] for f in prepared.files if f["part"] == "train"] == [str(tmp_path / "a.txt"), "train.conll (training text)"]
+
+
+def test_training_text_alone_is_a_corpus_and_its_fingerprint_follows_the_examples(tmp_path: Path):
+    texts = [corpus.TrainingText("train.jsonl", [{"text": text, "label": "pos"}]) for text in ("one", "two")]
+    first, second = (corpus.prepare(spec(tmp_path, training_text=True, held_out_fraction=0.5), 0, training=t) for t in texts)
+    assert [doc for docs in first.train + first.held_out for doc in docs] == ["one"]
+    assert first.fingerprint != second.fingerprint
+
+
+def test_a_corpus_of_neither_files_nor_training_text_is_refused(tmp_path: Path):
+    from conftest import ner_yaml, write_conll_splits, write_standard
+    from nlpstd.errors import StandardError
+    from nlpstd.spec import load_standard
+
+    write_conll_splits(tmp_path)
+    body = ner_yaml("minilm-l6") + "pretrain: {enabled: true, corpus: {held_out_fraction: 0.1}}\n"
+    with pytest.raises(StandardError, match="list corpus files, or set training_text: true"):
+        load_standard(write_standard(tmp_path, body))
+
+
 def test_save_and_load_round_trip(tmp_path: Path):
     (tmp_path / "a.txt").write_text("one\n\ntwo\n")
     (tmp_path / "b.txt").write_text("three\n")

@@ -122,6 +122,16 @@ def test_label_distribution_counts_entities_per_type_not_tags():
     assert data_report.label_counts(records) == {"LOC": 5, "PER": 1}
 
 
+def test_stray_inside_tags_are_counted_apart_with_their_file_lines():
+    records = [sentence("Anna/B-PER Maria/I-PER visits Oslo/I-LOC", line=3),   # Oslo: I-LOC after O
+               sentence("Anna/B-PER Lima/I-LOC", line=9)]                       # Lima: I-LOC after PER
+    report = data_report.build(prepared(TOKEN, train=records, validation=records[:1]), None, "not measured", 32)
+    assert report["splits"]["train"]["stray_tags"] == {"count": 2, "lines": [6, 10]}
+    markdown = data_report.markdown(report, [])
+    assert "train: 2 entities begin with a B- tag and 2 with a stray I- tag" in markdown
+    assert "lines 6, 10" in markdown
+
+
 def test_label_distribution_counts_spans_and_classes():
     spans = [{"text": "Bob in Paris", "spans": [[0, 3, "PER"], [7, 12, "LOC"]], "line": 1}]
     assert data_report.label_counts(spans) == {"LOC": 1, "PER": 1}

@@ -11,6 +11,7 @@ import torch
 
 from nlpstd.spec import LoopRecipe
 from nlpstd.train.batching import Supervised
+from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.loop import _EagerOnFailure, _Loss, adamw, param_groups, train
 from test_training_engine import tiny_classifier, tiny_objective
@@ -23,9 +24,9 @@ def train_on_gpu(tmp_path, precision: str, steps: int = 16, compile: bool = Fals
                  objective=None, **recipe) -> tuple[torch.nn.Module, object]:
     model = tiny_classifier()
     settings = dict(max_steps=steps, lr=3e-3, batch_size=8, log_every=4, checkpoint_every=steps, eval_every=steps) | recipe
-    result = train(model, objective or tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(**settings), select="loss",
-                   maximize=False, work_dir=tmp_path, identity=f"gpu-{precision}", seed=0, device=GPU, precision=precision,
-                   compile=compile, cuda_graphs=cuda_graphs)
+    result = train(model, objective or tiny_objective(), lambda m: {"loss": 0.0}, LoopConfig.of(LoopRecipe(**settings)),
+                   EngineConfig(GPU, precision, compile=compile, cuda_graphs=cuda_graphs), Selection("loss", maximize=False),
+                   work_dir=tmp_path, identity=f"gpu-{precision}")
     return model, result
 
 

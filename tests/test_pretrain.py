@@ -39,6 +39,19 @@ def test_from_scratch_pretraining_lowers_perplexity_and_hands_its_encoder_to_fin
     assert len(AutoTokenizer.from_pretrained(finetuned)) == vocab
 
 
+def test_pretraining_on_the_training_text_alone_builds_its_vocabulary_from_the_examples(pretrain_standard: Path, tmp_path: Path):
+    _edit(pretrain_standard, "corpus: {files: [corpus/*.txt], held_out: [held.txt]}", "corpus: {training_text: true, held_out_fraction: 0.2}")
+    summary = run_standard(pretrain_standard, tmp_path / "out", stages=["data-prep", "pretrain"], tracking=False)
+    described = json.loads((tmp_path / "out" / "data-prep" / "corpus" / "corpus.json").read_text())
+    assert [f["path"] for f in described["files"]] == [str(tmp_path / "train.txt") + " (training text)"]
+    vocabulary = AutoTokenizer.from_pretrained(tmp_path / "out" / "pretrain" / "model").get_vocab()
+    assert "berlin" in vocabulary and "loc" not in vocabulary, "the words are learnt, never the tags (B-LOC)"
+    metrics = summary["stages"]["pretrain"]["metrics"]
+    assert metrics["train_unknown_share"] < 0.05, "a vocabulary trained on the training words reads them"
+    assert "validation_unknown_share" in metrics
+    assert metrics["heldout_perplexity"] < metrics["initial_heldout_perplexity"]
+
+
 def test_continued_pretraining_starts_from_the_base_and_keeps_its_vocabulary(pretrain_standard: Path, tiny_base: Path, tmp_path: Path):
     _edit(pretrain_standard, "tokenizer: {train: wordpiece, vocab_size: 300, min_frequency: 1}\n", "")
     _edit(pretrain_standard, "model: {size: tiny, layers: 1, hidden: 64, max_position: 64}", f"model: {{base: {tiny_base}}}")

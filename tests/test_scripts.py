@@ -3,6 +3,7 @@ are scored against the gold character spans as given, and invisible characters c
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,92 @@ def test_a_conll_word_of_only_a_variation_selector_is_not_counted_as_truncated(t
     record = {"tokens": ["Great", "job", "!", "\ufe0f"], "tags": ["O"] * 4}
     encoded = encode_tokens(tokenizer, [record], ["O"], 16)
     assert (encoded.truncated, encoded.dropped) == (0, 0)
+
+
+def test_character_unit_makes_every_visible_character_a_word(tokenizer):
+    text = "李明用iPhone15 拍了\u200b照，cafe\u0301。"
+    pieces = words_and_offsets(tokenizer, text, "character")
+    assert [word for word, _ in pieces] == [*"李明用iPhone15拍了照，caf", "e\u0301", "。"]
+    assert [text[start:end] for _, (start, end) in pieces] == [word for word, _ in pieces]
+
+
+def test_character_unit_lines_up_every_span_of_a_character_annotated_text(tokenizer):
+    record = {"text": "华为P40发布", "spans": [[0, 3, "ORG"], [3, 5, "PRODUCT"]]}  # spans inside the word "为P40"
+    assert unrepresentable_spans(tokenizer, record, "character") == []
+    assert unrepresentable_spans(tokenizer, record, "word") == [[0, 3, "ORG"], [3, 5, "PRODUCT"]]
+
+
+def test_predict_cuts_text_into_the_unit_the_model_was_trained_on(tiny_base: Path, tmp_path: Path):
+    import json
+
+    import torch
+    from transformers import BertForTokenClassification
+
+    from nlpstd.predict import Predictor
+
+    labels = ["O", "B-PER", "I-PER"]
+    model = BertForTokenClassification.from_pretrained(tiny_base, num_labels=3, id2label=dict(enumerate(labels)),
+                                                       label2id={l: i for i, l in enumerate(labels)})
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+    model.save_pretrained(tmp_path)
+    load_tokenizer(str(tiny_base)).save_pretrained(tmp_path)
+    (tmp_path / "nlpstd.json").write_text(json.dumps({"task": "token-classification", "word_unit": "character"}))
+    text = "李明说Peter来了"
+    entities = Predictor(tmp_path)([text])[0]["entities"]
+    assert [e["text"] for e in entities] == list(text)
+    assert all(e["text"] == text[e["start"]:e["end"]] for e in entities)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WEIBO.is_file(), reason=f"no Weibo NER data under {DATA}")
+def test_weibo_as_json_lines_trains_and_scores_as_its_conll_file(tiny_base: Path, tmp_path: Path):
+    """The same messages, one character per line or as text with character spans (data.word_unit:
+    character): the same words and tags, so the same weights, predictions and scores."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from nlpstd.runner import run_standard
+    from tests.weibo_spans import write_conll, write_jsonl
+
+    train = WEIBO.with_name("train.conll")
+    common = f"""
+        task: token-classification
+        model: {{base: {tiny_base}}}
+        finetune: {{epochs: 2, lr: 3.0e-3, batch_size: 16, checkpoint_every: 100}}
+        evaluate: {{gate: {{metric: f1, min: 0.0}}}}
+        runtime: {{threads: 1}}
+    """
+    forms = {"conll": "format: conll, train: train.conll, validation: dev.conll, token_pattern: '(.+?)[0-9]+'",
+             "jsonl": "format: jsonl, train: train.jsonl, validation: dev.jsonl, word_unit: character"}
+    runs = {}
+    for form, data in forms.items():
+        folder = tmp_path / form
+        folder.mkdir()
+        write_conll(train, folder / "train.conll", 160)
+        write_conll(WEIBO, folder / "dev.conll", 60)
+        write_jsonl(train, folder / "train.jsonl", 160)
+        write_jsonl(WEIBO, folder / "dev.jsonl", 60)
+        standard = folder / "standard.yaml"
+        standard.write_text(f"name: weibo-{form}\ndata: {{{data}, max_length: 128}}\n" + textwrap.dedent(common))
+        run_standard(standard, folder / "out", stages=["data-prep", "finetune", "evaluate"], tracking=False)
+        runs[form] = folder / "out"
+
+    def read(form: str, path: str):
+        return json.loads((runs[form] / path).read_text(encoding="utf-8"))
+
+    gold = read("conll", "data-prep/data_report.json")["splits"]["validation"]["labels"]
+    assert gold == read("jsonl", "data-prep/data_report.json")["splits"]["validation"]["labels"]
+    assert sum(gold.values()) > 0
+    conll_weights = load_file(runs["conll"] / "finetune" / "model" / "model.safetensors")
+    jsonl_weights = load_file(runs["jsonl"] / "finetune" / "model" / "model.safetensors")
+    assert all((conll_weights[name] == jsonl_weights[name]).all() for name in conll_weights)
+
+    def found(form: str) -> list[list[tuple[str, str]]]:  # CoNLL text is its words joined by spaces
+        rows = [json.loads(line) for line in (runs[form] / "evaluate" / "predictions_validation.jsonl").open()]
+        return [[(e["label"], e["text"].replace(" ", "")) for e in row["entities"]] for row in rows]
+
+    assert found("conll") == found("jsonl")
+    conll_metrics, jsonl_metrics = read("conll", "evaluate/metrics.json"), read("jsonl", "evaluate/metrics.json")
+    assert conll_metrics["validation_f1"] == jsonl_metrics["validation_f1"]

@@ -9,7 +9,7 @@ import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
 from nlpstd.errors import StandardError
-from nlpstd.spans import decode_entities, entity_spans, joined_words, repair_tags
+from nlpstd.spans import begin_strays, decode_entities, entity_spans, joined_words, repair_tags
 from nlpstd.spec import load_standard
 
 
@@ -22,6 +22,12 @@ PETER = ("Peter Smith met Anna in Paris", [(0, 5), (6, 11), (12, 15), (16, 20), 
 
 def test_a_stray_inside_tag_starts_an_entity_under_start():
     assert found(*PETER, ["B-PER", "I-PER", "O", "I-PER", "O", "B-LOC"]) == [("Peter Smith", "PER"), ("Anna", "PER"), ("Paris", "LOC")]
+
+
+def test_a_stray_gold_inside_tag_is_trained_as_the_begin_tag_it_is_scored_as():
+    tags = ["O", "I-PER", "I-PER", "B-LOC", "I-PER", "I-PER"]
+    assert begin_strays(tags) == ["O", "B-PER", "I-PER", "B-LOC", "B-PER", "I-PER"]
+    assert get_entities(begin_strays(tags)) == get_entities(tags)
 
 
 def test_a_stray_inside_tag_is_read_as_outside_under_drop():

@@ -75,6 +75,7 @@ def tiny_objective():
 
 def train_fp16(work_dir, stop_at_evaluation: int | None = None) -> torch.nn.Module:
     from nlpstd.spec import LoopRecipe
+    from nlpstd.train.config import EngineConfig, LoopConfig, Selection
     from nlpstd.train.loop import train
 
     def hook(n: int, scores: dict[str, float]) -> None:
@@ -83,8 +84,8 @@ def train_fp16(work_dir, stop_at_evaluation: int | None = None) -> torch.nn.Modu
 
     model = tiny_classifier()
     recipe = LoopRecipe(max_steps=16, lr=1e-3, batch_size=8, checkpoint_every=4, eval_every=6, log_every=4)
-    train(model, tiny_objective(), lambda m: {"loss": 0.0}, recipe, select="loss", maximize=False, work_dir=work_dir,
-          identity="fp16-test", seed=0, device=torch.device("cpu"), precision="fp16", on_evaluation=hook)
+    train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopConfig.of(recipe), EngineConfig(torch.device("cpu"), "fp16"),
+          Selection("loss", maximize=False), work_dir=work_dir, identity="fp16-test", on_evaluation=hook)
     return model
 
 
@@ -109,10 +110,11 @@ def test_an_fp16_run_resumes_with_its_loss_scale_and_matches_an_uninterrupted_on
 
 def test_bf16_and_fp32_training_write_no_loss_scale(tmp_path):
     from nlpstd.spec import LoopRecipe
+    from nlpstd.train.config import EngineConfig, LoopConfig, Selection
     from nlpstd.train.loop import train
 
-    train(tiny_classifier(), tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(max_steps=2, batch_size=8), select="loss",
-          maximize=False, work_dir=tmp_path, identity="bf16", seed=0, device=torch.device("cpu"), precision="bf16")
+    train(tiny_classifier(), tiny_objective(), lambda m: {"loss": 0.0}, LoopConfig.of(LoopRecipe(max_steps=2, batch_size=8)),
+          EngineConfig(torch.device("cpu"), "bf16"), Selection("loss", maximize=False), work_dir=tmp_path, identity="bf16")
 
     assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "last" / "scaler.pt").exists()
@@ -150,14 +152,15 @@ def test_loading_micro_batches_draws_nothing_from_the_global_random_generator(wo
 
 def test_training_with_loader_workers_matches_training_without(tmp_path):
     from nlpstd.spec import LoopRecipe
+    from nlpstd.train.config import EngineConfig, LoopConfig, Selection
     from nlpstd.train.loop import train
 
     models = []
     for workers in (0, 2):
         model = tiny_classifier()
-        train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopRecipe(epochs=2, lr=1e-3, batch_size=8), select="loss",
-              maximize=False, work_dir=tmp_path / str(workers), identity="workers", seed=0, device=torch.device("cpu"),
-              loader_workers=workers)
+        train(model, tiny_objective(), lambda m: {"loss": 0.0}, LoopConfig.of(LoopRecipe(epochs=2, lr=1e-3, batch_size=8)),
+              EngineConfig(torch.device("cpu"), loader_workers=workers), Selection("loss", maximize=False),
+              work_dir=tmp_path / str(workers), identity="workers")
         models.append(model)
 
     for a, b in zip(*(model.parameters() for model in models)):
@@ -216,13 +219,13 @@ class _RecordsMasks:
 
 def test_the_loop_hands_only_padded_batches_to_the_model_with_an_attention_mask(tmp_path):
     from nlpstd.spec import LoopRecipe
+    from nlpstd.train.config import EngineConfig, LoopConfig, Selection
     from nlpstd.train.loop import train
 
     objective = _RecordsMasks()
     train(tiny_classifier(), objective, lambda m: {"loss": 0.0},
-          LoopRecipe(max_steps=4, lr=1e-3, batch_size=8, log_every=4, checkpoint_every=4, eval_every=4),
-          select="loss", maximize=False, work_dir=tmp_path, identity="masks", seed=0, device=torch.device("cpu"),
-          precision="fp32")
+          LoopConfig.of(LoopRecipe(max_steps=4, lr=1e-3, batch_size=8, log_every=4, checkpoint_every=4, eval_every=4)),
+          EngineConfig(torch.device("cpu"), "fp32"), Selection("loss", maximize=False), work_dir=tmp_path, identity="masks")
 
     assert objective.seen == [(False, False)] * 3 + [(True, True)]
 

@@ -115,11 +115,13 @@ class _Scaled:
 
 def _train(work_dir: Path, objective: _Scaled, precision: str = "fp32", evaluate=None, **recipe):
     from nlpstd.spec import LoopRecipe
+    from nlpstd.train.config import EngineConfig, LoopConfig, Selection
     from nlpstd.train.loop import train
 
     settings = {"max_steps": 12, "lr": 1e-3, "batch_size": 8, "checkpoint_every": 100, "log_every": 4, **recipe}
-    return train(_tiny_classifier(), objective, evaluate or (lambda m: {"loss": 0.0}), LoopRecipe(**settings), select="loss",
-                 maximize=False, work_dir=work_dir, identity="failures", seed=0, device=torch.device("cpu"), precision=precision)
+    return train(_tiny_classifier(), objective, evaluate or (lambda m: {"loss": 0.0}), LoopConfig.of(LoopRecipe(**settings)),
+                 EngineConfig(torch.device("cpu"), precision), Selection("loss", maximize=False), work_dir=work_dir,
+                 identity="failures")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -85,3 +85,23 @@ def test_json_helper_writes_utf8_whatever_the_locale(tmp_path: Path):
     path = write_json(tmp_path / "x.json", {"标签": "人名"})
     assert path.read_bytes() == '{\n  "标签": "人名"\n}\n'.encode("utf-8")
     assert dumps(["é"]) == '["é"]'
+
+
+def test_mlflow_params_and_the_resolved_standard_keep_chinese_unescaped(tmp_path: Path):
+    from nlpstd.spec import load_standard
+
+    (tmp_path / "train.tsv").write_text(chinese_tsv(8), encoding="utf-8")
+    (tmp_path / "standard.yaml").write_text(textwrap.dedent("""
+        name: zh-params
+        description: 中文情感分类
+        task: sequence-classification
+        data: {format: tsv, train: train.tsv, validation: train.tsv, text_column: sentence}
+        model: {base: minilm-l6}
+        pretrain: {enabled: true, corpus: {files: [语料.txt], held_out_fraction: 0.1}}
+    """), encoding="utf-8")
+    (tmp_path / "语料.txt").write_text("电影很好。\n", encoding="utf-8")
+    std = load_standard(tmp_path / "standard.yaml")
+    params = std.flat_params()
+    assert params["description"] == "中文情感分类"
+    assert "语料.txt" in params["pretrain.corpus.files"]  # a list, written as JSON
+    assert "中文情感分类" in std.to_yaml() and "\\u" not in std.to_yaml()

@@ -21,7 +21,7 @@ from nlpstd.inference import Forward, predict_logits, softmax, torch_forward, wo
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, WEIGHTS_INDEX, check_model_folder, first_line, read_config,
                                   read_model_info, regular_file_size, task_of)
-from nlpstd.spans import decode_entities
+from nlpstd.spans import WordUnit, decode_entities
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what OnnxForward feeds, all int64
 
@@ -42,12 +42,13 @@ def locate(path: Path) -> tuple[Path, Path | None]:
 SPLITS = ("tokenizer", "whitespace")
 
 
-def split_words(tokenizer, text: str, split: str = "tokenizer") -> list[tuple[str, tuple[int, int]]]:
-    """(word, character offsets) of a text, split as `split` says (see `Predictor.__call__`)."""
+def split_words(tokenizer, text: str, split: str = "tokenizer", unit: WordUnit = "word") -> list[tuple[str, tuple[int, int]]]:
+    """(word, character offsets) of a text, split as `split` says (see `Predictor.__call__`); `tokenizer`
+    cuts it into the model's `unit`s (its standard's data.word_unit)."""
     if split == "whitespace":
         return [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
     if split == "tokenizer":
-        return words_and_offsets(tokenizer, text)
+        return words_and_offsets(tokenizer, text, unit)
     raise NlpstdError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
 
 
@@ -66,6 +67,7 @@ class Predictor:
         self.task = info.get("task") or task_of(config, self.model_dir / CONFIG)
         config = check_model_folder(self.model_dir, self.task, weights=onnx_file is None)  # the head of that task
         self.iob_repair = info.get("iob_repair", "start")  # the standard's evaluate.iob_repair; older exports: start
+        self.word_unit = info.get("word_unit", "word")  # the standard's data.word_unit: how text was cut for training
         self.id2label = {int(k): v for k, v in config["id2label"].items()}
 
         # -- tokenizer: texts are cut or windowed as in training
@@ -88,7 +90,7 @@ class Predictor:
     def __call__(self, texts: list[str], split: str = "tokenizer") -> list[dict]:
         """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
         as training did (`words_and_offsets`: spaces, punctuation, each CJK ideograph, invisible
-        characters left out), so entity offsets slice the text given; `whitespace` takes text already split into
+        characters left out; every character for a model trained on characters), so entity offsets slice the text given; `whitespace` takes text already split into
         words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
         texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
         if self.task == "token-classification":
@@ -96,7 +98,7 @@ class Predictor:
         return self._labels(texts)
 
     def _entities(self, texts: list[str], split: str) -> list[dict]:
-        pieces = [split_words(self.tokenizer, text, split) for text in texts]
+        pieces = [split_words(self.tokenizer, text, split, self.word_unit) for text in texts]
         records = [{"tokens": [w for w, _ in p], "tags": ["O"] * len(p)} for p in pieces]
         encoded = encode_tokens(self.tokenizer, records, ["O"], self.max_length, stride=self.stride)
         logits = predict_logits(self.forward, encoded.features, self.batch_size, pad_id=self.tokenizer.pad_token_id)

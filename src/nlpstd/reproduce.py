@@ -142,13 +142,17 @@ def current_versions(std: Standard) -> dict[str, str]:
     data-prep computes them), this checkout's commit, the installed version, the standard's hash
     as this code resolves it."""
     from nlpstd.data import corpus
-    from nlpstd.data.prepare import fingerprint
+    from nlpstd.data.prepare import fingerprint, prepare
     from nlpstd.tracking import git_commit, package_version
 
     current = {"git commit": git_commit(), "nlpstd version": package_version(), "spec hash": std.spec_hash(),
                "data fingerprint": fingerprint(std.data)}
     if std.pretrain.enabled:
-        current["corpus fingerprint"] = corpus.prepare(std.pretrain.corpus, std.seed).fingerprint
+        training = None
+        if std.pretrain.corpus.training_text:  # the examples data-prep trained on, read as it read them
+            prepared = prepare(std)
+            training = corpus.TrainingText(prepared.sources["train"], prepared.splits["train"])
+        current["corpus fingerprint"] = corpus.prepare(std.pretrain.corpus, std.seed, training=training).fingerprint
     return current
 
 

@@ -19,6 +19,9 @@ from typing import Literal
 
 IobRepair = Literal["start", "drop"]
 REPAIRS: tuple[str, ...] = ("start", "drop")
+# The units span text is cut into (`data.word_unit`): words as BERT splits them, or every visible character.
+WordUnit = Literal["word", "character"]
+WORD_UNITS: tuple[str, ...] = ("word", "character")
 
 
 def _kind(tag: str) -> str:
@@ -42,6 +45,23 @@ def repair_tags(tags: Sequence[str], repair: IobRepair = "start") -> list[str]:
         repaired.append(tag)
         previous = _kind(tag)
     return repaired
+
+
+def begin_strays(tags: Sequence[str]) -> list[str]:
+    """Gold tags as training reads them: a stray `I-X` (after `O` or another type) becomes `B-X`, the
+    entity seqeval and conlleval score as beginning there, so a model learns the tag it is scored on."""
+    begun: list[str] = []
+    previous = ""
+    for tag in tags:
+        kind = _kind(tag)
+        begun.append("B-" + kind if tag.startswith("I-") and kind != previous else tag)
+        previous = kind
+    return begun
+
+
+def stray_positions(tags: Sequence[str]) -> list[int]:
+    """Positions of the stray `I-X` tags: those `begin_strays` reads as `B-X`."""
+    return [i for i, (tag, begun) in enumerate(zip(tags, begin_strays(tags))) if tag != begun]
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -194,6 +194,11 @@ class DataSpec(_Section):
     token_pattern: Annotated[str, AfterValidator(_one_group_pattern)] | None = Field(
         None, description="CoNLL: a regular expression every token must match in full; its first group is the word "
                           "(e.g. '(.+?)[0-9]+' for Weibo's `科0`, a character followed by its position in a word).")
+    word_unit: Literal["word", "character"] = Field(
+        "word", description="Token classification: the units raw text is cut into, each carrying a tag: `word` "
+                            "(spaces and punctuation; each CJK ideograph alone) or `character` (every visible character: "
+                            "how character-annotated sets such as Weibo are tagged). Span data (jsonl) is cut so for "
+                            "training and scoring; CoNLL files give their words, and `predict` cuts text to match them.")
     label_subwords: Literal["first", "all"] = Field("first", description="Which sub-words of a word carry its label.")
     stride: int | None = Field(None, gt=0, le=8192, description="Token classification: split an example longer than max_length into "
                                "windows sharing this many sub-words, rather than cut it (each word predicted where most central).")
@@ -276,7 +281,9 @@ class CorpusFile(_Section):
 
 
 class CorpusSpec(_Section):
-    files: list[CorpusFile] = Field(min_length=1, description="Training text: files or globs.")
+    files: list[CorpusFile] = Field(default_factory=list, description="Training text: files or globs.")
+    training_text: bool = Field(False, description="Also pretrain on the text of the task's training examples (no "
+                                "labels): the words a new vocabulary must hold, when there is no other corpus.")
     encoding: CorpusEncoding = Field(
         "auto", description="auto: UTF-8, falling back to Latin-1 per file (and saying so)."
     )
@@ -604,7 +611,7 @@ class Standard(_Section):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def flat_params(self) -> dict[str, str]:
         """`finetune.lr` -> "5e-05": the standard as flat key/value pairs (MLflow params)."""
@@ -615,7 +622,7 @@ class Standard(_Section):
                 for key, item in value.items():
                     walk(f"{prefix}.{key}" if prefix else key, item)
             else:
-                flat[prefix] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+                flat[prefix] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
 
         walk("", self.to_dict())
         return flat
@@ -1006,6 +1013,8 @@ def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None
                                  f"{data.max_length - 3} sub-words, got {data.stride}")
     if data.truncation_side != "right" and std.task == "token-classification":
         fail(("data", "truncation_side"), "token-classification keeps every word with data.stride instead of cutting the start")
+    if data.word_unit != "word" and std.task != "token-classification":
+        fail(("data", "word_unit"), "the unit applies to token-classification; classification reads whole texts")
 
 
 def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -1128,6 +1137,8 @@ def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
         corpus = pretrain.corpus
         if corpus is None:
             fail(("pretrain", "corpus"), "pretraining needs a corpus: {files: [...], held_out: [...]}")
+        elif not corpus.files and not corpus.training_text:
+            fail(("pretrain", "corpus", "files"), "pretraining needs text: list corpus files, or set training_text: true")
         elif bool(corpus.held_out) == (corpus.held_out_fraction is not None):
             fail(("pretrain", "corpus"), "set exactly one of corpus.held_out (files) or corpus.held_out_fraction")
 

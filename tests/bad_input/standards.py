@@ -37,6 +37,8 @@ CASES = [
          "standard.yaml", 1, "task", "required key is missing"),
     case("spec-token-pattern-not-a-regex", edited(CONLL, "  validation: dev.txt\n", "  validation: dev.txt\n  token_pattern: '(.+[0-9'\n"),
          CONLL_FILES, "standard.yaml", 7, "data.token_pattern", "not a regular expression"),
+    case("spec-word-unit-for-classification", edited(TSV, "  validation: dev.tsv\n", "  validation: dev.tsv\n  word_unit: character\n"),
+         TSV_FILES, "standard.yaml", 7, "data.word_unit", "classification reads whole texts"),
     case("spec-token-pattern-without-a-group", edited(CONLL, "  validation: dev.txt\n", "  validation: dev.txt\n  token_pattern: '.+[0-9]'\n"),
          CONLL_FILES, "standard.yaml", 7, "data.token_pattern", "needs a group"),
     case("spec-unknown-encoding", edited(CONLL, "  validation: dev.txt", "  validation: {path: dev.txt, encoding: latin-9x}"), CONLL_FILES,

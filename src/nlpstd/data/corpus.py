@@ -112,16 +112,45 @@ def _paragraphs(handle: IO[bytes], codec: str, keep: bool) -> tuple[list[str], i
     return documents, count, chars
 
 
-def check(spec: CorpusSpec) -> list[str]:
+def check(spec: CorpusSpec, training: TrainingText | None = None) -> list[str]:
     """Read and decode every corpus file (the checks `prepare` would fail on), keeping no document;
     returns the paths."""
-    return [described["path"] for described in prepare(spec, seed=0, keep_documents=False).files]
+    return [described["path"] for described in prepare(spec, seed=0, keep_documents=False, training=training).files]
 
 
-def prepare(spec: CorpusSpec, seed: int, keep_documents: bool = True) -> Corpus:
+@dataclass
+class TrainingText:
+    """The task's training examples, for `training_text: true`: the file they were read from and the records."""
+
+    path: str
+    records: list[dict]
+
+
+def training_document(record: dict) -> str:
+    """The text of a training example, without its labels: CoNLL words joined by spaces (as fine-tuning
+    reads them, one word at a time), or the text and its pair."""
+    if "tokens" in record:
+        return " ".join(record["tokens"])
+    return " ".join(part for part in (record["text"], record.get("text_pair", "")) if part.strip())
+
+
+def read_training_text(training: TrainingText, keep: bool = True) -> CorpusText:
+    """The training examples as corpus documents, one per example; named `<train file> (training text)`."""
+    documents = [document for document in map(training_document, training.records) if document.strip()]
+    digest = hashlib.sha256("\n".join(documents).encode("utf-8")).hexdigest()
+    return CorpusText(f"{training.path} (training text)", "utf-8", False, documents if keep else [], digest,
+                      len(documents), sum(map(len, documents)))
+
+
+def prepare(spec: CorpusSpec, seed: int, keep_documents: bool = True, training: TrainingText | None = None) -> Corpus:
     """Decode every file and set the held-out documents aside (held-out files, or a seeded share).
-    Without `keep_documents` every file is decoded and counted but no document is kept (validate)."""
+    Without `keep_documents` every file is decoded and counted but no document is kept (validate).
+    With `training_text`, the training examples (`training`) are one more file of the corpus."""
     texts = [read_corpus_file(p, e, k, keep_documents) for p, e, k in expand(spec.files, spec.encoding)]
+    if spec.training_text:
+        if training is None:
+            raise ValueError("pretrain.corpus.training_text needs the training examples")
+        texts.append(read_training_text(training, keep_documents))
     held_texts = [read_corpus_file(p, e, k, keep_documents)
                   for p, e, k in expand(spec.held_out, spec.encoding, "pretrain.corpus.held_out")]
     if spec.held_out_fraction:

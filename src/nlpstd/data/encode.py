@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerFast
 
-from nlpstd.spans import joined_words
+from nlpstd.spans import WordUnit, begin_strays, joined_words
 
 if TYPE_CHECKING:
     from nlpstd.spec import DataSpec
@@ -33,6 +33,9 @@ IGNORE = -100  # label id the loss skips (specials, padding, non-first sub-words
 _CJK = ("\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f\U0002b740-\U0002b81f"
         "\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f")
 _CJK_OR_RUN = re.compile(f"[{_CJK}]|[^{_CJK}]+")
+# One character with the combining marks that follow it (an accent written as a second code point).
+_CHARACTER = re.compile("[^\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+                        "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*", re.DOTALL)
 # Characters that are not seen: format controls (zero-width space and joiners, direction marks, soft
 # hyphen, byte-order mark), variation selectors, Mongolian and tag selectors, C0/C1 controls.
 _INVISIBLE = ("\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u180b-\u180f\u200b-\u200f\u202a-\u202e"
@@ -61,7 +64,7 @@ class Encoded:
                 "windowed": self.windowed, "kept_by_windows": self.kept}
 
 
-def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str) -> list[tuple[str, tuple[int, int]]]:
+def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str, unit: WordUnit = "word") -> list[tuple[str, tuple[int, int]]]:
     """(word, (start, end)) per word of raw text, `text[start:end] == word`: the one word split of span
     records, for training, evaluation and predict alike.
 
@@ -70,10 +73,15 @@ def words_and_offsets(tokenizer: PreTrainedTokenizerFast, text: str) -> list[tup
     ideograph is made a word here, as the model sees it; Latin words and numbers stay whole. Invisible
     characters (a variation selector, a zero-width joiner) are trimmed from word edges, and a word
     that would give no sub-word (nothing but such characters) is no word: it would hold no label,
-    and at the end of a text it read as a word that truncation cut away."""
+    and at the end of a text it read as a word that truncation cut away.
+
+    With `unit` "character" every visible character is a word of its own, Latin letters and digits
+    too: how character-annotated sets (Weibo, MSRA) are tagged, so their text and their
+    one-character-per-line files give the same words."""
     words = []
+    pieces = _CHARACTER if unit == "character" else _CJK_OR_RUN
     for _, (start, end) in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text):
-        for piece in _CJK_OR_RUN.finditer(text, start, end):
+        for piece in pieces.finditer(text, start, end):
             edges = _EDGES.match(piece.group())
             first, last = piece.start() + edges.start(1), piece.start() + edges.end(1)
             if first < last and not _silent(tokenizer, text[first:last]):
@@ -90,13 +98,13 @@ def _silent(tokenizer: PreTrainedTokenizerFast, word: str) -> bool:
     return normalizer is not None and not normalizer.normalize_str(word).strip()
 
 
-def unrepresentable_spans(tokenizer: PreTrainedTokenizerFast, record: dict) -> list[list]:
+def unrepresentable_spans(tokenizer: PreTrainedTokenizerFast, record: dict, unit: WordUnit = "word") -> list[list]:
     """The gold spans of a span record, as given ([start, end, label]), whose start is not where a word
     starts or whose end is not where a word ends: no tagging of words can predict them exactly, so
     they count as misses in every score. A CoNLL record (words already) has none."""
     if "tokens" in record:
         return []
-    offsets = [offsets for _, offsets in words_and_offsets(tokenizer, record["text"])]
+    offsets = [offsets for _, offsets in words_and_offsets(tokenizer, record["text"], unit)]
     starts, ends = {start for start, _ in offsets}, {end for _, end in offsets}
     return [list(span) for span in record["spans"] if span[0] not in starts or span[1] not in ends]
 
@@ -111,18 +119,20 @@ def spans_to_tags(offsets: list[tuple[int, int]], spans: list[list]) -> list[str
     return tags
 
 
-def record_words(tokenizer: PreTrainedTokenizerFast, record: dict) -> tuple[list[str], list[str]]:
+def record_words(tokenizer: PreTrainedTokenizerFast, record: dict, unit: WordUnit = "word") -> tuple[list[str], list[str]]:
     """(words, tags) of a token-classification record, CoNLL or span form."""
-    words, _, tags = record_pieces(tokenizer, record)
+    words, _, tags = record_pieces(tokenizer, record, unit)
     return words, tags
 
 
-def record_pieces(tokenizer: PreTrainedTokenizerFast, record: dict) -> tuple[list[str], list[tuple[int, int]], list[str]]:
+def record_pieces(tokenizer: PreTrainedTokenizerFast, record: dict,
+                  unit: WordUnit = "word") -> tuple[list[str], list[tuple[int, int]], list[str]]:
     """(words, character offsets, tags) of a token-classification record. CoNLL words are located in
-    their text joined by single spaces (`nlpstd.spans.joined_words`), span words in the record's text."""
+    their text joined by single spaces (`nlpstd.spans.joined_words`), span words in the record's text.
+    A stray gold `I-X` is read as the `B-X` it is scored as (`begin_strays`), as a span would give it."""
     if "tokens" in record:
-        return record["tokens"], joined_words(record["tokens"])[1], record["tags"]
-    pieces = words_and_offsets(tokenizer, record["text"])
+        return record["tokens"], joined_words(record["tokens"])[1], begin_strays(record["tags"])
+    pieces = words_and_offsets(tokenizer, record["text"], unit)
     offsets = [o for _, o in pieces]
     return [w for w, _ in pieces], offsets, spans_to_tags(offsets, record["spans"])
 
@@ -134,13 +144,15 @@ def encode_tokens(
     max_length: int,
     label_subwords: str = "first",
     stride: int | None = None,
+    unit: WordUnit = "word",
 ) -> Encoded:
     """Word-level records -> sub-word features; each word's label goes to its first sub-word (or all).
-    With `stride`, a long record yields overlapping windows of `max_length` rather than one cut feature."""
+    With `stride`, a long record yields overlapping windows of `max_length` rather than one cut feature.
+    Span records are cut into words of `unit` (`words_and_offsets`)."""
     label2id = {label: i for i, label in enumerate(labels)}
     out = Encoded()
     for record in records:
-        words, offsets, tags = record_pieces(tokenizer, record)
+        words, offsets, tags = record_pieces(tokenizer, record, unit)
         out.words.append(words)
         out.tags.append(tags)
         out.offsets.append(offsets)
@@ -229,13 +241,15 @@ def _feature(batch, i: int, labels, word_ids: list | None = None) -> dict:
 
 
 def encode(tokenizer: PreTrainedTokenizerFast, task: str, records: list[dict], labels: list[str], max_length: int,
-           label_subwords: str = "first", stride: int | None = None, truncation_side: str = "right") -> Encoded:
+           label_subwords: str = "first", stride: int | None = None, truncation_side: str = "right",
+           unit: WordUnit = "word") -> Encoded:
     if task == "token-classification":
-        return encode_tokens(tokenizer, records, labels, max_length, label_subwords, stride)
+        return encode_tokens(tokenizer, records, labels, max_length, label_subwords, stride, unit)
     tokenizer.truncation_side = truncation_side
     return encode_sequences(tokenizer, records, labels, max_length)
 
 
 def encode_data(tokenizer: PreTrainedTokenizerFast, data: DataSpec, task: str, records: list[dict], labels: list[str]) -> Encoded:
     """`encode` with the standard's data settings: the one call every stage makes, so all window alike."""
-    return encode(tokenizer, task, records, labels, data.max_length, data.label_subwords, data.stride, data.truncation_side)
+    return encode(tokenizer, task, records, labels, data.max_length, data.label_subwords, data.stride, data.truncation_side,
+                  data.word_unit)

@@ -76,7 +76,8 @@ def check_data(std: Standard, keep_documents: bool = False) -> CheckedData:
     prepared = prepare(std)
     found = data_checks.figures(prepared.splits, prepared.read)
     warnings = data_checks.enforce(data_checks.violations(found, std.data.checks), std.data.checks, prepared.sources)
-    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents) if std.pretrain.enabled else None
+    training = corpus_mod.TrainingText(prepared.sources["train"], prepared.splits["train"])
+    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents, training) if std.pretrain.enabled else None
     return CheckedData(prepared, corpus, warnings)
 
 
@@ -209,6 +210,8 @@ def fingerprint(data: DataSpec) -> str:
     }
     if data.token_pattern:  # only when set, so that fingerprints of data read without one stay as they were
         options["token_pattern"] = data.token_pattern
+    if data.word_unit != "word":
+        options["word_unit"] = data.word_unit
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerFast
 from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates, enforce, overlap, violations
 from nlpstd.data.checks import share as _share
 from nlpstd.data.encode import record_words, unrepresentable_spans
+from nlpstd.spans import WordUnit, stray_positions
 from nlpstd.data.prepare import PreparedData
 from nlpstd.evaluate.report import save_figure
 
@@ -65,6 +66,15 @@ def entity_counts(tags: list[str]) -> Counter[str]:
     return counts
 
 
+def stray_tags(records: list[dict]) -> dict:
+    """Gold entities that begin with a stray `I-X` (after `O` or another type) instead of `B-X`: they are
+    trained and scored as beginning there (`nlpstd.spans.begin_strays`), and counted among the entities;
+    the file line of each, for whoever fixes the data."""
+    lines = [record["line"] + position if record.get("line") is not None else None
+             for record in records if "tags" in record for position in stray_positions(record["tags"])]
+    return {"count": len(lines), "lines": lines}
+
+
 def label_counts(records: list[dict]) -> dict[str, int]:
     """Entity mentions per type for token data (not tags: a three-word name is one), examples per class otherwise."""
     counts: Counter[str] = Counter()
@@ -100,13 +110,13 @@ def word_lengths(records: list[dict], unit: str = "words") -> list[int]:
     return [len(record["text"].split()) + len(record.get("text_pair", "").split()) for record in records]
 
 
-def subword_ids(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> list[list[int]]:
+def subword_ids(tokenizer: PreTrainedTokenizerFast, records: list[dict], word_unit: WordUnit = "word") -> list[list[int]]:
     """Sub-word ids per example, special tokens included, untruncated. Token tasks are split into words
-    the way encoding splits them (`record_words`)."""
+    the way encoding splits them (`record_words`, in `word_unit`s)."""
     if not records:
         return []
     if "tokens" in records[0] or "spans" in records[0]:
-        words = [record_words(tokenizer, record)[0] for record in records]
+        words = [record_words(tokenizer, record, word_unit)[0] for record in records]
         rows = [tokenizer("", **_IDS_ONLY)["input_ids"]] * len(words)  # a record without words: specials alone
         filled = [i for i, w in enumerate(words) if w]
         if filled:
@@ -131,7 +141,7 @@ def spread(records: list[dict], limit: int) -> list[dict]:
 
 
 def vocabulary_fit(tokenizer: PreTrainedTokenizerFast, records: list[dict], ids: list[list[int]] | None = None,
-                   limit: int = FIT_SAMPLE) -> dict:
+                   limit: int = FIT_SAMPLE, word_unit: WordUnit = "word") -> dict:
     """How much of the text the vocabulary holds: the share of sub-words (specials left out) that are the
     unknown token, and the share of characters (whitespace left out) that only unknown pieces cover, which
     no model with this vocabulary can read.
@@ -140,7 +150,7 @@ def vocabulary_fit(tokenizer: PreTrainedTokenizerFast, records: list[dict], ids:
     characters needs each piece's offsets, a second pass: it is made only over the examples that hold
     an unknown piece (none, for most English data), at most `limit` of them spread evenly over the
     split, and scaled up to all of them when there are more."""
-    ids = subword_ids(tokenizer, records) if ids is None else ids
+    ids = subword_ids(tokenizer, records, word_unit) if ids is None else ids
     unknown_id = tokenizer.unk_token_id
     specials = tokenizer.num_special_tokens_to_add(pair=bool(records) and "text_pair" in records[0])
     subwords = sum(max(0, len(row) - specials) for row in ids)
@@ -148,7 +158,7 @@ def vocabulary_fit(tokenizer: PreTrainedTokenizerFast, records: list[dict], ids:
     chars = sum(_visible(_plain_text(record)) for record in records)
     holding = [record for record, row in zip(records, ids) if unknown_id in row]
     sample = spread(holding, limit)
-    lost = lost_characters(tokenizer, sample)
+    lost = lost_characters(tokenizer, sample, word_unit)
     if len(sample) < len(holding):
         lost = round(lost * len(holding) / len(sample))
     return {"examples": len(records), "with_unknown": len(holding), "located_in": len(sample), "subwords": subwords,
@@ -156,9 +166,9 @@ def vocabulary_fit(tokenizer: PreTrainedTokenizerFast, records: list[dict], ids:
             "unknown_char_share": _share(lost, chars), "unknown_token": tokenizer.unk_token}
 
 
-def lost_characters(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> int:
+def lost_characters(tokenizer: PreTrainedTokenizerFast, records: list[dict], word_unit: WordUnit = "word") -> int:
     """Characters (whitespace left out) of `records` that unknown pieces cover and no known piece does."""
-    units, batch, unit_of = _fit_inputs(tokenizer, records)
+    units, batch, unit_of = _fit_inputs(tokenizer, records, word_unit)
     unknown_id, lost = tokenizer.unk_token_id, 0
     for texts, encoding in zip(units, batch.encodings if batch is not None else []):
         known: dict[int, set[int]] = {}  # text (word, or text / text_pair) -> character positions known pieces cover
@@ -177,13 +187,13 @@ def _visible(text: str) -> int:
     return len(text) - len(_WHITESPACE.findall(text))
 
 
-def _fit_inputs(tokenizer: PreTrainedTokenizerFast, sample: list[dict]) -> tuple[list[list[str]], Any, Any]:
+def _fit_inputs(tokenizer: PreTrainedTokenizerFast, sample: list[dict], word_unit: WordUnit) -> tuple[list[list[str]], Any, Any]:
     """(the texts of each row, the tokenized batch with offsets, piece -> index of its text in the row).
     Split words have offsets within each word; a text pair has them within each of its two texts."""
     if not sample:
         return [], None, None
     if "tokens" in sample[0] or "spans" in sample[0]:
-        rows = [words for words in (record_words(tokenizer, record)[0] for record in sample) if words]
+        rows = [words for words in (record_words(tokenizer, record, word_unit)[0] for record in sample) if words]
         batch = tokenizer(rows, is_split_into_words=True, return_offsets_mapping=True, verbose=False) if rows else None
         return rows, batch, lambda encoding, i: encoding.word_ids[i]
     pairs = [record["text_pair"] for record in sample] if "text_pair" in sample[0] else None
@@ -192,7 +202,7 @@ def _fit_inputs(tokenizer: PreTrainedTokenizerFast, sample: list[dict]) -> tuple
     return rows, batch, lambda encoding, i: encoding.sequence_ids[i]
 
 
-def unaligned_spans(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> dict:
+def unaligned_spans(tokenizer: PreTrainedTokenizerFast, records: list[dict], word_unit: WordUnit = "word") -> dict:
     """Gold spans that start or end inside a word (`unrepresentable_spans`, words split as encoding
     splits them): such a span is tagged on whole words, so the model is trained and scored on a
     different entity than the one annotated."""
@@ -201,7 +211,7 @@ def unaligned_spans(tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> 
         if not record.get("spans"):
             continue
         total += len(record["spans"])
-        for start, end, label in unrepresentable_spans(tokenizer, record):
+        for start, end, label in unrepresentable_spans(tokenizer, record, word_unit):
             items.append({"index": index, "line": record.get("line"), "start": start, "end": end, "label": label,
                           "span": record["text"][start:end], "text": record["text"]})
     return {"spans": total, "unaligned": len(items), "unaligned_share": _share(len(items), total), "items": items}
@@ -233,6 +243,8 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
         "duplicate_share": _share(len(repeats), total),
         "conflicting_duplicates": conflicting,
     }
+    if records and "tags" in records[0]:
+        out["stray_tags"] = stray_tags(records)
     if subwords is not None:
         truncated = sum(n > max_length for n in subwords)
         out.update({"subwords": length_summary(subwords), "subword_lengths": dict(sorted(Counter(subwords).items())),
@@ -245,7 +257,7 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
 
 
 def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tokenizer_note: str, max_length: int,
-          name: str = "", stride: int | None = None) -> dict:
+          name: str = "", stride: int | None = None, word_unit: WordUnit = "word") -> dict:
     """The whole report as plain JSON data (checks are added by `check`). With `stride` (data.stride),
     examples over max_length are split into windows rather than cut; the report says which.
 
@@ -256,13 +268,13 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
     unit = length_unit(prepared.splits["train"])
     splits = {}
     for split, records in prepared.splits.items():
-        ids = subword_ids(tokenizer, records) if tokenizer is not None else None
+        ids = subword_ids(tokenizer, records, word_unit) if tokenizer is not None else None
         subwords = [len(row) for row in ids] if ids is not None else None
         splits[split] = split_report(records, subwords, specials, max_length, unit)
         if tokenizer is not None:
-            splits[split]["vocabulary"] = vocabulary_fit(tokenizer, records, ids)
+            splits[split]["vocabulary"] = vocabulary_fit(tokenizer, records, ids, word_unit=word_unit)
             if records and "spans" in records[0]:
-                splits[split]["alignment"] = unaligned_spans(tokenizer, records)
+                splits[split]["alignment"] = unaligned_spans(tokenizer, records, word_unit)
     train = prepared.splits["train"]
     train_file = prepared.read.get("train", len(train))
     return {
@@ -271,6 +283,7 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
         "fingerprint": prepared.fingerprint,
         "max_length": max_length,
         "stride": stride,
+        "word_unit": word_unit,
         "length_unit": unit,
         "tokenizer": {"measured": tokenizer is not None, "note": tokenizer_note},
         "label_unit": "entities" if prepared.task == "token-classification" else "examples",
@@ -429,6 +442,15 @@ def _labels_section(report: dict) -> list[str]:
             count = stats["labels"].get(name, 0)
             cells.append(f"{count:,} ({_share(count, sum(stats['labels'].values())):.1%})")
         lines.append(_table_row([name, *cells]))
+    for split, stats in splits.items():
+        stray = stats.get("stray_tags", {})
+        if stray.get("count"):
+            shown = ", ".join(str(line) for line in stray["lines"][:UNALIGNED_ROWS] if line is not None)
+            more = f" and {stray['count'] - UNALIGNED_ROWS} more" if stray["count"] > UNALIGNED_ROWS else ""
+            begun = sum(stats["labels"].values()) - stray["count"]
+            lines += ["", f"{split}: {begun:,} entities begin with a B- tag and {stray['count']:,} with a stray I- tag "
+                          f"(after O or another type; lines {shown}{more}). Those are read as B-, the entity seqeval "
+                          "and conlleval score as beginning there, and counted above."]
     return lines
 
 

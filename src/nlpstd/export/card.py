@@ -76,6 +76,8 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
         "- Trained and scored on the data named above only; scores on other domains will differ.",
         _long_inputs(std),
+        *(["- Text is tagged one character at a time (data.word_unit: character): an entity starts and ends at any "
+           "character, and a Latin word is read letter by letter."] if std.data.word_unit == "character" else []),
         "- The test score is an estimate on one fixed split; it carries sampling error.",
         *(["- `onnx-int8` is quantized dynamically: its logits differ from fp32 by design; the table shows what that costs."]
           if "onnx-int8" in std.export.formats else []),
@@ -113,7 +115,9 @@ def _pretraining(std: Standard) -> str:
     if not spec.enabled:
         return "none (fine-tuned from the base)"
     length = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs} epoch(s)"
-    return f"masked LM on {len(spec.corpus.files)} corpus entries, {length}, blocks of {spec.max_length} tokens"
+    sources = [f"{len(spec.corpus.files)} corpus entries"] if spec.corpus.files else []
+    sources += ["the training examples' text"] if spec.corpus.training_text else []
+    return f"masked LM on {' and '.join(sources)}, {length}, blocks of {spec.max_length} tokens"
 
 
 def _long_inputs(std: Standard) -> str:

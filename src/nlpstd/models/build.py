@@ -215,9 +215,9 @@ def _load_error(source: str, file: str, problem: str, exc: BaseException | None)
 
 
 def write_model_info(folder: Path, *, task: str, max_length: int, standard: str, spec_hash: str, fingerprint: str,
-                     stride: int | None = None, truncation_side: str = "right") -> None:
+                     stride: int | None = None, truncation_side: str = "right", word_unit: str = "word") -> None:
     """`nlpstd.json` beside the weights: what `predict` needs that config.json does not say (and must
     do as training did: how long texts are windowed or cut)."""
-    info = {"task": task, "max_length": max_length, "stride": stride, "truncation_side": truncation_side,
+    info = {"task": task, "max_length": max_length, "stride": stride, "truncation_side": truncation_side, "word_unit": word_unit,
             "standard": standard, "spec_hash": spec_hash, "data_fingerprint": fingerprint}
     write_json(Path(folder) / "nlpstd.json", info)

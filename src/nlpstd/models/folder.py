@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpstd.errors import LocatedError
-from nlpstd.spans import REPAIRS
+from nlpstd.spans import REPAIRS, WORD_UNITS
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -314,7 +314,7 @@ def read_model_info(folder: str | Path, config: dict[str, Any]) -> dict[str, Any
         limit = (max_length or 512) - 2  # [CLS] and [SEP] take two of the window's places
         if not _positive_int(stride) or stride >= limit:
             raise LocatedError(path, None, "stride", f"expected a number of shared tokens below {limit}, got {stride!r}")
-    choices = {"truncation_side": ("right", "left"), "iob_repair": REPAIRS}
+    choices = {"truncation_side": ("right", "left"), "iob_repair": REPAIRS, "word_unit": WORD_UNITS}
     for key, allowed in choices.items():
         if key in info and info[key] not in allowed:
             raise LocatedError(path, None, key, f"expected {' or '.join(allowed)}, got {info[key]!r}")

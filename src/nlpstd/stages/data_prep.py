@@ -36,7 +36,7 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
 
     # -- the data report, which records the checks' figures and warnings
     tokenizer, note = report_tokenizer(std)
-    report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride)
+    report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride, std.data.word_unit)
     warnings = data_report.check(report, std.data.checks, prepared.sources)
 
     # -- outputs

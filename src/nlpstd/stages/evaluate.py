@@ -17,7 +17,7 @@ from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import Scored, score, subset_metrics
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.registry import Registry, decide, decision_tags, history_entry, registry_for
-from nlpstd.spans import IobRepair, decode_entities, joined_words
+from nlpstd.spans import IobRepair, WordUnit, decode_entities, joined_words
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
 from nlpstd.stages.output import staged, write_metrics
@@ -78,7 +78,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             if "confusion_matrix" in metrics:
                 plots.append(report.plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], tmp / "plots" / f"confusion_{split}.png"))
             _write_predictions(tmp / f"predictions_{split}.jsonl", data.splits[split], scored_by_split[split],
-                               candidate[0], std.evaluate.iob_repair)
+                               candidate[0], std.evaluate.iob_repair, std.data.word_unit)
         extra = {"data fingerprint": data.fingerprint, "spec hash": std.spec_hash(), "model": str(model_dir)}
         for split, stats in truncation.items():
             extra[f"truncated ({split})"] = (
@@ -131,7 +131,8 @@ def clean_scores(scored_by_split: dict[str, Scored], overlap: dict[str, list[int
     return clean
 
 
-def _write_predictions(path: Path, records: list[dict], scored: Scored, tokenizer, iob_repair: IobRepair) -> None:
+def _write_predictions(path: Path, records: list[dict], scored: Scored, tokenizer, iob_repair: IobRepair,
+                       word_unit: WordUnit) -> None:
     """One row per example, gold and predicted labels. Token tasks add the entities the span decoder
     finds, as `predict` returns them, located in the example's `text` (CoNLL words joined by single
     spaces), so a reader sees exactly what the scores counted."""
@@ -140,14 +141,14 @@ def _write_predictions(path: Path, records: list[dict], scored: Scored, tokenize
             row = {"line": record.get("line"), "gold": gold, "pred": pred}
             row.update({"tokens": record["tokens"]} if "tokens" in record else {"text": record["text"]})
             if scored.word_scores:
-                text, offsets = _text_and_offsets(tokenizer, record)
+                text, offsets = _text_and_offsets(tokenizer, record, word_unit)
                 row.update(text=text, entities=decode_entities(text, offsets, pred, scored.word_scores[i], iob_repair))
             out.write(jsonio.dumps(row) + "\n")
 
 
-def _text_and_offsets(tokenizer, record: dict) -> tuple[str, list[tuple[int, int]]]:
+def _text_and_offsets(tokenizer, record: dict, word_unit: WordUnit) -> tuple[str, list[tuple[int, int]]]:
     """The text an example's entities are located in, and its words' offsets: the words the model
     scored, split as encoding split them."""
     if "tokens" in record:
         return joined_words(record["tokens"])
-    return record["text"], [offsets for _, offsets in words_and_offsets(tokenizer, record["text"])]
+    return record["text"], [offsets for _, offsets in words_and_offsets(tokenizer, record["text"], word_unit)]

@@ -20,6 +20,7 @@ from nlpstd.stages import identity
 from nlpstd.stages.output import log_training, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.batching import Supervised
+from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
 
 
@@ -39,7 +40,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     if base and std.pretrain.enabled:
         identity.require(Path(base).parent, "pretrain", std, data.fingerprint, allow_other=allow_other_inputs)
     device = runtime.setup(std.runtime, std.seed)
-    precision = runtime.resolve_precision(std.runtime, device)
+    engine = EngineConfig.of(std.runtime, device)
+    precision = engine.precision
     source = str(base) if base else resolve_base(std.model.base)
     tokenizer = load_tokenizer(source)
 
@@ -67,18 +69,14 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
                        iob_repair=std.evaluate.iob_repair)
         return headline(scored.metrics)
 
-    recipe = std.finetune
+    recipe, loop = std.finetune, LoopConfig.of(std.finetune)
     budget = (recipe.token_budget.max_tokens, budget_widths(std)) if recipe.token_budget else None
-    objective = Supervised(train_set.features, micro_batch(recipe, "finetune"), std.seed,
+    objective = Supervised(train_set.features, micro_batch(loop, "finetune"), std.seed,
                            recipe.group_by_length, tokenizer.pad_token_id, budget)
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
-        result = train(
-            model, objective, evaluate, recipe, select=metric,
-            work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", seed=std.seed,
-            device=device, precision=precision, tracker=tracker, desc="finetune", peak_flops=runtime.peak_flops(std.runtime),
-            compile=runtime.should_compile(std.runtime, device), cuda_graphs=std.runtime.cuda_graphs,
-            loader_workers=runtime.loader_workers(std.runtime, device), on_evaluation=on_evaluation,
-        )
+        result = train(model, objective, evaluate, loop, engine, Selection(metric),
+                       work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", tracker=tracker,
+                       desc="finetune", on_evaluation=on_evaluation)
         if not runtime.is_main():  # the main process writes the model
             return {}
 
@@ -90,7 +88,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
-                         truncation_side=std.data.truncation_side)
+                         truncation_side=std.data.truncation_side, word_unit=std.data.word_unit)
         identity.write(tmp, "finetune", std, data.fingerprint)
         metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=started, device=device, precision=precision, extra={
             f"best_validation_{metric}": result.state.best_score,

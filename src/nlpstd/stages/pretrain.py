@@ -19,12 +19,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from nlpstd import runtime
 from nlpstd.data import corpus as corpus_mod
+from nlpstd.data import prepare
+from nlpstd.data import report as data_report
 from nlpstd.models.build import build_mlm_model, count_parameters, load_tokenizer, resolve_base, write_model_info
 from nlpstd.models.tokenizer import train_wordpiece
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
 from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
 from nlpstd.cache import cache_dir
 from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cached_blocks, tokenizer_fingerprint
@@ -42,7 +45,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     data_fingerprint = read_json(Path(data_dir) / "summary.json")["fingerprint"]
     corpus = corpus_mod.load(Path(data_dir) / "corpus")
     device = runtime.setup(std.runtime, std.seed)
-    precision = runtime.resolve_precision(std.runtime, device)
+    engine = EngineConfig.of(std.runtime, device)
+    precision = engine.precision
 
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed);
@@ -52,6 +56,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
             held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
         resume_key = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
+        fit = _vocabulary_fit(std, tokenizer, data_dir) if std.tokenizer.train and runtime.is_main() else {}
         print(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
 
         # -- model
@@ -69,14 +74,10 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         print(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
 
         # -- train
-        objective = MaskedLM(train_blocks, masker, micro_batch(spec, "pretrain"), std.seed)
-        result = train(
-            model, objective, held_out, spec, select="loss", maximize=False,
-            work_dir=tmp, identity=resume_key, seed=std.seed, device=device, precision=precision,
-            tracker=tracker, desc="pretrain", peak_flops=runtime.peak_flops(std.runtime),
-            compile=runtime.should_compile(std.runtime, device), cuda_graphs=std.runtime.cuda_graphs,
-            loader_workers=runtime.loader_workers(std.runtime, device),
-        )
+        loop = LoopConfig.of(spec)
+        objective = MaskedLM(train_blocks, masker, micro_batch(loop, "pretrain"), std.seed)
+        result = train(model, objective, held_out, loop, engine, Selection("loss", maximize=False),
+                       work_dir=tmp, identity=resume_key, tracker=tracker, desc="pretrain")
         if not runtime.is_main():  # the main process writes the model
             return {}
         final = held_out(model)
@@ -97,12 +98,26 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             "heldout_blocks": held_out.blocks,
             "parameters": total_params,
             "vocab_size": len(tokenizer),
+            **{f"{split}_unknown_share": figures["unknown_share"] for split, figures in fit.items()},
+            **{f"{split}_unknown_char_share": figures["unknown_char_share"] for split, figures in fit.items()},
         })
 
     log_training(tracker, out_dir, metrics)
     print(f"pretrain: held-out perplexity {metrics['initial_heldout_perplexity']:.1f} -> {metrics['heldout_perplexity']:.1f} "
           f"({metrics['perplexity_ratio']:.1f}x lower) after {metrics['steps']} steps")
     return metrics
+
+
+def _vocabulary_fit(std: Standard, tokenizer: PreTrainedTokenizerFast, data_dir: Path) -> dict[str, dict]:
+    """How well a vocabulary trained here reads the task's splits, as the data report measures a base's
+    (data-prep runs before this vocabulary exists, so its report cannot): per split, the share of
+    sub-words that are [UNK] and of characters no piece but [UNK] covers."""
+    prepared = prepare.load(Path(data_dir))
+    fit = {split: data_report.vocabulary_fit(tokenizer, records, word_unit=std.data.word_unit)
+           for split, records in prepared.splits.items()}
+    shares = ", ".join(f"{split} {figures['unknown_share']:.2%}" for split, figures in fit.items())
+    print(f"pretrain: the trained vocabulary ({len(tokenizer):,} pieces) reads as {tokenizer.unk_token}: {shares} of the sub-words")
+    return fit
 
 
 def _tokenizer(std: Standard, corpus: corpus_mod.Corpus) -> PreTrainedTokenizerFast:

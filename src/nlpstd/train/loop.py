@@ -1,7 +1,8 @@
 """The training loop both stages share: AdamW, warm-up then linear or cosine decay, gradient
 accumulation, clipping, evaluation, early stopping, best-model keeping, and checkpoints that a
 rerun resumes from (also after `kill -9`). What is trained on, and how a batch becomes a loss,
-comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm.MaskedLM`).
+comes from an `Objective` (fine-tuning: `batching.Supervised`; pretraining: `mlm.MaskedLM`); its
+settings are the dataclasses of `train.config`, which each stage builds once from its standard.
 
 Under torchrun the same loop runs data-parallel (DDP): each optimizer step takes the same
 `grad_accumulation × processes` micro-batches a single process would accumulate, each process
@@ -17,12 +18,13 @@ ordinary loss scaling, not divergence: the loss was finite, and the weights were
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -34,11 +36,9 @@ from nlpstd.runtime import autocast
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
 from nlpstd.train.batching import without_full_mask
+from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.meter import Meter, device_peak_flops
-
-if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
-    from nlpstd.spec import LoopRecipe
 
 
 class Objective(Protocol):
@@ -98,210 +98,247 @@ def adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
-def micro_batch(recipe: LoopRecipe, section: str) -> int:
+def micro_batch(loop: LoopConfig, section: str) -> int:
     """Examples per forward pass: the step's batch split over accumulation and processes."""
     world = runtime.world_size()
-    parts = recipe.grad_accumulation * world
-    if recipe.batch_size % parts:
+    parts = loop.grad_accumulation * world
+    if loop.batch_size % parts:
         from nlpstd.errors import NlpstdError
 
-        raise NlpstdError(f"{section}.batch_size {recipe.batch_size} is not a multiple of grad_accumulation × processes "
-                          f"({recipe.grad_accumulation} × {world}): choose a batch size divisible by {parts}")
-    return recipe.batch_size // parts
+        raise NlpstdError(f"{section}.batch_size {loop.batch_size} is not a multiple of grad_accumulation × processes "
+                          f"({loop.grad_accumulation} × {world}): choose a batch size divisible by {parts}")
+    return loop.batch_size // parts
 
 
 def train(
     model: torch.nn.Module,
     objective: Objective,
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
-    recipe: LoopRecipe,
+    loop: LoopConfig,
+    engine: EngineConfig,
+    selection: Selection,
     *,
-    select: str,
-    maximize: bool = True,
     work_dir: Path,
     identity: str,
-    seed: int,
-    device: torch.device,
-    precision: str = "fp32",
     tracker: Tracker | None = None,
     desc: str = "train",
-    peak_flops: float | None = None,
-    compile: bool = False,
-    cuda_graphs: bool = False,
-    loader_workers: int = 0,
     on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place and leave it holding the best weights by `evaluate(model)[select]`.
+    """Train `model` in place and leave it holding the best weights by `evaluate(model)[selection.metric]`.
     Under torchrun, the objective's micro-batches must already be sized for `world_size()` processes.
+    `identity` names the recipe and data: only a checkpoint of the same identity is resumed.
     `on_evaluation(n, scores)` hears the n-th evaluation's scores; what it raises stops training
-    (a sweep prunes a trial that way), leaving the last checkpoint. `loader_workers` processes
-    collate micro-batches ahead of the step (none: the loop collates each when it needs it).
-    `cuda_graphs` compiles in reduce-overhead mode, where it applies (`compile_mode`)."""
-    world, rank, main = runtime.world_size(), runtime.rank(), runtime.is_main()
-    tracker = tracker if tracker is not None and main else NullTracker()
-    work_dir = Path(work_dir)
-    last_dir, best_dir = work_dir / "checkpoints" / "last", work_dir / "checkpoints" / "best"
-
-    # -- schedule: epochs or max_steps; an optimizer step is `grad_accumulation` micro-batches per process
-    accumulate = recipe.grad_accumulation * world
-    steps_per_epoch = math.ceil(len(objective.batches(0)) / accumulate)
-    total_steps = recipe.max_steps or recipe.epochs * steps_per_epoch
-    eval_every = recipe.eval_every or steps_per_epoch
-    log_every = recipe.log_every
-
-    model.to(device)
-    ddp = _data_parallel(model, objective, device) if world > 1 else None
-    step = ddp or _Loss(model, objective)
-    mode = compile_mode(compile, cuda_graphs, device, world)
-    engine = _EagerOnFailure(step, mode) if mode else step
-    optimizer = adamw(param_groups(model, recipe.weight_decay), recipe.lr)
-    scheduler = get_scheduler(recipe.schedule, optimizer, round(recipe.warmup_ratio * total_steps), total_steps)
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    # -- resume from the last complete checkpoint of the same recipe and data
-    state, resumed_from = LoopState(identity=identity), None
-    with runtime.main_first():  # the main process repairs a half-renamed checkpoint before the others read it
-        saved = checkpoint.read_state(last_dir)
-    if saved and saved.get("identity") == identity:
-        state = LoopState(**checkpoint.load_checkpoint(last_dir, model, optimizer, scheduler, scaler))
-        resumed_from = state.step
-        if main:
-            tqdm.write(f"resuming from the checkpoint at step {state.step} (epoch {state.epoch + 1})")
-
-    def save_last() -> None:
-        if main:
-            checkpoint.save_checkpoint(last_dir, model, optimizer, scheduler, asdict(state), scaler)
-
-    # (step, lr, loss) of each step since the loss was last read; the loss stays on the device till then
-    window: list[tuple[int, float, torch.Tensor]] = []
-
-    def diverged(step: int, lr: float, what: str) -> TrainingDiverged:
-        advice = f"lower {desc}.lr, check the training data for broken examples"
-        if precision == "fp16":
-            advice += ", or set runtime.precision: bf16 on a GPU that has it (bf16 has fp32's range; fp16 overflows past 65504)"
-        return TrainingDiverged(f"{desc} diverged at step {step}: {what} (lr {lr:.3g}); {advice}. "
-                                "No checkpoint holds the diverged weights")
-
-    def first_non_finite(losses: list[float]) -> TrainingDiverged | None:
-        """The window's first step whose loss is not a finite number, as the error to raise."""
-        for (step, lr, _), loss in zip(window, losses):
-            if not math.isfinite(loss):
-                return diverged(step, lr, f"the loss is {loss}")
-        return None
-
-    def check_finite() -> None:
-        """Before an evaluation or a checkpoint: every loss since the last log line and every weight
-        finite, read in one host sync (saving syncs anyway); all processes take the same decision."""
-        losses = [loss for _, _, loss in window]
-        values = torch.stack([*losses, _all_finite(model.parameters()).float()]).tolist()
-        local = first_non_finite(values[:-1]) or (None if values[-1] else
-                                                  diverged(state.step, scheduler.get_last_lr()[0], "a weight is not finite"))
-        if _any_over_processes(local is not None, world, device):
-            raise local or diverged(state.step, scheduler.get_last_lr()[0], "the loss of another process is not finite")
-
-    def run_eval() -> bool:
-        """Evaluate (on the main process; the others receive its scores), keep the best weights,
-        and say whether patience ran out: every process takes the same decision."""
-        scores = _from_main(evaluate(model) if main else None, world)
-        model.train()
-        score = scores[select]
-        state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
-        tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
-        if not math.isfinite(score):  # every process has the main process's scores: all stop together
-            raise diverged(state.step, scheduler.get_last_lr()[0], f"the held-out {select} is {score}")
-        if on_evaluation is not None:
-            on_evaluation(sum(1 for point in state.history if f"eval_{select}" in point), scores)
-        if state.best_score is None or (score > state.best_score if maximize else score < state.best_score):
-            state.best_score, state.best_step, state.evals_without_gain = score, state.step, 0
-            if main:
-                checkpoint.save_weights(best_dir, model)
-        else:
-            state.evals_without_gain += 1
-        return recipe.early_stopping is not None and state.evals_without_gain >= recipe.early_stopping
-
-    # -- the loop
-    model.train()
-    meter = Meter(model.config, peak_flops or device_peak_flops(device, precision))
-    progress = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
-    window_loss, clock = torch.zeros((), device=device), _Stopwatch(device)
-    done = state.step >= total_steps or state.stopped_early
+    (a sweep prunes a trial that way), leaving the last checkpoint. `desc` names the progress bar
+    and, in error messages, the standard's section."""
+    run = _Run(model, objective, loop, engine, Path(work_dir), desc)  # plan: schedule, step, optimizer, scaler
+    resumed_from = run.resume(identity)  # from the last checkpoint of the same identity, if any
+    run.start(tracker)
+    state = run.state
     try:  # the bar ends its line whatever stops the loop, so an error prints on a line of its own
-        while not done:
-            # the rest of the epoch: each step's group of micro-batches, and the ones this process trains
-            batches = objective.batches(state.epoch)
-            steps = [(start, batches[start : start + accumulate]) for start in range(state.batch_in_epoch, len(batches), accumulate)]
-            shares = [_share(len(group), rank, world) for _, group in steps]
-            loaded = micro_batches(objective, [(group[offset], state.epoch, start + offset)
-                                               for (start, group), mine in zip(steps, shares) for offset in mine],
-                                   loader_workers, pin=device.type == "cuda")
-            for (start, group), mine in zip(steps, shares):
-                step_loss = torch.zeros((), device=device)
-                for k in range(len(mine)):
-                    host_batch = next(loaded)
-                    meter.add(host_batch)  # counted on the host: no device sync
-                    batch = {key: value.to(device, non_blocking=True) for key, value in without_full_mask(host_batch).items()}
-                    last = k == len(mine) - 1  # DDP averages gradients across processes after the last one only
-                    with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
-                        with autocast(device, precision):
-                            loss = engine(batch) / len(mine)
-                        scaler.scale(loss).backward()
-                    step_loss += loss.detach()
-                scaler.unscale_(optimizer)  # clip the true gradients
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or float("inf"))
-                lr = scheduler.get_last_lr()[0]  # this step's (a host number: no sync)
-                scaler.step(optimizer)  # skipped when an fp16 gradient overflowed; the scale then backs off
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.batch_in_epoch = start + len(group)
+        while not run.finished():
+            for end, count, batches in run.epoch():  # the rest of the epoch, one optimizer step at a time
+                grad_norm = run.step(batches, count)
+                state.batch_in_epoch = end
+                if run.due(loop.log_every):
+                    run.log(grad_norm)
+                run.progress.update(1)
 
-                # the loss stays on the device; it is read (one host sync) only every `log_every` steps
-                window_loss += step_loss
-                window.append((state.step, lr, step_loss))
-                if state.step % log_every == 0 or state.step == total_steps:
-                    n = state.step % log_every or log_every
-                    state.train_seconds += clock.pause()
-                    state.train_flops += meter.flops * world
-                    losses = torch.stack([window_loss, *(loss for _, _, loss in window)]).tolist()  # the one host sync
-                    mean = _mean_over_processes(losses[0], world, device) / n
-                    if not math.isfinite(mean):  # the mean of all processes: every one stops here
-                        raise first_non_finite(losses[1:]) or diverged(state.step, lr, f"the mean loss of the last {n} steps is {mean}")
-                    window.clear()
-                    point = {"loss": mean, "lr": scheduler.get_last_lr()[0],
-                             "grad_norm": float(grad_norm), **meter.read(clock.take_window(), world)}
-                    state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
-                    tracker.log_metrics(point, step=state.step)
-                    progress.set_postfix(_postfix(point))
-                    window_loss.zero_()
-                    clock.resume()
-                progress.update(1)
-
-                evaluating = state.step % eval_every == 0 or state.step == total_steps
-                saving = state.step % recipe.checkpoint_every == 0 or state.step == total_steps
+                evaluating, saving = run.due(run.eval_every), run.due(loop.checkpoint_every)
                 if evaluating or saving:  # not training time
-                    state.train_seconds += clock.pause()
-                    check_finite()  # nothing evaluates or saves weights that diverged
+                    state.train_seconds += run.clock.pause()
+                    run.check_finite()  # nothing evaluates or saves weights that diverged
                     if evaluating:
-                        state.stopped_early = run_eval()
+                        state.stopped_early = run.evaluate(evaluate, selection, on_evaluation)
                     if saving or state.stopped_early:
-                        save_last()
-                    clock.resume()
-                if state.step >= total_steps or state.stopped_early:
-                    done = True
+                        run.save()
+                    run.clock.resume()
+                if run.finished():
                     break
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
     finally:
-        progress.close()
-    state.train_flops += meter.flops * world  # steps after the last log line (early stopping)
+        run.progress.close()
+    return run.finish(resumed_from)
 
-    runtime.barrier()  # the main process has written the best weights
-    if state.best_step is not None:
-        checkpoint.load_weights(best_dir, model)
-    return TrainResult(state=state, total_steps=total_steps, resumed_from=resumed_from)
+
+class _Run:
+    """One call of `train`: its plan and parts, built in dependency order, and the steps of the loop."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, loop: LoopConfig, engine: EngineConfig,
+                 work_dir: Path, desc: str):
+        self.world, self.rank, self.main = runtime.world_size(), runtime.rank(), runtime.is_main()
+        self.model, self.objective, self.loop, self.engine, self.desc = model, objective, loop, engine, desc
+        self.device, self.precision = engine.device, engine.precision
+        self.last_dir, self.best_dir = work_dir / "checkpoints" / "last", work_dir / "checkpoints" / "best"
+
+        # -- plan: epochs or max_steps; an optimizer step is `grad_accumulation` micro-batches per process
+        self.accumulate = loop.grad_accumulation * self.world
+        steps_per_epoch = math.ceil(len(objective.batches(0)) / self.accumulate)
+        self.total_steps = loop.max_steps or loop.epochs * steps_per_epoch
+        self.eval_every = loop.eval_every or steps_per_epoch
+
+        # -- the step (data-parallel, compiled), the optimizer and its schedule, the loss scaler
+        model.to(self.device)
+        self.ddp = _data_parallel(model, objective, self.device) if self.world > 1 else None
+        step = self.ddp or _Loss(model, objective)
+        mode = compile_mode(engine.compile, engine.cuda_graphs, self.device, self.world)
+        self.forward = _EagerOnFailure(step, mode) if mode else step
+        self.optimizer = adamw(param_groups(model, loop.weight_decay), loop.lr)
+        self.scheduler = get_scheduler(loop.schedule, self.optimizer, round(loop.warmup_ratio * self.total_steps), self.total_steps)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        # (step, lr, loss) of each step since the loss was last read; the loss stays on the device till then
+        self.window: list[tuple[int, float, torch.Tensor]] = []
+
+    def resume(self, identity: str) -> int | None:
+        """Continue from the last complete checkpoint of the same recipe and data; the step resumed from."""
+        self.state = LoopState(identity=identity)
+        with runtime.main_first():  # the main process repairs a half-renamed checkpoint before the others read it
+            saved = checkpoint.read_state(self.last_dir)
+        if not saved or saved.get("identity") != identity:
+            return None
+        self.state = LoopState(**checkpoint.load_checkpoint(self.last_dir, self.model, self.optimizer, self.scheduler, self.scaler))
+        if self.main:
+            tqdm.write(f"resuming from the checkpoint at step {self.state.step} (epoch {self.state.epoch + 1})")
+        return self.state.step
+
+    def start(self, tracker: Tracker | None) -> None:
+        """Training mode, and what watches the run: tracker (main process only), meter, progress bar, clock."""
+        self.model.train()
+        self.tracker = tracker if tracker is not None and self.main else NullTracker()
+        self.meter = Meter(self.model.config, self.engine.peak_flops or device_peak_flops(self.device, self.precision))
+        self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=self.desc, unit="step",
+                             dynamic_ncols=True, disable=not self.main)
+        self.window_loss, self.clock = torch.zeros((), device=self.device), _Stopwatch(self.device)
+
+    def finished(self) -> bool:
+        return self.state.step >= self.total_steps or self.state.stopped_early
+
+    def due(self, every: int) -> bool:
+        """Whether the step just taken is one of every `every`, or the last."""
+        return self.state.step % every == 0 or self.state.step == self.total_steps
+
+    def epoch(self) -> Iterator[tuple[int, int, Iterator[dict[str, torch.Tensor]]]]:
+        """The rest of the epoch, step by step: the epoch's micro-batches done after the step, how many
+        of the step's this process trains, and those (collated ahead by loader workers, or when needed)."""
+        state, accumulate = self.state, self.accumulate
+        batches = self.objective.batches(state.epoch)
+        steps = [(start, batches[start : start + accumulate]) for start in range(state.batch_in_epoch, len(batches), accumulate)]
+        shares = [_share(len(group), self.rank, self.world) for _, group in steps]
+        loaded = micro_batches(self.objective, [(group[offset], state.epoch, start + offset)
+                                                for (start, group), mine in zip(steps, shares) for offset in mine],
+                               self.engine.loader_workers, pin=self.device.type == "cuda")
+        for (start, group), mine in zip(steps, shares):
+            yield start + len(group), len(mine), itertools.islice(loaded, len(mine))
+
+    def step(self, batches: Iterator[dict[str, torch.Tensor]], count: int) -> torch.Tensor:
+        """Forward and backward over this process's `count` micro-batches, then one optimizer step;
+        the gradient norm before clipping (on the device)."""
+        device, scaler, optimizer, scheduler = self.device, self.scaler, self.optimizer, self.scheduler
+        step_loss = torch.zeros((), device=device)
+        for k, host_batch in enumerate(batches):
+            self.meter.add(host_batch)  # counted on the host: no device sync
+            batch = {key: value.to(device, non_blocking=True) for key, value in without_full_mask(host_batch).items()}
+            last = k == count - 1  # DDP averages gradients across processes after the last one only
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with autocast(device, self.precision):
+                    loss = self.forward(batch) / count
+                scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        scaler.unscale_(optimizer)  # clip the true gradients
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.loop.grad_clip or float("inf"))
+        lr = scheduler.get_last_lr()[0]  # this step's (a host number: no sync)
+        scaler.step(optimizer)  # skipped when an fp16 gradient overflowed; the scale then backs off
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+
+        # the loss stays on the device; it is read (one host sync) only at a log line
+        self.window_loss += step_loss
+        self.window.append((self.state.step, lr, step_loss))
+        return grad_norm
+
+    def log(self, grad_norm: torch.Tensor) -> None:
+        """The mean loss since the last log line (all processes), learning rate and throughput."""
+        state, world = self.state, self.world
+        n = state.step % self.loop.log_every or self.loop.log_every
+        state.train_seconds += self.clock.pause()
+        state.train_flops += self.meter.flops * world
+        losses = torch.stack([self.window_loss, *(loss for _, _, loss in self.window)]).tolist()  # the one host sync
+        mean = _mean_over_processes(losses[0], world, self.device) / n
+        if not math.isfinite(mean):  # the mean of all processes: every one stops here
+            lr = self.window[-1][1]
+            raise self._first_non_finite(losses[1:]) or self._diverged(state.step, lr, f"the mean loss of the last {n} steps is {mean}")
+        self.window.clear()
+        point = {"loss": mean, "lr": self.scheduler.get_last_lr()[0],
+                 "grad_norm": float(grad_norm), **self.meter.read(self.clock.take_window(), world)}
+        state.history.append({"step": state.step, "loss": point["loss"], "lr": point["lr"]})
+        self.tracker.log_metrics(point, step=state.step)
+        self.progress.set_postfix(_postfix(point))
+        self.window_loss.zero_()
+        self.clock.resume()
+
+    def check_finite(self) -> None:
+        """Before an evaluation or a checkpoint: every loss since the last log line and every weight
+        finite, read in one host sync (saving syncs anyway); all processes take the same decision."""
+        lr = self.scheduler.get_last_lr()[0]
+        losses = [loss for _, _, loss in self.window]
+        values = torch.stack([*losses, _all_finite(self.model.parameters()).float()]).tolist()
+        local = self._first_non_finite(values[:-1]) or (None if values[-1] else
+                                                         self._diverged(self.state.step, lr, "a weight is not finite"))
+        if _any_over_processes(local is not None, self.world, self.device):
+            raise local or self._diverged(self.state.step, lr, "the loss of another process is not finite")
+
+    def evaluate(self, evaluate: Callable[[torch.nn.Module], dict[str, float]], selection: Selection,
+                 on_evaluation: Callable[[int, dict[str, float]], None] | None) -> bool:
+        """Evaluate (on the main process; the others receive its scores), keep the best weights,
+        and say whether patience ran out: every process takes the same decision."""
+        state, metric = self.state, selection.metric
+        scores = _from_main(evaluate(self.model) if self.main else None, self.world)
+        self.model.train()
+        score = scores[metric]
+        state.history.append({"step": state.step, **{f"eval_{k}": v for k, v in scores.items()}})
+        self.tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=state.step)
+        if not math.isfinite(score):  # every process has the main process's scores: all stop together
+            raise self._diverged(state.step, self.scheduler.get_last_lr()[0], f"the held-out {metric} is {score}")
+        if on_evaluation is not None:
+            on_evaluation(sum(1 for point in state.history if f"eval_{metric}" in point), scores)
+        if selection.improves(score, state.best_score):
+            state.best_score, state.best_step, state.evals_without_gain = score, state.step, 0
+            if self.main:
+                checkpoint.save_weights(self.best_dir, self.model)
+        else:
+            state.evals_without_gain += 1
+        return self.loop.early_stopping is not None and state.evals_without_gain >= self.loop.early_stopping
+
+    def save(self) -> None:
+        """The resumable checkpoint (the main process writes it)."""
+        if self.main:
+            checkpoint.save_checkpoint(self.last_dir, self.model, self.optimizer, self.scheduler, asdict(self.state), self.scaler)
+
+    def finish(self, resumed_from: int | None) -> TrainResult:
+        """Count the steps after the last log line (early stopping), and load the best weights."""
+        self.state.train_flops += self.meter.flops * self.world
+        runtime.barrier()  # the main process has written the best weights
+        if self.state.best_step is not None:
+            checkpoint.load_weights(self.best_dir, self.model)
+        return TrainResult(state=self.state, total_steps=self.total_steps, resumed_from=resumed_from)
+
+    def _diverged(self, step: int, lr: float, what: str) -> TrainingDiverged:
+        advice = f"lower {self.desc}.lr, check the training data for broken examples"
+        if self.precision == "fp16":
+            advice += ", or set runtime.precision: bf16 on a GPU that has it (bf16 has fp32's range; fp16 overflows past 65504)"
+        return TrainingDiverged(f"{self.desc} diverged at step {step}: {what} (lr {lr:.3g}); {advice}. "
+                                "No checkpoint holds the diverged weights")
+
+    def _first_non_finite(self, losses: list[float]) -> TrainingDiverged | None:
+        """The window's first step whose loss is not a finite number, as the error to raise."""
+        for (step, lr, _), loss in zip(self.window, losses):
+            if not math.isfinite(loss):
+                return self._diverged(step, lr, f"the loss is {loss}")
+        return None
 
 
 # -- data parallelism (torchrun); each helper is a no-op for a single process
