@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local sweep sweep-compile pipeline-compile pipeline-submit schedule images mlflow-ui validate bench-hf bench-train bench-mlm bench-inference clean
+.PHONY: install test test-fast pipeline-local pipeline-docker docker-stack docker-stack-down sweep sweep-compile pipeline-compile pipeline-submit schedule images base-image docker-engine mlflow-ui validate bench-hf bench-train bench-mlm bench-inference clean
 
 install: $(STAMP)
 
@@ -26,6 +26,21 @@ test-fast: $(STAMP)
 # The Kubeflow pipeline on this machine (kfp.local: each stage a subprocess, no cluster, no Docker).
 pipeline-local: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m pipelines run $(STANDARD) $(if $(OUT),--out $(OUT))
+
+# The same pipeline with every task in this checkout's CPU image (kfp.local's DockerRunner, host network),
+# against the S3 endpoint and MLflow server of `make docker-stack`; the image is built when missing or dirty.
+pipeline-docker: docker-stack
+	eval "$$($(BIN)/python -m pipelines.stack up)" && HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
+	  $(BIN)/python -m pipelines run --docker $(STANDARD) $(if $(OUT),--out $(OUT))
+
+# The servers task containers reach on 127.0.0.1: moto (S3, :9005) and MLflow (:5005, store in runs/docker-stack).
+# Print their settings with `python -m pipelines.stack up`; stop them with `make docker-stack-down`.
+docker-stack: $(STAMP)
+	$(BIN)/python -m pipelines.stack check
+	$(BIN)/python -m pipelines.stack up >/dev/null
+
+docker-stack-down: $(STAMP)
+	$(BIN)/python -m pipelines.stack down
 
 # A standard's sweep on this machine: trials, report and recommended standard in runs/<name>-sweep/.
 SWEEP ?= standards/sweep-conll-sizes-quick.yaml
@@ -48,9 +63,24 @@ pipeline-submit: $(STAMP)
 schedule: $(STAMP)
 	$(BIN)/python -m pipelines schedule $(STANDARD)
 
-# Build the CPU and GPU images with the Docker SDK (tag <version>-<commit>); pushed when $$NLPSTD_REGISTRY is set.
+# Build the CPU and GPU images with the Docker SDK (tag <version>-<commit>), each tagged only once
+# `nlpstd --help`, `pip check` and a non-root user check pass in it; pushed when $$NLPSTD_REGISTRY is set.
+# FLAVOURS=cpu builds one. Where Docker Hub cannot be reached: LOCAL=1 (the base image of
+# `make base-image`, this machine's pip CA bundle and wheelhouse, host network), or set
+# BASE_IMAGE, WHEELHOUSE, CA_BUNDLE, TORCH_INDEX, BUILD_NETWORK (see pipelines/images.py).
+FLAVOURS ?= cpu gpu
 images: $(STAMP)
-	$(BIN)/python -m pipelines images $(if $(NLPSTD_REGISTRY),--push)
+	$(if $(LOCAL),eval "$$($(BIN)/python -m pipelines.stack env)" && )$(foreach v,BASE_IMAGE WHEELHOUSE CA_BUNDLE BUILD_NETWORK,$(if $($(v)),NLPSTD_$(v)='$($(v))')) \
+	  $(if $(filter command line environment,$(origin TORCH_INDEX)),NLPSTD_TORCH_INDEX='$(TORCH_INDEX)') \
+	  $(BIN)/python -m pipelines images $(if $(filter 1,$(words $(FLAVOURS))),--only $(FLAVOURS)) $(if $(NLPSTD_REGISTRY),--push)
+
+# A Docker engine (as root: dockerd on /var/run/docker.sock, log /var/log/dockerd.log) when none answers.
+docker-engine: $(STAMP)
+	$(BIN)/python -m pipelines.stack engine
+
+# nlpstd-base:bookworm from Debian's packages (debootstrap, as root), unless the engine has it.
+base-image: docker-engine
+	$(BIN)/python -m pipelines.stack base-image
 
 # The MLflow UI over the local store, on 127.0.0.1.
 mlflow-ui: $(STAMP)

@@ -14,6 +14,7 @@ HELP = """\
 The same pipeline (data-prep -> pretrain -> finetune -> evaluate -> export), three ways:
 
   python -m pipelines run standards/conll2003-ner-quick.yaml      on this machine (kfp.local, no cluster, no Docker)
+  python -m pipelines run --docker STANDARD                       on this machine, every task in its image
   python -m pipelines submit standards/conll2003-ner.yaml         one run on a Kubeflow cluster ($KFP_HOST)
   python -m pipelines schedule standards/conll2003-ner.yaml       recurring retraining (the standard's schedule.cron)
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("standard")
     run.add_argument("--out", help="output folder (default: runs/<standard name>)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--docker", action="store_true", help="every task in this checkout's CPU image (kfp.local's "
+                     "DockerRunner), against the MLflow server in $MLFLOW_TRACKING_URI (python -m pipelines.stack up)")
+    run.add_argument("--image", help="with --docker: the image to run the tasks in (default: this checkout's, built when missing)")
 
     compile_ = commands.add_parser("compile", help="write the pipeline YAML for a standard to build/")
     compile_.add_argument("standard")
@@ -76,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pipelines.local import print_summary, run_local
 
-    result = run_local(args.standard, args.out, tracking=not args.no_tracking)
+    if args.docker:
+        from pipelines.containers import run_docker
+
+        result = run_docker(args.standard, args.out, tracking=not args.no_tracking, image=args.image)
+    else:
+        result = run_local(args.standard, args.out, tracking=not args.no_tracking)
     print_summary(result)
     if not result.gate["passed"]:
         print(f"export skipped: the gate failed ({result.gate['reason']})", file=sys.stderr)

@@ -5,6 +5,19 @@ uncommitted changes), so a compiled pipeline names exactly the code its steps ru
 
     python -m pipelines images                # build nlpstd:TAG and nlpstd-gpu:TAG
     NLPSTD_REGISTRY=registry.example.com/ml python -m pipelines images --push
+
+An image is tagged only once it passes its checks: `nlpstd --help` runs in it, `pip check` finds
+no broken requirements, and it runs as a user other than root.
+
+Build settings come from the environment (all optional; unset, the Dockerfiles' defaults apply,
+which need Docker Hub and the PyTorch wheel index):
+    NLPSTD_BASE_IMAGE     base image of both flavours (e.g. nlpstd-base:bookworm, from `make base-image`)
+    NLPSTD_WHEELHOUSE     a folder of wheels pip may install from (sent in the build context)
+    NLPSTD_NO_INDEX       1: install from the wheelhouse alone (air-gapped)
+    NLPSTD_CA_BUNDLE      a PEM bundle pip trusts during the build; it stays out of the final image
+    NLPSTD_TORCH_INDEX    where torch comes from; empty: the regular index and the wheelhouse
+    NLPSTD_BUILD_NETWORK  the network of build steps (`host` where the engine runs without a bridge)
+`python -m pipelines.stack env` prints the settings that work on a machine without Docker Hub.
 """
 
 from __future__ import annotations
@@ -13,6 +26,8 @@ import importlib.metadata
 import os
 import re
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +38,7 @@ import docker
 import docker.errors
 import requests
 from docker.utils import parse_repository_tag
+from docker.utils.build import tar as context_tar
 
 from nlpstd.errors import NlpstdError
 
@@ -41,6 +57,47 @@ FLAVOURS: Mapping[str, tuple[str, str]] = {
 BUILD_READ_TIMEOUT_S = 30 * 60
 
 Progress = Callable[[str], object]
+
+# Where the Dockerfiles look for optional build inputs; the builder stage alone reads them.
+EXTRAS = "docker/extras"
+
+# What each image must do before it is tagged: (what is checked, the command that must exit 0).
+CHECKS: tuple[tuple[str, list[str]], ...] = (
+    ("runs as non-root", ["sh", "-c", 'test "$(id -u)" != 0 && id -u']),
+    ("nlpstd on PATH", ["nlpstd", "--help"]),
+    ("pip check", ["pip", "check"]),
+)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Where the images' inputs come from; None keeps the Dockerfiles' defaults (Docker Hub, PyPI)."""
+
+    base_image: str | None = None
+    wheelhouse: Path | None = None
+    no_index: bool = False
+    ca_bundle: Path | None = None
+    torch_index: str | None = None
+    network: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BuildSettings:
+        """Settings from the NLPSTD_* variables (see the module docstring); empty ones count as unset, except NLPSTD_TORCH_INDEX."""
+        env = os.environ if env is None else env
+        path = lambda key: Path(env[key]).expanduser() if env.get(key) else None  # noqa: E731
+        return cls(
+            base_image=env.get("NLPSTD_BASE_IMAGE") or None,
+            wheelhouse=path("NLPSTD_WHEELHOUSE"),
+            no_index=env.get("NLPSTD_NO_INDEX", "") not in ("", "0"),
+            ca_bundle=path("NLPSTD_CA_BUNDLE"),
+            torch_index=env.get("NLPSTD_TORCH_INDEX"),
+            network=env.get("NLPSTD_BUILD_NETWORK") or None,
+        )
+
+    def buildargs(self) -> dict[str, str]:
+        """The build arguments these settings set; none of them is secret (history shows them)."""
+        args = {"BASE_IMAGE": self.base_image, "TORCH_INDEX_URL": self.torch_index, "NO_INDEX": "1" if self.no_index else None}
+        return {key: value for key, value in args.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -75,15 +132,20 @@ def build_images(
     registry: str | None = None,
     client: docker.DockerClient | None = None,
     which: Iterable[str] = ("cpu", "gpu"),
+    settings: BuildSettings | None = None,
+    verify: bool = True,
     progress: Progress = print,
 ) -> Images:
     """Build the images named in `which` from this checkout and, with `push`, push them to `registry`.
 
     The engine is `client`, else the one the environment names (DOCKER_HOST, or the default
-    socket), as the docker CLI would pick it. The build log goes to `progress` line by line as
-    the engine writes it. Returns the references of both flavours, built or not.
+    socket), as the docker CLI would pick it. `settings` default to the environment's. With
+    `verify`, each image is tagged only after it passes CHECKS. The build log goes to `progress`
+    line by line as the engine writes it. Returns the references of both flavours, built or not.
     """
     wanted = _flavours(which)
+    settings = BuildSettings.from_env() if settings is None else settings
+    _check_inputs(settings)
     if push and not _registry(registry):
         raise NlpstdError(f"pushing images needs a registry: set {REGISTRY_ENV} (e.g. registry.example.com/ml) or pass --registry")
     refs = images(registry)
@@ -92,7 +154,8 @@ def build_images(
     try:
         _ping(engine)
         for flavour in wanted:
-            _build(engine, getattr(refs, flavour), FLAVOURS[flavour][1], {"VERSION": version, "REVISION": commit or "unknown"}, progress)
+            buildargs = {**settings.buildargs(), "VERSION": version, "REVISION": commit or "unknown"}
+            _build(engine, getattr(refs, flavour), FLAVOURS[flavour][1], buildargs, settings, verify, progress)
         if push:
             for flavour in wanted:
                 _push(engine, getattr(refs, flavour), progress)
@@ -168,8 +231,43 @@ def _unreachable(err: Exception, base_url: str | None = None) -> NlpstdError:
     )
 
 
-def _build(engine: docker.DockerClient, ref: str, dockerfile: str, buildargs: dict[str, str], progress: Progress) -> None:
-    """Build `ref` from the repository root.
+def _check_inputs(settings: BuildSettings) -> None:
+    """Fail before any build on a wheelhouse or CA bundle that is not there."""
+    if settings.wheelhouse is not None and not settings.wheelhouse.is_dir():
+        raise NlpstdError(f"NLPSTD_WHEELHOUSE={settings.wheelhouse}: not a folder")
+    if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
+        raise NlpstdError(f"NLPSTD_CA_BUNDLE={settings.ca_bundle}: no such file")
+    if settings.no_index and settings.wheelhouse is None:
+        raise NlpstdError("NLPSTD_NO_INDEX needs NLPSTD_WHEELHOUSE: with no index, every wheel must come from it")
+
+
+def build_context(dockerfile: str, settings: BuildSettings) -> tempfile._TemporaryFileWrapper:
+    """The repository root as .dockerignore filters it, plus the CA bundle and wheelhouse under EXTRAS.
+
+    They are added to the archive rather than copied into the checkout, so a bundle or a token
+    never lands in a working tree where it could be committed. Only the Dockerfiles' builder
+    stage copies EXTRAS; the final stage copies the venv it built.
+    """
+    dockerignore = REPO_ROOT / ".dockerignore"
+    lines = dockerignore.read_text().splitlines() if dockerignore.exists() else []
+    exclude = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    # The SDK's helper closes its archive at the end; reopened in append mode, the extras go after it.
+    context = context_tar(str(REPO_ROOT), exclude=exclude, dockerfile=(dockerfile, None), fileobj=tempfile.NamedTemporaryFile())
+    context.seek(0)
+    with tarfile.open(fileobj=context, mode="a") as archive:
+        if settings.ca_bundle is not None:
+            archive.add(settings.ca_bundle, arcname=f"{EXTRAS}/ca.crt")
+        if settings.wheelhouse is not None:
+            for wheel in sorted(settings.wheelhouse.glob("*.whl")):
+                archive.add(wheel, arcname=f"{EXTRAS}/wheelhouse/{wheel.name}")
+    context.seek(0)
+    return context
+
+
+def _build(
+    engine: docker.DockerClient, ref: str, dockerfile: str, buildargs: dict[str, str], settings: BuildSettings, verify: bool, progress: Progress
+) -> None:
+    """Build `ref` from the repository root, check it, then tag it.
 
     The low-level call streams the log as it comes; `client.images.build` only returns once the
     build is over. `pull=False` keeps the base image the engine already has (it pulls one it lacks),
@@ -177,12 +275,13 @@ def _build(engine: docker.DockerClient, ref: str, dockerfile: str, buildargs: di
     """
     progress(f"building {ref} from {dockerfile}")
     image_id = None
-    with _engine_errors(f"building {ref}"):
+    with _engine_errors(f"building {ref}"), build_context(dockerfile, settings) as context:
         log = engine.api.build(
-            path=str(REPO_ROOT),
+            fileobj=context,
+            custom_context=True,
             dockerfile=dockerfile,
-            tag=ref,
             buildargs=buildargs,
+            network_mode=settings.network,
             rm=True,
             forcerm=True,
             pull=False,
@@ -190,11 +289,32 @@ def _build(engine: docker.DockerClient, ref: str, dockerfile: str, buildargs: di
             timeout=BUILD_READ_TIMEOUT_S,
         )
         for chunk in log:
-            _raise_on_error(chunk, f"building {ref}")
+            _raise_on_error(chunk, f"building {ref}", base_image=buildargs.get("BASE_IMAGE"))
             _report(chunk, progress)
             image_id = chunk.get("aux", {}).get("ID", image_id)
-        image = engine.images.get(image_id or ref)
+        if image_id is None:
+            raise NlpstdError(f"building {ref} failed: the engine named no image")
+        if verify:
+            for line in verify_image(engine, image_id):
+                progress(line)
+        repository, tag = parse_repository_tag(ref)
+        engine.api.tag(image_id, repository, tag)
+        image = engine.images.get(ref)
     progress(f"built {ref} ({image.short_id}, {image.attrs.get('Size', 0) / 1e9:.2f} GB)")
+
+
+def verify_image(engine: docker.DockerClient, image: str) -> list[str]:
+    """Run CHECKS in `image` (no network); one summary line each, or an error naming the failed check."""
+    results = []
+    for name, command in CHECKS:
+        try:
+            output = engine.containers.run(image, command, remove=True, network_mode="none", stdout=True, stderr=True)
+        except docker.errors.ContainerError as err:
+            detail = _one_line((err.stderr or b"").decode(errors="replace"))[:300]
+            raise NlpstdError(f"image {image[:19]} fails its check '{name}' ({' '.join(command)} exited {err.exit_status}): {detail}") from err
+        first = output.decode(errors="replace").strip().splitlines()[:1]
+        results.append(f"check passed: {name}" + (f" ({first[0][:80]})" if first else ""))
+    return results
 
 
 def _push(engine: docker.DockerClient, ref: str, progress: Progress) -> None:
@@ -220,10 +340,14 @@ def _report(chunk: Mapping[str, Any], progress: Progress) -> None:
         progress(str(chunk["status"]))
 
 
-def _raise_on_error(chunk: Mapping[str, Any], action: str) -> None:
+def _raise_on_error(chunk: Mapping[str, Any], action: str, base_image: str | None = None) -> None:
     message = chunk.get("error") or chunk.get("errorDetail", {}).get("message")
     if message:
-        raise NlpstdError(f"{action} failed: {_one_line(message)}")
+        hint = ""
+        if any(word in message for word in ("pull access denied", "registry-1.docker.io", "manifest unknown")):
+            hint = (f" (the base image {base_image or 'python:3.11-slim'} could not be pulled: where Docker Hub cannot be reached,"
+                    " `make base-image` and NLPSTD_BASE_IMAGE=nlpstd-base:bookworm)")
+        raise NlpstdError(f"{action} failed: {_one_line(message)}{hint}")
 
 
 @contextmanager

@@ -6,7 +6,8 @@ standard that leaves untested is printed once at the start and tagged on the MLf
 (`nlpstd.local_ignored`). Outputs land in
 `OUT/pipeline/<pipeline>-<time>/<task>/<output>`; training checkpoints live in `OUT/checkpoints`, so
 rerunning after an interruption resumes, and data-prep is served from kfp.local's cache when
-neither the standard nor its files changed.
+neither the standard nor its files changed. `pipelines.containers` runs the same with every task in
+its image (an `Execution` with kfp.local's DockerRunner).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nlpstd import locks, storage
 from nlpstd.data import corpus
@@ -35,11 +37,20 @@ from pipelines.pipeline import WORK_MOUNT, build_pipeline, pipeline_name
 
 STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
 
-# Every runtime setting is either applied by the stage code, on any runner, or turned into a
-# task setting of the compiled pipeline, which kfp.local does not apply. A new runtime setting
-# must be added to one of the two (a test checks), so the local run's warning stays complete.
-RUNTIME_APPLIED_LOCALLY = ("device", "precision", "threads", "compile", "cuda_graphs", "loader_workers", "peak_tflops")
-RUNTIME_CLUSTER_ONLY = ("gpu", "training", "tasks", "shm_size", "retries", "checkpoint_volume")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How kfp.local runs the tasks: its runner, the images the pipeline names, the checkpoint folder
+    as the tasks see it (None: OUT/checkpoints), and what this way of running sets apart from the
+    cluster beyond `ignored_locally` (each line replaces the default line on the same setting)."""
+
+    runner: Any
+    name: str
+    cpu_image: str = "local"
+    gpu_image: str = "local"
+    work_dir: str | None = None
+    ignored: tuple[str, ...] | list[str] = ()
 
 
 @dataclass
@@ -48,6 +59,7 @@ class LocalRun:
     run_dir: Path
     seconds: float
     mlflow_run_id: str | None
+    runner: str = "kfp.local"
     folders: dict[str, Path] = field(default_factory=dict)  # each stage's output folder
     stages: dict[str, dict] = field(default_factory=dict)  # each stage's metrics.json
     gate: dict = field(default_factory=dict)
@@ -68,29 +80,40 @@ def run_local(standard_file: str | Path, out: str | Path | None = None, tracking
         return _run(std, files, out, tracking)
 
 
-def _run(std: Standard, files: list[str], out: Path, tracking: bool) -> LocalRun:
+def subprocess_execution() -> Execution:
+    """Every task a subprocess of this Python (no venv per task: the project's package is here)."""
     from kfp import local
 
+    return Execution(runner=local.SubprocessRunner(use_venv=False), name="kfp.local")
+
+
+def _run(std: Standard, files: list[str], out: Path, tracking: bool, execution: Execution | None = None) -> LocalRun:
+    from kfp import local
+
+    execution = execution or subprocess_execution()
     root = out / "pipeline"
     root.mkdir(parents=True, exist_ok=True)
 
-    ignored = ignored_locally(std)
+    ignored = _replace_lines(ignored_locally(std), execution.ignored)
     print(ignored_warning(std.name, ignored), file=sys.stderr, flush=True)
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())  # tasks log to the same store as this process
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # kfp.local warns task by task that it ignores images and Kubernetes settings: said once above, with the values
     warnings.filterwarnings("ignore", module=r"kfp\.local")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+    local.init(runner=execution.runner, pipeline_root=str(root),
                enable_caching=True, cache_root=str(out / "cache"), raise_on_error=True)
-    pipeline = build_pipeline(std, cpu_image="local", gpu_image="local", retries=0)  # locally a failure stops at once
+    # locally a failure stops at once
+    pipeline = build_pipeline(std, cpu_image=execution.cpu_image, gpu_image=execution.gpu_image, retries=0)
 
     started, began = time.perf_counter(), time.time()
-    tags = {"nlpstd.runner": "kfp.local", "nlpstd.local_ignored": "\n".join(ignored)}
+    tags = {"nlpstd.runner": execution.name, "nlpstd.local_ignored": "\n".join(ignored)}
+    if execution.cpu_image != "local":
+        tags["nlpstd.image"] = execution.cpu_image  # the parent run opens here, outside every image
     with RunTracking(std, enabled=tracking).run(tags=tags) as tracker:
         try:
             run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
-                           data_stamp=data_stamp(files), work_dir=str(out / "checkpoints"))
+                           data_stamp=data_stamp(files), work_dir=execution.work_dir or str(out / "checkpoints"))
         except RuntimeError as exc:  # kfp.local names the failed task; its log is printed above
             error = NlpstdError(f"pipeline {pipeline_name(std)} failed: {exc}")
             with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the failed task
@@ -98,7 +121,7 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool) -> LocalRun
                 write_json(out / "summary.json", summary, default=str)
             raise error from None
         evaluation = Path(run.outputs["evaluation"].path)
-        result = LocalRun(std.name, evaluation.parents[1], time.perf_counter() - started, tracker.run_id)
+        result = LocalRun(std.name, evaluation.parents[1], time.perf_counter() - started, tracker.run_id, execution.name)
         result.folders = {  # data-prep may come from an earlier run's folder (the cache)
             "data-prep": Path(run.outputs["data"].path), "pretrain": result.run_dir / "pretrain" / "model",
             "finetune": Path(run.outputs["model"].path), "evaluate": evaluation, "export": result.run_dir / "export" / "exported",
@@ -143,6 +166,14 @@ def ignored_locally(std: Standard) -> list[str]:
         lines.append(f"schedule.cron: {std.schedule.cron}: runs once here; a scheduled run also never "
                      "serves data-prep from the cache")
     return lines
+
+
+def _replace_lines(lines: list[str], replacements: tuple[str, ...] | list[str]) -> list[str]:
+    """`lines` with each line whose setting (the text before the first colon) a replacement names
+    swapped for that replacement; replacements naming a setting not listed are added."""
+    new = {line.split(":", 1)[0]: line for line in replacements}
+    kept = [new.pop(line.split(":", 1)[0], line) for line in lines]
+    return kept + list(new.values())
 
 
 def ignored_warning(name: str, ignored: list[str]) -> str:
@@ -204,7 +235,7 @@ def failed_summary(std: Standard, root: Path, began: float, seconds: float, mlfl
 
 def print_summary(result: LocalRun) -> None:
     """Each stage's time, the scores, the gate, and where the model and the MLflow run are."""
-    print(f"\n{result.standard}: pipeline finished in {result.seconds / 60:.1f} min (kfp.local)")
+    print(f"\n{result.standard}: pipeline finished in {result.seconds / 60:.1f} min ({result.runner})")
     for stage in STAGES:
         if stage in result.stages:
             cached = " (cached)" if result.run_dir not in result.folders[stage].parents else ""
@@ -227,4 +258,5 @@ def print_summary(result: LocalRun) -> None:
     if result.exported:
         print(f"  model:        {result.exported}")
     if result.mlflow_run_id:
-        print(f"  MLflow run:   {result.mlflow_run_id} in {os.environ.get('MLFLOW_TRACKING_URI')} (make mlflow-ui)")
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+        print(f"  MLflow run:   {result.mlflow_run_id} in {uri}{' (make mlflow-ui)' if uri.startswith('sqlite:') else ''}")

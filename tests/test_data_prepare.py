@@ -284,3 +284,16 @@ def test_summary_counts_entity_mentions_for_token_data(tmp_path):
 def test_load_of_a_folder_without_prepared_data_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="run the prepare stage first"):
         load(tmp_path)
+
+
+def test_summary_counts_an_entity_that_begins_with_a_stray_i_tag_as_the_data_report_and_seqeval_do(tmp_path):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from nlpstd.data import report as data_report
+
+    # Strays: I-PER after O, I-LOC after PER. seqeval (and training, through begin_strays) begin an entity at each.
+    records = [{"tokens": list("abcdef"), "tags": ["I-PER", "O", "I-PER", "I-LOC", "B-LOC", "I-LOC"], "line": 1}]
+    save(PreparedData(TOKEN, ["O"], {"train": records}, "f"), tmp_path)
+    counts = json.loads((tmp_path / "summary.json").read_text())["label_counts"]["train"]
+    assert counts == {"LOC": 2, "PER": 2} == data_report.label_counts(records)
+    assert sum(counts.values()) == len(get_entities(records[0]["tags"]))

@@ -23,7 +23,7 @@ import docker
 import pytest
 
 from nlpstd.errors import NlpstdError
-from pipelines.images import REPO_ROOT, Images, build_images, image_tag, images
+from pipelines.images import REPO_ROOT, BuildSettings, Images, build_images, image_tag, images
 
 API_VERSION = "1.45"
 IMAGE_ID = "sha256:" + "ab12" * 16
@@ -49,6 +49,7 @@ class Engine:
     client: docker.DockerClient
     builds: list[Build] = field(default_factory=list)
     pushes: list[Push] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     push_error: str | None = None
     build_error: str | None = None
 
@@ -65,8 +66,8 @@ class _EngineHandler(BaseHTTPRequestHandler):
         elif path == "/_ping":
             self._send(200, b"OK", "text/plain")
         elif (name := _between(path, "/images/", "/json")) is not None:
-            if name == IMAGE_ID or any(b.params.get("t") == name for b in self.engine.builds):
-                self._json({"Id": IMAGE_ID, "RepoTags": [b.params["t"] for b in self.engine.builds], "Size": 1_234_000_000})
+            if name == IMAGE_ID or name in self.engine.tags:
+                self._json({"Id": IMAGE_ID, "RepoTags": self.engine.tags, "Size": 1_234_000_000})
             else:
                 self._json({"message": f"No such image: {name}"}, status=404)
         else:
@@ -88,8 +89,10 @@ class _EngineHandler(BaseHTTPRequestHandler):
                     {"stream": " ---> 0123456789ab\n"},
                     {"aux": {"ID": IMAGE_ID}},
                     {"stream": f"Successfully built {IMAGE_ID[7:19]}\n"},
-                    {"stream": f"Successfully tagged {query.get('t')}\n"},
                 ])
+        elif _between(path, "/images/", "/tag") is not None:
+            self.engine.tags.append(f"{query['repo']}:{query['tag']}")
+            self._send(201, b"", "text/plain")
         elif (repository := _between(path, "/images/", "/push")) is not None:
             self.engine.pushes.append(Push(repository=repository, tag=query.get("tag", "")))
             lines = [{"status": f"The push refers to repository [{repository}]"}, {"status": "Pushed", "progressDetail": {}, "id": "5f70bf18a086"}]
@@ -148,7 +151,8 @@ def _between(path: str, prefix: str, suffix: str) -> str | None:
 def engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A Docker Engine API server on 127.0.0.1, with a client connected to it."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no proxies or credentials from the user's config
-    monkeypatch.delenv("NLPSTD_REGISTRY", raising=False)
+    for name in ("NLPSTD_REGISTRY", "NLPSTD_BASE_IMAGE", "NLPSTD_WHEELHOUSE", "NLPSTD_NO_INDEX", "NLPSTD_CA_BUNDLE", "NLPSTD_TORCH_INDEX", "NLPSTD_BUILD_NETWORK"):
+        monkeypatch.delenv(name, raising=False)
     handler = type("Handler", (_EngineHandler,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -239,23 +243,22 @@ def test_without_a_registry_images_have_local_names(monkeypatch: pytest.MonkeyPa
 
 
 def test_each_image_is_built_from_its_dockerfile_with_its_tag_and_build_args(engine: Engine):
-    refs = build_images(push=False, client=engine.client, progress=lambda line: None)
+    refs = build_images(push=False, client=engine.client, verify=False, progress=lambda line: None)
     version = re.search(r'^version = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
     requests = {b.params["dockerfile"]: b.params for b in engine.builds}
     assert set(requests) == {"docker/Dockerfile", "docker/Dockerfile.gpu"}
-    assert requests["docker/Dockerfile"]["t"] == refs.cpu
-    assert requests["docker/Dockerfile.gpu"]["t"] == refs.gpu
+    assert engine.tags == [refs.cpu, refs.gpu]
     for params in requests.values():
         assert json.loads(params["buildargs"]) == {"VERSION": version, "REVISION": _git(REPO_ROOT, "rev-parse", "HEAD")}
 
 
 def test_only_the_flavours_asked_for_are_built(engine: Engine):
-    build_images(push=False, client=engine.client, which=("gpu",), progress=lambda line: None)
+    build_images(push=False, client=engine.client, which=("gpu",), verify=False, progress=lambda line: None)
     assert [b.params["dockerfile"] for b in engine.builds] == ["docker/Dockerfile.gpu"]
 
 
 def test_build_context_honours_dockerignore(engine: Engine):
-    build_images(push=False, client=engine.client, which=("cpu",), progress=lambda line: None)
+    build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
     members = set(engine.builds[0].members)
     assert {"pyproject.toml", "README.md", "src/nlpstd/__init__.py", "docker/Dockerfile", "docker/Dockerfile.gpu"} <= members
     left_out = (".venv", ".git", "runs", "build", "mlruns", "mlflow.db", "tests", "benchmarks", "pipelines", ".pytest_cache")
@@ -265,30 +268,79 @@ def test_build_context_honours_dockerignore(engine: Engine):
 
 def test_build_context_is_small_and_quick_to_send(engine: Engine):
     started = time.perf_counter()
-    build_images(push=False, client=engine.client, which=("cpu",), progress=lambda line: None)
+    build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
     assert engine.builds[0].context_bytes < 5_000_000
     assert time.perf_counter() - started < 5
 
 
 def test_build_log_is_passed_on_line_by_line(engine: Engine):
     lines: list[str] = []
-    refs = build_images(push=False, client=engine.client, which=("cpu",), progress=lines.append)
+    refs = build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lines.append)
     assert "Step 1/9 : FROM python:3.11-slim" in lines
-    assert f"Successfully tagged {refs.cpu}" in lines
     assert lines[-1].startswith(f"built {refs.cpu} (")
 
 
 def test_a_failed_build_raises_naming_the_image(engine: Engine):
     engine.build_error = "The command '/bin/sh -c pip install .' returned a non-zero code: 1"
     with pytest.raises(NlpstdError, match=r"building nlpstd:\S+ failed: The command .* returned a non-zero code: 1"):
-        build_images(push=False, client=engine.client, which=("cpu",), progress=lambda line: None)
+        build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
+
+
+def test_a_failed_build_tags_nothing(engine: Engine):
+    engine.build_error = "The command '/bin/sh -c pip install .' returned a non-zero code: 1"
+    with pytest.raises(NlpstdError):
+        build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
+    assert engine.tags == []
+
+
+def test_a_base_image_that_cannot_be_pulled_says_how_to_make_one(engine: Engine):
+    engine.build_error = "pull access denied for python, repository does not exist or may require 'docker login'"
+    with pytest.raises(NlpstdError, match=r"could not be pulled: .*make base-image"):
+        build_images(push=False, client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
+
+
+# Build settings
+
+
+def test_settings_become_build_args_and_the_build_network(engine: Engine):
+    settings = BuildSettings(base_image="nlpstd-base:bookworm", torch_index="", network="host")
+    build_images(push=False, client=engine.client, which=("cpu",), settings=settings, verify=False, progress=lambda line: None)
+    params = engine.builds[0].params
+    assert {k: v for k, v in json.loads(params["buildargs"]).items() if k not in ("VERSION", "REVISION")} == {
+        "BASE_IMAGE": "nlpstd-base:bookworm", "TORCH_INDEX_URL": ""}
+    assert params["networkmode"] == "host"
+
+
+def test_ca_bundle_and_wheelhouse_travel_in_the_context_under_docker_extras(engine: Engine, tmp_path: Path):
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "demo-1.0-py3-none-any.whl").write_bytes(b"PK")
+    settings = BuildSettings(ca_bundle=tmp_path / "ca.pem", wheelhouse=tmp_path / "wheels")
+    build_images(push=False, client=engine.client, which=("cpu",), settings=settings, verify=False, progress=lambda line: None)
+    assert {"docker/extras/ca.crt", "docker/extras/wheelhouse/demo-1.0-py3-none-any.whl"} <= set(engine.builds[0].members)
+
+
+def test_a_missing_ca_bundle_fails_before_any_build(engine: Engine, tmp_path: Path):
+    with pytest.raises(NlpstdError, match="NLPSTD_CA_BUNDLE=.*no such file"):
+        build_images(push=False, client=engine.client, settings=BuildSettings(ca_bundle=tmp_path / "absent.pem"), verify=False, progress=lambda line: None)
+    assert engine.builds == []
+
+
+def test_settings_are_read_from_the_environment():
+    env = {"NLPSTD_BASE_IMAGE": "base:1", "NLPSTD_WHEELHOUSE": "/w", "NLPSTD_CA_BUNDLE": "/ca.pem", "NLPSTD_TORCH_INDEX": "", "NLPSTD_BUILD_NETWORK": "host"}
+    assert BuildSettings.from_env(env) == BuildSettings(
+        base_image="base:1", wheelhouse=Path("/w"), ca_bundle=Path("/ca.pem"), torch_index="", network="host")
+
+
+def test_without_settings_only_version_and_revision_are_build_args():
+    assert BuildSettings.from_env({}).buildargs() == {}
 
 
 # Pushing
 
 
 def test_push_sends_each_image_to_the_registry_repository_with_its_tag(engine: Engine):
-    refs = build_images(push=True, registry="registry.example.com:5000/ml", client=engine.client, progress=lambda line: None)
+    refs = build_images(push=True, registry="registry.example.com:5000/ml", client=engine.client, verify=False, progress=lambda line: None)
     tag = image_tag()
     assert refs.cpu == f"registry.example.com:5000/ml/nlpstd:{tag}"
     assert engine.pushes == [Push("registry.example.com:5000/ml/nlpstd", tag), Push("registry.example.com:5000/ml/nlpstd-gpu", tag)]
@@ -297,12 +349,12 @@ def test_push_sends_each_image_to_the_registry_repository_with_its_tag(engine: E
 def test_a_push_error_in_the_stream_raises_naming_the_image(engine: Engine):
     engine.push_error = "denied: requested access to the resource is denied"
     with pytest.raises(NlpstdError, match=r"pushing registry\.example\.com/ml/nlpstd:\S+ failed: denied: requested access"):
-        build_images(push=True, registry="registry.example.com/ml", client=engine.client, which=("cpu",), progress=lambda line: None)
+        build_images(push=True, registry="registry.example.com/ml", client=engine.client, which=("cpu",), verify=False, progress=lambda line: None)
 
 
 def test_push_without_a_registry_fails_before_any_build(engine: Engine):
     with pytest.raises(NlpstdError, match="set NLPSTD_REGISTRY"):
-        build_images(push=True, client=engine.client, progress=lambda line: None)
+        build_images(push=True, client=engine.client, verify=False, progress=lambda line: None)
     assert engine.builds == []
 
 
@@ -314,7 +366,7 @@ def test_without_an_engine_the_error_says_so_in_one_line(monkeypatch: pytest.Mon
     host = f"tcp://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("DOCKER_HOST", host)
     with pytest.raises(NlpstdError) as raised:
-        build_images(push=False, progress=lambda line: None)
+        build_images(push=False, verify=False, progress=lambda line: None)
     message = str(raised.value)
     assert message.startswith(f"no Docker engine reachable (DOCKER_HOST={host})")
     assert "set DOCKER_HOST" in message

@@ -9,7 +9,7 @@ import pytest
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import RuntimeSpec, load_standard
 from pipelines import local
-from pipelines.local import RUNTIME_APPLIED_LOCALLY, RUNTIME_CLUSTER_ONLY, ignored_locally, run_local
+from pipelines.local import ignored_locally, run_local
 
 GPU_RUNTIME = """\
 runtime:
@@ -60,8 +60,10 @@ def test_no_retries_no_retry_line(ner_standard: Path):
 
 
 def test_every_runtime_setting_is_classified_as_local_or_cluster_only():
-    """A new runtime setting must be placed on one side, or the local warning silently misses it."""
-    assert sorted(RUNTIME_APPLIED_LOCALLY + RUNTIME_CLUSTER_ONLY) == sorted(RuntimeSpec.model_fields)
+    """A new runtime setting must state on its field where it applies, or the local warning silently misses it."""
+    from nlpstd.spec import CLUSTER, LOCAL, runtime_fields
+
+    assert sorted(runtime_fields(LOCAL) + runtime_fields(CLUSTER)) == sorted(RuntimeSpec.model_fields)
 
 
 def test_run_local_says_it_once_and_tags_the_parent_run(ner_standard: Path, tmp_path: Path, monkeypatch, capsys):

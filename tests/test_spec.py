@@ -106,10 +106,13 @@ def test_spec_hash_leaves_out_settings_of_speed_placement_and_schedule(tmp_path:
     assert load_standard(write(tmp_path, GOOD + "runtime: {precision: bf16}\n")).spec_hash() != first
 
 
-def test_every_runtime_setting_left_out_of_the_spec_hash_exists():
-    from nlpstd.spec import NOT_RECIPE, RuntimeSpec
+def test_every_runtime_setting_states_its_role_and_where_it_applies():
+    """The spec hash and the local run's warning are built from what each runtime field says."""
+    from nlpstd.spec import CLUSTER, LOCAL, NOT_RECIPE, RuntimeSpec, runtime_fields
 
-    assert set(NOT_RECIPE) <= set(RuntimeSpec.model_fields)
+    assert sorted(runtime_fields(LOCAL) + runtime_fields(CLUSTER)) == sorted(RuntimeSpec.model_fields)
+    assert set(runtime_fields(CLUSTER)) <= set(NOT_RECIPE)
+    assert {"device", "precision"}.isdisjoint(NOT_RECIPE)
 
 
 def test_spec_hash_is_stable_and_changes_with_the_recipe(tmp_path: Path):

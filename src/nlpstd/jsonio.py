@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nlpstd import fsutil
+
 
 def dumps(data: Any, **options: Any) -> str:
     """`json.dumps` with non-ASCII characters kept (the options are `json.dumps`'s)."""
@@ -19,10 +21,9 @@ def dumps(data: Any, **options: Any) -> str:
 
 
 def write_json(path: str | Path, data: Any, *, indent: int | None = 2, **options: Any) -> Path:
-    """`data` as one JSON document in a UTF-8 file, ending in a newline; returns the path."""
-    path = Path(path)
-    path.write_text(dumps(data, indent=indent, **options) + "\n", encoding="utf-8")
-    return path
+    """`data` as one JSON document in a UTF-8 file, ending in a newline, replaced atomically (a reader sees
+    the old file or the new one, never half of one); returns the path."""
+    return fsutil.write_text(path, dumps(data, indent=indent, **options) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

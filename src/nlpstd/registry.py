@@ -176,12 +176,9 @@ class MlflowRegistry:
     """The registry of the tracking server (`MLFLOW_TRACKING_URI`, else the local SQLite store)."""
 
     def __init__(self) -> None:
-        import mlflow
+        from nlpstd.tracking import tracking_client
 
-        from nlpstd.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        self._client = mlflow.MlflowClient()
+        self._client = tracking_client()
 
     def _alias_version(self, name: str) -> str | None:
         from mlflow.exceptions import MlflowException

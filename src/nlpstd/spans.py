@@ -65,19 +65,13 @@ def stray_positions(tags: Sequence[str]) -> list[int]:
 
 
 def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(label, first word, end word exclusive) per entity, read as seqeval's default mode reads IOB2:
-    an entity begins at `B-X` or at an `I-X` that does not continue an X entity."""
-    spans: list[tuple[str, int, int]] = []
-    previous = ""
-    for i, tag in enumerate(tags):
-        kind = _kind(tag)
-        if kind and (tag.startswith("B-") or kind != previous):
-            spans.append((kind, i, i + 1))
-        elif kind:  # I-X continuing the X entity just before
-            label, first, _ = spans[-1]
-            spans[-1] = (label, first, i + 1)
-        previous = kind
-    return spans
+    """(label, first word, end word exclusive) per entity, chunked by seqeval itself (default mode, IOB2),
+    so what is counted, decoded and scored are the same entities: one begins at `B-X` or at an `I-X`
+    that does not continue an X entity."""
+    # Imported here: seqeval's package pulls in scikit-learn, which training and serving otherwise never load.
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [(label, first, last + 1) for label, first, last in get_entities(list(tags))]
 
 
 def char_spans(offsets: Sequence[tuple[int, int]], tags: Sequence[str]) -> list[tuple[int, int, str]]:

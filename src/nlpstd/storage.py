@@ -13,7 +13,6 @@ check, never a credential.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -38,6 +37,7 @@ from botocore.exceptions import (
 from s3transfer.utils import ChunksizeAdjuster
 
 from nlpstd import jsonio
+from nlpstd.fsutil import atomic_file
 from nlpstd.errors import NlpstdError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def fetch(uri: str, cache_dir: Path | None = None) -> Path:
         path = root.joinpath(bucket, etag, *_safe_parts(key))
         if not path.is_file():
             body = s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
-            with _atomic_file(path) as out:
+            with atomic_file(path) as out:
                 shutil.copyfileobj(body, out, MB)
             log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
         return path
@@ -245,7 +245,7 @@ def _upload(s3: Any, path: Path, bucket: str, key: str, local: _Digest, transfer
 def _download(s3: Any, bucket: str, key: str, target: Path, entry: dict[str, Any]) -> None:
     sha, size = hashlib.sha256(), 0
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    with _atomic_file(target) as out:
+    with atomic_file(target) as out:
         while block := body.read(MB):
             sha.update(block)
             size += len(block)
@@ -336,17 +336,3 @@ def _safe_parts(key: str) -> tuple[str, ...]:
     if not parts or ".." in parts:
         raise NlpstdError(f"{key}: not usable as a local path")
     return parts
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """Write to a temporary file beside `path`; rename it into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

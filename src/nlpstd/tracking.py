@@ -21,12 +21,18 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from mlflow import MlflowClient
 
     from nlpstd.spec import Standard
+
+
+def numeric(metrics: dict[str, Any], *, flags: bool = False) -> dict[str, float]:
+    """The plain numbers of `metrics`, as floats: what a metrics view can plot. Text, lists, tables and
+    None stay out; so do flags (`True` is an int to Python) unless `flags` asks for them as 1.0 and 0.0."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and (flags or not isinstance(v, bool))}
 
 
 class Tracker(Protocol):
@@ -55,9 +61,7 @@ class MlflowTracker:
     """Logs into one MLflow run (by id, so nested runs never depend on the active-run stack)."""
 
     def __init__(self, run_id: str):
-        from mlflow import MlflowClient
-
-        self.run_id, self._client = run_id, MlflowClient()
+        self.run_id, self._client = run_id, tracking_client()
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -72,7 +76,7 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+        items = [Metric(k, v, now, step or 0) for k, v in numeric(metrics, flags=True).items()]
         if items:
             self._client.log_batch(self.run_id, metrics=items)
 

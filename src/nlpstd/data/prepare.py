@@ -23,7 +23,9 @@ from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data.readers import apply_limit, read_all, read_lines, regular_file
 from nlpstd.errors import DataError
+from nlpstd.hashing import sha256_file
 from nlpstd.jsonio import write_json
+from nlpstd.spans import entity_spans
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import DataSpec, Standard
@@ -191,9 +193,7 @@ def fingerprint(data: DataSpec) -> str:
     """sha256 over each split's bytes and the reader options that shape the examples."""
     digest = hashlib.sha256()
     for split, data_file in data.files().items():
-        with open(regular_file(data_file.path), "rb") as handle:
-            content = hashlib.file_digest(handle, "sha256").hexdigest()
-        digest.update(f"{split}:{content}\n".encode())
+        digest.update(f"{split}:{sha256_file(regular_file(data_file.path))}\n".encode())
     options = {
         "format": data.format,
         "encodings": {split: data.encoding_of(split) for split in data.files()},
@@ -234,17 +234,19 @@ def save(prepared: PreparedData, out_dir: Path) -> None:
         "fingerprint": prepared.fingerprint,
         "sources": prepared.sources,
         "examples": {split: len(records) for split, records in prepared.splits.items()},
-        "label_counts": {split: _label_counts(records) for split, records in prepared.splits.items()},
+        "label_counts": {split: label_counts(records) for split, records in prepared.splits.items()},
     }
     write_json(out_dir / "summary.json", summary)
 
 
-def _label_counts(records: list[dict]) -> dict[str, int]:
-    """Classes per example; for token data, entity mentions per type (B- tags or spans)."""
+def label_counts(records: list[dict]) -> dict[str, int]:
+    """Examples per class; for token data, entity mentions per type (not tags: a three-word name is one),
+    chunked as seqeval reads IOB2 (`entity_spans`), so an entity that begins with a stray `I-X` counts,
+    as training (`begin_strays`) and scoring read it. `summary.json` and the data report both count so."""
     counts: Counter[str] = Counter()
     for record in records:
         if "tags" in record:
-            counts.update(tag[2:] for tag in record["tags"] if tag.startswith("B-"))
+            counts.update(label for label, _, _ in entity_spans(record["tags"]))
         elif "spans" in record:
             counts.update(span[2] for span in record["spans"])
         else:

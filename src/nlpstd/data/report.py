@@ -29,8 +29,9 @@ from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates
 from nlpstd.data.checks import share as _share
 from nlpstd.data.encode import record_words, unrepresentable_spans
 from nlpstd.spans import WordUnit, stray_positions
-from nlpstd.data.prepare import PreparedData
-from nlpstd.evaluate.report import save_figure
+from nlpstd.data.prepare import PreparedData, label_counts
+from nlpstd.evaluate.report import save_figure, table_header, table_row
+from nlpstd.jsonio import write_json
 
 if TYPE_CHECKING:
     from nlpstd.spec import DataChecks
@@ -54,18 +55,6 @@ _SCRIPT_SAMPLE = 1000  # examples read to decide the length unit
 # Per split
 
 
-def entity_counts(tags: list[str]) -> Counter[str]:
-    """Entities per type, as seqeval reads IOB2: an entity starts at B-X, or at I-X not following X."""
-    counts: Counter[str] = Counter()
-    previous = ""
-    for tag in tags:
-        kind = tag[2:]
-        if tag.startswith("B-") or (tag.startswith("I-") and previous != kind):
-            counts[kind] += 1
-        previous = kind  # "" after O
-    return counts
-
-
 def stray_tags(records: list[dict]) -> dict:
     """Gold entities that begin with a stray `I-X` (after `O` or another type) instead of `B-X`: they are
     trained and scored as beginning there (`nlpstd.spans.begin_strays`), and counted among the entities;
@@ -73,19 +62,6 @@ def stray_tags(records: list[dict]) -> dict:
     lines = [record["line"] + position if record.get("line") is not None else None
              for record in records if "tags" in record for position in stray_positions(record["tags"])]
     return {"count": len(lines), "lines": lines}
-
-
-def label_counts(records: list[dict]) -> dict[str, int]:
-    """Entity mentions per type for token data (not tags: a three-word name is one), examples per class otherwise."""
-    counts: Counter[str] = Counter()
-    for record in records:
-        if "tags" in record:
-            counts.update(entity_counts(record["tags"]))
-        elif "spans" in record:
-            counts.update(span[2] for span in record["spans"])
-        else:
-            counts[record["label"]] += 1
-    return dict(sorted(counts.items()))
 
 
 def _plain_text(record: dict) -> str:
@@ -317,7 +293,7 @@ def write(report: dict, out_dir: Path) -> list[Path]:
     """`data_report.json`, `data_report.md` and `plots/*.png` in `out_dir`; returns the files written."""
     out_dir = Path(out_dir)
     plots = [plot_lengths(report, out_dir / "plots" / "lengths.png"), plot_labels(report, out_dir / "plots" / "labels.png")]
-    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out_dir / REPORT_JSON, report, indent=1)
     (out_dir / REPORT_MD).write_text(markdown(report, [p.relative_to(out_dir).as_posix() for p in plots]), encoding="utf-8")
     return [out_dir / REPORT_JSON, out_dir / REPORT_MD, *plots]
 
@@ -367,7 +343,7 @@ def _splits_section(report: dict) -> list[str]:
     windows = report.get("stride") is not None
     longer = f"windowed (over {max_length})" if windows else f"truncated at {max_length}"
     header += ["sub-words mean / p95 / max", longer] if measured else []
-    lines = ["## Splits", "", *_table_header(header)]
+    lines = ["## Splits", "", *table_header(header)]
     for split, stats in report["splits"].items():
         repeats = _count(stats["duplicates"], stats["duplicate_share"])
         if stats["conflicting_duplicates"]:
@@ -375,7 +351,7 @@ def _splits_section(report: dict) -> list[str]:
         row = [split, f"{stats['examples']:,}", f"{stats['empty']:,}", repeats, _lengths(stats["lengths"])]
         if measured:
             row += [_lengths(stats["subwords"]), _count(stats["truncated"], stats["truncated_share"])]
-        lines.append(_table_row(row))
+        lines.append(table_row(row))
     lines += ["", "Duplicates repeat an earlier example of the same split verbatim; empty examples have no words"
               + (" or no sub-words." if measured else ".")]
     if unit == "characters":
@@ -396,13 +372,13 @@ def _vocabulary_section(report: dict) -> list[str]:
         why = report["tokenizer"]["note"].removeprefix("not measured: ")
         return ["", "## Vocabulary fit", "", f"Not measured: {why}."]
     token = next(iter(fits.values()))["unknown_token"]
-    lines = ["", "## Vocabulary fit", "", *_table_header(["split", f"sub-words that are {token}", "characters lost",
+    lines = ["", "## Vocabulary fit", "", *table_header(["split", f"sub-words that are {token}", "characters lost",
                                                           f"examples with {token}"])]
     for split, fit in fits.items():
         lost = _count(fit["unknown_chars"], fit["unknown_char_share"])
         if fit["located_in"] < fit["with_unknown"]:
             lost += f", estimated from {fit['located_in']:,} examples"
-        lines.append(_table_row([split, _count(fit["unknown"], fit["unknown_share"]), lost,
+        lines.append(table_row([split, _count(fit["unknown"], fit["unknown_share"]), lost,
                                  _count(fit["with_unknown"], _share(fit["with_unknown"], fit["examples"]))]))
     lines += ["", f"Characters lost are those only {token} pieces cover: the model cannot read them. Many of either "
               "mean the vocabulary was made for another language: train one on this text (`tokenizer: {train: "
@@ -417,8 +393,8 @@ def _alignment_section(report: dict) -> list[str]:
     found = {split: stats["alignment"] for split, stats in report["splits"].items() if "alignment" in stats}
     if not found:
         return []
-    lines = ["", "## Gold spans inside words", "", *_table_header(["split", "spans", "start or end inside a word"])]
-    lines += [_table_row([split, f"{a['spans']:,}", _count(a["unaligned"], a["unaligned_share"])]) for split, a in found.items()]
+    lines = ["", "## Gold spans inside words", "", *table_header(["split", "spans", "start or end inside a word"])]
+    lines += [table_row([split, f"{a['spans']:,}", _count(a["unaligned"], a["unaligned_share"])]) for split, a in found.items()]
     lines += ["", "Entities are tagged on words: a span that starts or ends inside a word is trained as the whole "
               "words it touches, and since scores count the gold spans as annotated, it can never be predicted exactly."]
     for split, aligned in found.items():
@@ -426,8 +402,8 @@ def _alignment_section(report: dict) -> list[str]:
         if not shown:
             continue
         lines += ["", f"### {split} spans inside words ({len(shown)} of {aligned['unaligned']:,}; all in {REPORT_JSON})", ""]
-        lines += _table_header([f"{split} line", "label", "characters", "span", "text"])
-        lines += [_table_row([item["line"], item["label"], f"{item['start']}-{item['end']}", item["span"], _clip(item["text"])])
+        lines += table_header([f"{split} line", "label", "characters", "span", "text"])
+        lines += [table_row([item["line"], item["label"], f"{item['start']}-{item['end']}", item["span"], _clip(item["text"])])
                   for item in shown]
     return lines
 
@@ -435,13 +411,13 @@ def _alignment_section(report: dict) -> list[str]:
 def _labels_section(report: dict) -> list[str]:
     splits = report["splits"]
     unit = "entities per type" if report["label_unit"] == "entities" else "examples per class"
-    lines = ["", f"## Labels ({unit})", "", *_table_header(["label", *splits])]
+    lines = ["", f"## Labels ({unit})", "", *table_header(["label", *splits])]
     for name in sorted({name for stats in splits.values() for name in stats["labels"]}):
         cells = []
         for stats in splits.values():
             count = stats["labels"].get(name, 0)
             cells.append(f"{count:,} ({_share(count, sum(stats['labels'].values())):.1%})")
-        lines.append(_table_row([name, *cells]))
+        lines.append(table_row([name, *cells]))
     for split, stats in splits.items():
         stray = stats.get("stray_tags", {})
         if stray.get("count"):
@@ -466,19 +442,19 @@ def _overlap_section(overlaps: dict) -> list[str]:
     if against != "train":
         lines += [f"Compared with {against}: these are the examples the model is trained on, and so the ones a "
                   "score can have memorised; the train file may hold more of them.", ""]
-    lines += _table_header(["split", "examples", "verbatim in train", "normalized in train"])
+    lines += table_header(["split", "examples", "verbatim in train", "normalized in train"])
     for split, found in overlaps.items():
-        lines.append(_table_row([split, f"{found['examples']:,}", _count(found["exact"], found["exact_share"]),
+        lines.append(table_row([split, f"{found['examples']:,}", _count(found["exact"], found["exact_share"]),
                                  _count(found["normalized"], found["normalized_share"])]))
     for split, found in overlaps.items():
         shown = found["items"][:MARKDOWN_ROWS]
         if not shown:
             continue
         lines += ["", f"### {split} examples found in train ({len(shown)} of {found['normalized']:,}; all in {REPORT_JSON})", ""]
-        lines += _table_header([f"{split} line", "train line", "match", "same labels", "text"])
+        lines += table_header([f"{split} line", "train line", "match", "same labels", "text"])
         for item in shown:
             same = "yes" if item["same_labels"] else "no"
-            lines.append(_table_row([item["line"], item["train_line"], item["match"], same, _clip(item["text"])]))
+            lines.append(table_row([item["line"], item["train_line"], item["match"], same, _clip(item["text"])]))
     return lines
 
 
@@ -492,14 +468,6 @@ def _lengths(summary: dict) -> str:
 
 def _clip(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _table_header(cells: list[str]) -> list[str]:
-    return [_table_row(cells), _table_row(["---"] * len(cells))]
-
-
-def _table_row(cells: list) -> str:
-    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
 
 # ---------------------------------------------------------------------------------------

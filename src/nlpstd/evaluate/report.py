@@ -181,30 +181,37 @@ def _with_clean_rows(scores: dict[str, dict], clean: dict[str, dict]) -> dict[st
 def _headline_table(scores: dict[str, dict]) -> list[str]:
     rows = {split: headline(metrics) for split, metrics in scores.items()}
     columns = list(dict.fromkeys(key for row in rows.values() for key in row))
-    table = _table_header(["split", *columns])
+    table = table_header(["split", *columns])
     for split, row in rows.items():
-        table.append(_table_row([split, *(f"{row[c]:.4f}" if c in row else "" for c in columns)]))
+        table.append(table_row([split, *(f"{row[c]:.4f}" if c in row else "" for c in columns)]))
     return table
 
 
 def _detail_table(per_name: dict) -> list[str]:
-    table = _table_header(["name", "precision", "recall", "f1", "support"])
+    table = table_header(["name", "precision", "recall", "f1", "support"])
     for name, s in per_name.items():  # NER types come sorted, labels in the standard's order
-        table.append(_table_row([name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"])]))
+        table.append(table_row([name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["support"])]))
     return table
 
 
 def _confusion_table(matrix: list[list[int]], labels: list[str]) -> list[str]:
-    table = _table_header(["gold \\ predicted", *labels])
-    table += [_table_row([label, *map(str, row)]) for label, row in zip(labels, matrix)]
+    table = table_header(["gold \\ predicted", *labels])
+    table += [table_row([label, *map(str, row)]) for label, row in zip(labels, matrix)]
     return table
 
 
-def _table_header(cells: list[str]) -> list[str]:
-    return [_table_row(cells), _table_row(["---"] * len(cells))]
+# ---------------------------------------------------------------------------------------
+# Markdown tables (the one writer behind every report and the model card)
 
 
-def _table_row(cells: list[str]) -> str:
+def table_header(cells: list, align: str = "") -> list[str]:
+    """A markdown table's header and rule. `align` has a letter per column: `r` right-aligns it (`---:`,
+    for numbers); a column with `l` or no letter is left-aligned."""
+    return [table_row(cells), table_row(["---:" if align[i:i + 1] == "r" else "---" for i in range(len(cells))])]
+
+
+def table_row(cells: list) -> str:
+    """One markdown table row; a `|` inside a cell is escaped, so it cannot split the cell."""
     return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nlpstd.evaluate.report import table_header, table_row
 from nlpstd.export.serving import FOLDERS
 from nlpstd.spec import Standard
 
@@ -11,10 +12,8 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
     """Provenance, scores per split and per format, how to load and serve it, its limits, how to rebuild it."""
     scores = evaluation.get("scores", {})
     gate = evaluation.get("gate", {})
-    metric_rows = [
-        f"| {split} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in std.evaluate.metrics) + " |"
-        for split, m in scores.items()
-    ]
+    metric_rows = [table_row([split, *(f"{m.get(k, float('nan')):.4f}" for k in std.evaluate.metrics)])
+                   for split, m in scores.items()]
     recipe = std.finetune
     auto_class = "AutoModelForTokenClassification" if std.task == "token-classification" else "AutoModelForSequenceClassification"
     lines = [
@@ -35,8 +34,7 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
         "## Evaluation",
         "",
-        "| split | " + " | ".join(std.evaluate.metrics) + " |",
-        "| --- | " + " | ".join("---:" for _ in std.evaluate.metrics) + " |",
+        *table_header(["split", *std.evaluate.metrics], "l" + "r" * len(std.evaluate.metrics)),
         *metric_rows,
         "",
         f"Gate: **{'passed' if gate.get('passed') else 'failed'}** ({gate.get('reason', 'not evaluated')}).",
@@ -47,8 +45,7 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         f"(tolerances: max |Δlogit| {parity['tolerances']['max_abs_diff']:g} and agreement ≥ {parity['tolerances']['min_agreement']:.2%} "
         f"for ONNX fp32; {parity['metric']} at most {parity['tolerances']['max_metric_drop']:g} below torch for every format).",
         "",
-        f"| format | file | size | {parity['metric']} | max abs logit diff | agreement with torch |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *table_header(["format", "file", "size", parity["metric"], "max abs logit diff", "agreement with torch"], "llrrrr"),
         *_format_rows(parity, sizes),
         "",
         "Agreement counts identical predictions: per word for token classification, per text for classification.",
@@ -99,7 +96,7 @@ def _format_rows(parity: dict, sizes: dict[str, int]) -> list[str]:
         file = "model.safetensors" if fmt == "safetensors" else f"{FOLDERS[fmt]}/model.onnx"
         diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "(reference)"
         agree = f"{row['agreement']:.2%}" if "agreement" in row else "(reference)"
-        rows.append(f"| {fmt} | `{file}` | {size / 1e6:.1f} MB | {row[parity['metric']]:.4f} | {diff} | {agree} |")
+        rows.append(table_row([fmt, f"`{file}`", f"{size / 1e6:.1f} MB", f"{row[parity['metric']]:.4f}", diff, agree]))
     return rows
 
 

@@ -16,7 +16,6 @@ it did not write; nothing is ever deleted.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -24,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nlpstd import jsonio, storage
+from nlpstd import fsutil, jsonio, storage
 from nlpstd.errors import NlpstdError
 
 POINTER = "current.json"
@@ -103,13 +102,7 @@ def point(destination: str, slot: str, record: dict[str, Any]) -> None:
     if storage.is_remote(destination):
         storage.write_text(f"{destination.rstrip('/')}/{POINTER}", text)
         return
-    path = Path(destination) / POINTER
-    tmp = path.with_name(f".{POINTER}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    fsutil.write_text(Path(destination) / POINTER, text)
 
 
 def _entries(destination: str) -> list[str]:

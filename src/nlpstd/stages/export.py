@@ -32,8 +32,8 @@ from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
-from nlpstd.stages.output import numeric, partial_dir, read_json, write_metrics
-from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.stages.output import partial_dir, read_json, write_metrics
+from nlpstd.tracking import NullTracker, Tracker, numeric
 from nlpstd.train.checkpoint import replace_dir
 
 # What a Hugging Face folder needs; training leftovers stay behind.

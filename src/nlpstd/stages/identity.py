@@ -10,12 +10,12 @@ own standard and refuses a folder that says otherwise, naming both.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from nlpstd.errors import NlpstdError
+from nlpstd.hashing import sha256_json
 from nlpstd.jsonio import write_json
 from nlpstd.spec import NOT_RECIPE, Standard
 
@@ -45,7 +45,7 @@ def section_key(std: Standard, sections: tuple[str, ...], *extra: str) -> str:
     data = std.to_dict()
     data["runtime"] = {key: value for key, value in data["runtime"].items() if key not in NOT_RECIPE}
     chosen = {name: _at(data, name) for name in sections}
-    return hashlib.sha256(json.dumps([chosen, *extra], sort_keys=True).encode()).hexdigest()
+    return sha256_json([chosen, *extra])
 
 
 def identity(stage: str, std: Standard) -> str:

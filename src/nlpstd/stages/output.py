@@ -19,7 +19,7 @@ from typing import Any
 from nlpstd import locks, runtime
 from nlpstd.evaluate.report import plot_loss_curve
 from nlpstd.jsonio import write_json
-from nlpstd.tracking import Tracker
+from nlpstd.tracking import Tracker, numeric
 from nlpstd.train.checkpoint import replace_dir
 from nlpstd.train.loop import TrainResult
 
@@ -63,11 +63,6 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(shutil.move(str(tmp), str(partial_dir(out_dir))))
         replace_dir(tmp, out_dir)
-
-
-def numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    """The plain numbers of a stage's metrics (what a metrics view can plot; flags and text stay out)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from nlpstd import jsonio
-from nlpstd.evaluate.report import save_figure
+from nlpstd.evaluate.report import save_figure, table_header, table_row
 from nlpstd.spec import MAX_NAME, Standard
 from nlpstd.sweep import space
 
@@ -161,18 +161,18 @@ def _markdown(std: Standard, summary: dict[str, Any], complete: list[dict[str, A
         lines += [f"- `{key}`: `{jsonio.dumps(value)}`" for key, value in chosen["changes"].items()] or ["- none"]
         lines += ["", "Run it: `nlpstd run recommended.yaml`", ""]
     lines += ["## Capability by configuration", "",
-              f"| configuration | parameters | trials | validation {metric} (mean ± sd over seeds) | train {metric} | training seconds | gate |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+              *table_header(["configuration", "parameters", "trials", f"validation {metric} (mean ± sd over seeds)",
+                             f"train {metric}", "training seconds", "gate"], "lrrrrrl")]
     for c in sorted(configs, key=lambda c: (c["parameters"], c["label"])):
         spread = f" ± {c['spread']:.4f}" if len(c["trials"]) > 1 else ""
-        lines.append(f"| {c['label']} | {c['parameters']:,} | {len(c['trials'])} | {c['value']:.4f}{spread} | "
-                     f"{c['train_metric']:.4f} | {c['train_seconds']:.0f} | {'pass' if c['passes_gate'] else 'fail'} |")
+        lines.append(table_row([c["label"], f"{c['parameters']:,}", len(c["trials"]), f"{c['value']:.4f}{spread}",
+                                f"{c['train_metric']:.4f}", f"{c['train_seconds']:.0f}", "pass" if c["passes_gate"] else "fail"]))
     lines += ["", "## Trials", "",
-              f"| # | trial | parameters | validation {metric} | train {metric} | fit | training FLOPs | training s | trial s |",
-              "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+              *table_header(["#", "trial", "parameters", f"validation {metric}", f"train {metric}", "fit", "training FLOPs",
+                             "training s", "trial s"], "rlrrrlrrr")]
     for r in sorted(complete, key=lambda r: r["number"]):
-        lines.append(f"| {r['number']} | {r['label']} | {r['parameters']:,} | {r['value']:.4f} | {r['train_metric']:.4f} | "
-                     f"{fit(r, std)} | {r['flops']:.3g} | {r['train_seconds']:.0f} | {r['trial_seconds']:.0f} |")
+        lines.append(table_row([r["number"], r["label"], f"{r['parameters']:,}", f"{r['value']:.4f}", f"{r['train_metric']:.4f}",
+                                fit(r, std), f"{r['flops']:.3g}", f"{r['train_seconds']:.0f}", f"{r['trial_seconds']:.0f}"]))
     if pruned:
         lines += ["", "Pruned (stopped at an evaluation where they trailed the others):", ""]
         for r in sorted(pruned, key=lambda r: r["number"]):

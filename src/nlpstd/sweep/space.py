@@ -6,13 +6,12 @@ Its *changes* are what the standard gets: the variant's own changes, then the se
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from nlpstd.hashing import sha256_json
 from nlpstd.spec import SearchRange, Standard, SweepSpec
 
 VARIANT = "variant"
@@ -63,7 +62,7 @@ def trial_standard(std: Standard, point: dict[str, Any]) -> Standard:
 
 def point_key(point: dict[str, Any]) -> str:
     """A short, stable name for a point (its trial folder): the same point always finds the same checkpoints."""
-    return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:10]
+    return sha256_json(point)[:10]
 
 
 def label(point: dict[str, Any]) -> str:

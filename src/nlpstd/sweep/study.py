@@ -7,8 +7,6 @@ same point and its fine-tuning resumes from its checkpoint."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nlpstd.errors import NlpstdError
+from nlpstd.hashing import sha256_json
 from nlpstd.spec import Standard, check_files, load_standard
 from nlpstd.sweep import space
 from nlpstd.sweep.report import progress_table, write_report
@@ -67,7 +66,7 @@ def open_study(std: Standard, out: Path) -> optuna.Study:
             seed=seed, n_startup_trials=space.startup_trials(sweep))
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)  # a grid enqueues its points; the sampler is not asked
-    identity = hashlib.sha256(json.dumps(std.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    identity = sha256_json(std.to_dict())[:12]
     return optuna.create_study(study_name=f"{std.name}-{identity}", storage=f"sqlite:///{out.resolve() / 'study.db'}",
                                direction="maximize", sampler=sampler, pruner=_pruner(std), load_if_exists=True)
 

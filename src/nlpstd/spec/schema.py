@@ -1,26 +1,22 @@
-"""The standard: one YAML file that pins everything that decides a model.
+"""The standard's schema: one pydantic model per section, each field typed, bounded and described.
 
-Loading is strict: unknown keys are errors (with the closest valid key suggested), every
-error names the file, the line and the key path, `${VAR:-default}` expands from the
-environment, and relative paths resolve against the standard's own folder. Checks across
-fields run once, here, before any data or weights are read.
+Nothing here reads a file or the environment: loading (`loading`), the checks across fields
+(`rules`) and the checks of files and bases (`files`) build on these models. Each field says what
+it is for (`role`): part of the recipe, which decides what a run computes and enters the spec
+hash, or a setting of speed, which decides only how fast, where or when a run goes; a runtime
+setting also says whether it takes effect on any runner or only on a cluster.
 """
 
 from __future__ import annotations
 
 import codecs
-import difflib
 import hashlib
-import importlib
-import importlib.util
 import json
 import math
 import os
 import re
-import stat
 import types
 import typing
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,15 +29,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from nlpstd.errors import NlpstdError, StandardError
+from nlpstd.errors import NlpstdError
 from nlpstd import s3uri
-from nlpstd.models.bases import PACKAGED_BASES
 from nlpstd.spans import IobRepair
 
 Task = Literal["token-classification", "sequence-classification"]
@@ -448,31 +442,50 @@ CountOrAuto = Annotated[
 ]
 
 
+# What a setting is for, stated on its field, so that what is built from it (the spec hash, the local
+# run's warning) cannot fall behind the schema. A field that says nothing is part of the recipe.
+RECIPE = "recipe"  # decides what a run computes: in the spec hash
+SPEED = "speed"  # decides only how fast, where or when a run goes: left out of the spec hash
+LOCAL = "local"  # a runtime setting the stage code applies, on any runner
+CLUSTER = "cluster"  # a runtime setting that becomes a task setting of the compiled pipeline (kfp.local ignores it)
+
+
+def _role(role: Literal["recipe", "speed"], applied: Literal["local", "cluster"] | None = None) -> dict[str, str]:
+    """A field's `json_schema_extra`: its role and, for a runtime setting, where it takes effect."""
+    return {"role": role} if applied is None else {"role": role, "applied": applied}
+
+
 class RuntimeSpec(_Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=_role(RECIPE, LOCAL))
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 elsewhere; fp16 trains with dynamic loss scaling."
+        "auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 elsewhere; fp16 trains with dynamic loss scaling.",
+        json_schema_extra=_role(RECIPE, LOCAL),
     )
-    threads: int | None = Field(None, gt=0, le=4096, description="CPU threads for torch; default: all cores.")
+    threads: int | None = Field(None, gt=0, le=4096, description="CPU threads for torch; default: all cores.",
+                                json_schema_extra=_role(SPEED, LOCAL))
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the training step: auto = "
-                                                  "on a GPU; a step that fails to compile falls back to eager.")
+                                                  "on a GPU; a step that fails to compile falls back to eager.",
+                                                  json_schema_extra=_role(SPEED, LOCAL))
     cuda_graphs: bool = Field(False, description="Compile the step in reduce-overhead mode: each batch shape's kernels "
                               "recorded once as a CUDA graph and replayed with one launch (fixed shapes: MLM blocks, "
-                              "token-budget buckets). One GPU process only; more memory.")
+                              "token-budget buckets). One GPU process only; more memory.", json_schema_extra=_role(SPEED, LOCAL))
     loader_workers: CountOrAuto = Field(
         "auto", description="Processes that collate training batches ahead of the step: auto = none on a CPU, "
-                            "up to 4 per training process on a GPU.")
+                            "up to 4 per training process on a GPU.", json_schema_extra=_role(SPEED, LOCAL))
     peak_tflops: float | None = Field(None, gt=0, description="The device's peak TFLOP/s for MFU; default: known GPUs "
-                                      "by name (bf16 peak, half of it for fp32/TF32), none on a CPU.")
-    gpu: GpuSpec = Field(default_factory=GpuSpec)
+                                      "by name (bf16 peak, half of it for fp32/TF32), none on a CPU.",
+                                      json_schema_extra=_role(SPEED, LOCAL))
+    gpu: GpuSpec = Field(default_factory=GpuSpec, json_schema_extra=_role(SPEED, CLUSTER))
     training: Resources = Field(default_factory=lambda: Resources(cpu="4", memory="16Gi", memory_limit="16Gi"),
-                                description="Pipeline tasks pretrain and finetune.")
+                                description="Pipeline tasks pretrain and finetune.", json_schema_extra=_role(SPEED, CLUSTER))
     tasks: Resources = Field(default_factory=lambda: Resources(cpu="1", memory="4Gi", memory_limit="4Gi"),
-                             description="Pipeline tasks data-prep, evaluate and export.")
-    shm_size: str = Field("2Gi", pattern=_MEMORY, description="Shared memory (/dev/shm) of the training tasks, for data loaders.")
-    retries: int = Field(2, ge=0, le=10, description="Retries of a failed training task.")
+                             description="Pipeline tasks data-prep, evaluate and export.", json_schema_extra=_role(SPEED, CLUSTER))
+    shm_size: str = Field("2Gi", pattern=_MEMORY, description="Shared memory (/dev/shm) of the training tasks, for data loaders.",
+                          json_schema_extra=_role(SPEED, CLUSTER))
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed training task.", json_schema_extra=_role(SPEED, CLUSTER))
     checkpoint_volume: str | None = Field(None, pattern=_K8S_NAME, max_length=253, description="A PersistentVolumeClaim for "
-                                          "the training tasks' checkpoints, so that a retry resumes instead of starting over.")
+                                          "the training tasks' checkpoints, so that a retry resumes instead of starting over.",
+                                          json_schema_extra=_role(SPEED, CLUSTER))
 
 
 _CRON_FIELD = r"[0-9*,/?LW#A-Za-z-]+"
@@ -574,10 +587,27 @@ class SweepSpec(_Section):
     seed: Seed | None = Field(None, description="Seed of the sampler (default: the standard's seed).")
 
 
+def field_role(model: type[BaseModel], name: str) -> str:
+    """RECIPE or SPEED: what the field `name` of `model` says it is for (RECIPE when it says nothing)."""
+    extra = model.model_fields[name].json_schema_extra
+    return extra.get("role", RECIPE) if isinstance(extra, dict) else RECIPE
+
+
+def not_recipe(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that change how fast, where or when a run goes, not what it computes."""
+    return tuple(name for name in model.model_fields if field_role(model, name) == SPEED)
+
+
+def runtime_fields(applied: Literal["local", "cluster"]) -> tuple[str, ...]:
+    """The runtime settings applied by the stage code on any runner (LOCAL), or only by a cluster's
+    pipeline tasks (CLUSTER), in the schema's order."""
+    return tuple(name for name, field in RuntimeSpec.model_fields.items()
+                 if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("applied") == applied)
+
+
 # Runtime settings that change how fast or where a run goes, not what it computes (device and
 # precision do change it, and stay in the spec hash).
-NOT_RECIPE = ("threads", "compile", "cuda_graphs", "loader_workers", "peak_tflops", "gpu", "training", "tasks",
-              "shm_size", "retries", "checkpoint_volume")
+NOT_RECIPE = not_recipe(RuntimeSpec)
 
 
 class Standard(_Section):
@@ -593,7 +623,7 @@ class Standard(_Section):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    schedule: ScheduleSpec | None = Field(None, description="Recurring retraining on a cluster.")
+    schedule: ScheduleSpec | None = Field(None, description="Recurring retraining on a cluster.", json_schema_extra=_role(SPEED))
     sweep: SweepSpec | None = Field(None, description="Search sizes and settings: `nlpstd sweep`.")
     _base_dir: str | None = PrivateAttr(None)  # the folder relative paths resolved against
 
@@ -602,11 +632,11 @@ class Standard(_Section):
 
     def spec_hash(self) -> str:
         """sha256 of the resolved standard: two runs with the same hash ran the same recipe. Settings
-        of how fast, where and when a run goes are left out (`NOT_RECIPE`), so a rerun that changes
-        them (more loader workers, another node pool) still resumes its checkpoints."""
-        recipe = self.to_dict()
+        of how fast, where and when a run goes are left out (the SPEED fields: `NOT_RECIPE` and the
+        schedule), so a rerun that changes them (more loader workers, another node pool) still resumes
+        its checkpoints."""
+        recipe = {key: value for key, value in self.to_dict().items() if key not in not_recipe(Standard)}
         recipe["runtime"] = {key: value for key, value in recipe["runtime"].items() if key not in NOT_RECIPE}
-        recipe.pop("schedule")
         canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -638,6 +668,8 @@ class Standard(_Section):
             data["name"] = name
         # every path of the dumped standard is absolute already; a relative one among the changes (a
         # variant's `model.base: ./other`) means the same folder as in the standard it came from
+        from nlpstd.spec.loading import load_standard_text  # loading builds on this module
+
         source = Path(self._base_dir or "/") / "standard.yaml"
         return load_standard_text(yaml.safe_dump(data, sort_keys=False), source)
 
@@ -663,289 +695,6 @@ FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------
-# Loading
-
-# A standard is a few dozen keys in a few KiB. These limits sit far above any real standard and far
-# below what hurts: read as a tree, a few lines of aliases of aliases ("billion laughs") stand for
-# billions of nodes, so aliases and nodes are counted while the YAML is composed, before anything
-# walks or expands it.
-MAX_STANDARD_BYTES = 1 << 20
-MAX_ALIASES = 16  # a standard shares a value or two
-MAX_NODES = 10_000  # keys, values and list items, an alias counting as every node it repeats
-MAX_DEPTH = 32  # nested mappings and lists; the composer recurses, and deeper input would exhaust the stack
-
-
-def load_standard(path: str | Path) -> Standard:
-    """Read, expand, validate and cross-check a standard; raise StandardError on any fault."""
-    path = Path(path)
-    return load_standard_text(_read_standard(path), path)
-
-
-def _read_standard(path: Path) -> str:
-    """The standard's text. A named pipe or a device is refused before it is opened (reading would
-    block, or never end), and so is a file too large to be a standard."""
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise StandardError(path, None, None, f"cannot read the standard: it is {_file_kind(info.st_mode)}, not a file")
-        if info.st_size > MAX_STANDARD_BYTES:
-            raise StandardError(path, None, None, f"{info.st_size:,} bytes is too large for a standard "
-                                                  f"(at most {MAX_STANDARD_BYTES:,})")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise StandardError(path, None, None, f"cannot read the standard: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise StandardError(path, line, "encoding", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the standard "
-                                                    "as UTF-8") from None
-
-
-def _file_kind(mode: int) -> str:
-    """What a path that is not a regular file is, in words."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
-
-
-def load_standard_text(text: str, path: str | Path = "standard.yaml") -> Standard:
-    """A standard given as text (a pipeline parameter); `path` names it in errors and anchors relative paths."""
-    path = Path(path)
-    if len(text) > MAX_STANDARD_BYTES:
-        raise StandardError(path, None, None, f"{len(text):,} characters is too large for a standard "
-                                              f"(at most {MAX_STANDARD_BYTES:,})")
-    lines, data = _parse_yaml(path, text)
-    data = _expand_env(data, (), path, lines)
-    base_dir = str(path.parent.resolve())
-    try:
-        standard = Standard.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise _located(exc, path, lines) from None
-    standard._base_dir = base_dir
-    _check_combinations(standard, path, lines)
-    return standard
-
-
-class _Refused(Exception):
-    """A limit of the YAML reader, met while composing (the reader knows a mark, not the file name)."""
-
-    def __init__(self, mark: yaml.Mark, message: str):
-        super().__init__(message)
-        self.mark, self.message = mark, message
-
-
-class _StandardLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting while it composes: aliases, nodes (an alias counts as every node
-    it repeats, from sizes kept per node, so nothing is walked twice) and depth."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.aliases = 0
-        self.nodes = 0
-        self.depth = 0
-        self.sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                raise _Refused(event.start_mark, f"more than {MAX_ALIASES} aliases (here *{_clip(event.anchor)}); "
-                                                 "a standard needs a few at most")
-            node = super().compose_node(parent, index)
-            size = self.sizes.get(id(node))
-            if size is None:  # the anchored node is still open: the alias lies inside it
-                raise _Refused(event.start_mark, f"alias *{_clip(event.anchor)} lies inside the node it names, "
-                                                 "so it would repeat without end")
-            self._count(size, event.start_mark)
-            return node
-        if self.depth == MAX_DEPTH:
-            raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
-        self._count(1, event.start_mark)
-        self.depth += 1
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-        children = node.value if isinstance(node, yaml.SequenceNode) else (
-            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else [])
-        self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in children)
-        return node
-
-    def _count(self, nodes: int, mark: yaml.Mark) -> None:
-        self.nodes += nodes
-        if self.nodes > MAX_NODES:
-            raise _Refused(mark, f"more than {MAX_NODES:,} values once aliases are expanded")
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError):  # an integer of 5,000 digits, a 13th month
-            kind = node.tag.rsplit(":", 1)[-1]
-            raise yaml.constructor.ConstructorError(None, None, f"{_clip(node.value)} is not a valid {kind}",
-                                                    node.start_mark) from None
-
-
-def _parse_yaml(path: Path, text: str) -> tuple[dict[tuple, int], dict]:
-    """The document, plus the 1-based line of every key path (for error messages). The text is read
-    once: composed under the loader's limits, checked key by key, then built from those nodes."""
-    loader = None
-    try:
-        loader = _StandardLoader(text)
-        root = loader.get_single_node()
-        lines = _key_lines(root, path)
-        data = loader.construct_document(root) if root is not None else None
-    except _Refused as exc:
-        raise StandardError(path, exc.mark.line + 1, None, f"invalid YAML: {exc.message}") from None
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: a binary file, most likely
-        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise StandardError(path, text.count("\n", 0, exc.position) + 1, None,
-                            f"invalid YAML: character #x{code:04x} is not allowed in YAML text") from None
-    except yaml.YAMLError as exc:
-        # an unclosed quote or bracket is marked at the end of the file; where it opened is more useful
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-        line = min(mark.line + 1, text.count("\n") + 1) if mark else None
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise StandardError(path, line, None, f"invalid YAML: {problem}") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if not isinstance(data, dict):
-        words = {type(None): "an empty file", list: "a list", str: "text", bool: "a yes/no value"}
-        got = words.get(type(data), "a number" if isinstance(data, int | float) else type(data).__name__)
-        raise StandardError(path, 1, None, f"a standard is a YAML mapping of sections (name, task, data, ...), not {got}")
-    return lines, data
-
-
-_STR_TAG, _MERGE_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"
-_TAG_WORDS = {"int": "a number", "float": "a number", "bool": "a yes/no value", "null": "null (no value)", "timestamp": "a date"}
-
-
-def _key_lines(root: yaml.Node | None, path: Path) -> dict[tuple, int]:
-    """The 1-based line of every key path. Keys are names: one that YAML reads as a number, a date or
-    null is refused, and so is a key given twice in a mapping (YAML would keep the last, silently)."""
-    lines: dict[tuple, int] = {}
-
-    def key_of(key_node: yaml.Node, loc: tuple) -> str:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.tag in (_STR_TAG, _MERGE_TAG):
-            return key_node.value
-        line = key_node.start_mark.line + 1
-        if isinstance(key_node, yaml.ScalarNode):
-            kind = _TAG_WORDS.get(key_node.tag.rsplit(":", 1)[-1], key_node.tag)
-            raise StandardError(path, line, _dotted(loc + (key_node.value,)),
-                                f"a key is a name, but YAML reads {_clip(key_node.value)!r} as {kind}")
-        shape = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
-        raise StandardError(path, line, _dotted(loc) or None, f"a key is a name, not {shape}")
-
-    def walk(node: yaml.Node, loc: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                key, line = key_of(key_node, loc), key_node.start_mark.line + 1
-                if key in first:
-                    raise StandardError(path, line, _dotted(loc + (key,)), f"duplicate key (first at line {first[key]})")
-                first[key] = lines[loc + (key,)] = line
-                walk(value_node, loc + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                lines[loc + (index,)] = item.start_mark.line + 1
-                walk(item, loc + (index,))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string, as a shell does: the default stands in for
-    a VAR that is unset or empty; an unset VAR without a default is an error."""
-    if isinstance(value, dict):
-        return {k: _expand_env(v, loc + (k,), path, lines) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, loc + (i,), path, lines) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value or (value is not None and default is None):  # set, and either not empty or with no default
-            return value
-        if default is None:
-            raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"environment variable {name} is not set and has no default")
-        return default
-
-    return _ENV.sub(substitute, value)
-
-
-def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
-    """The line of the longest prefix of `loc` that appears in the file (a missing top-level key: line 1)."""
-    for end in range(len(loc), 0, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        text = str(part) if str(part).isprintable() else repr(part)  # an error stays on one line
-        out += f"[{part}]" if isinstance(part, int) else (f".{_clip(text)}" if out else _clip(text))
-    return out
-
-
-def _clip(text: Any, limit: int = 60) -> str:
-    """`text` cut to `limit` characters: a 5,000-character value has no place in a one-line error."""
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _shown(value: Any) -> str:
-    """A value as an error quotes it: its repr, cut short."""
-    return _clip(repr(value), 80)
-
-
-def _located(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> StandardError:
-    """Turn pydantic's first error into `file:line: key.path: message`."""
-    errors = exc.errors()
-    first = errors[0]
-    loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and "[" in part))
-    kind, value = first["type"], first.get("input")
-    if kind == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}"
-        known = _field_names(loc[:-1])
-        suggestion = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-        message += f" (did you mean {suggestion[0]!r}?)" if suggestion else f" (valid keys: {', '.join(known)})"
-    elif kind == "missing":
-        message = "required key is missing"
-    else:
-        bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-        if kind in bounds:
-            bound = next(iter(first["ctx"].values()))
-            message = f"must be {bounds[kind]} {bound if isinstance(bound, int) else f'{bound:g}'}, got {_shown(value)}"
-        elif kind == "finite_number":
-            message = f"must be a finite number, got {_shown(value)}"
-        elif kind == "string_pattern_mismatch" and first["ctx"]["pattern"] in _PATTERN_WORDS:
-            message = f"{_PATTERN_WORDS[first['ctx']['pattern']]}, got {_shown(value)}"
-        else:
-            message = first["msg"].replace("Value error, ", "")
-            message = message if message[:2].isupper() else message[0].lower() + message[1:]  # keep "YAML"
-            message += f" ({_shown(value)})" if ", got " in message else f", got {_shown(value)}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return StandardError(path, _line_of(loc, lines), _dotted(loc), message)
-
 
 def _field_names(loc: tuple) -> list[str]:
     """Valid keys of the section at `loc` (walks the model classes, skipping list indices)."""
@@ -969,308 +718,3 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             if found:
                 return found
     return None
-
-
-def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
-    """Settings that are valid alone but cannot combine."""
-
-    def fail(loc: tuple, message: str) -> None:
-        raise StandardError(path, _line_of(loc, lines), _dotted(loc), message)
-
-    if std.data.format not in FORMATS_FOR_TASK[std.task]:
-        allowed = ", ".join(FORMATS_FOR_TASK[std.task])
-        fail(("data", "format"), f"{std.task} reads {allowed}, not {std.data.format!r}")
-    known = TASK_METRICS[std.task]
-    for index, metric in enumerate(std.evaluate.metrics):
-        if metric not in known:
-            fail(("evaluate", "metrics", index), f"unknown metric {metric!r} for {std.task} (known: {', '.join(known)})")
-    if std.evaluate.gate.metric not in known:
-        fail(("evaluate", "gate", "metric"), f"unknown metric {std.evaluate.gate.metric!r} (known: {', '.join(known)})")
-    if std.evaluate.gate.split == "test" and std.data.test is None:
-        fail(("evaluate", "gate", "split"), "the gate reads the test split, but data.test is not set")
-    _check_model(std, fail)
-    for section in ("finetune", "pretrain"):
-        recipe = getattr(std, section)
-        if recipe.batch_size % recipe.grad_accumulation:
-            fail((section, "grad_accumulation"), f"batch_size {recipe.batch_size} is not a multiple of grad_accumulation {recipe.grad_accumulation}")
-    if std.data.text_pair_column and std.task == "token-classification":
-        fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
-    _check_long_texts(std, fail)
-    _check_export(std, fail)
-    _check_token_budget(std, fail)
-    _check_sweep(std, fail)
-    if std.model.base is not None:  # last: it reads the base's config.json
-        _check_base_positions(std, fail)
-
-
-def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """Windows are for token classification, the side of a cut for sequence classification."""
-    data = std.data
-    if data.stride is not None and std.task != "token-classification":
-        fail(("data", "stride"), "windows apply to token-classification; for long texts here set data.truncation_side")
-    if data.stride is not None and data.stride >= data.max_length - 2:
-        fail(("data", "stride"), f"windows of max_length {data.max_length} (2 special tokens) can share at most "
-                                 f"{data.max_length - 3} sub-words, got {data.stride}")
-    if data.truncation_side != "right" and std.task == "token-classification":
-        fail(("data", "truncation_side"), "token-classification keeps every word with data.stride instead of cutting the start")
-    if data.word_unit != "word" and std.task != "token-classification":
-        fail(("data", "word_unit"), "the unit applies to token-classification; classification reads whole texts")
-
-
-def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    budget = std.finetune.token_budget
-    if budget is None:
-        return
-    widths = budget_widths(std)
-    if budget.buckets is not None and (widths != sorted(set(widths)) or widths[0] <= 0):
-        fail(("finetune", "token_budget", "buckets"), "widths must be positive and ascending")
-    if widths[-1] < std.data.max_length:
-        fail(("finetune", "token_budget", "buckets"), f"the widest bucket {widths[-1]} is narrower than data.max_length {std.data.max_length}")
-    if budget.max_tokens < widths[-1]:
-        fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
-
-
-def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """Every axis names a real key, and every value it can take makes a valid standard on its own."""
-    sweep = std.sweep
-    if sweep is None:
-        return
-    if not sweep.variants and not sweep.params:
-        fail(("sweep",), "a sweep needs at least one axis: variants or params")
-    metric = sweep.objective.metric
-    if metric is not None and metric not in TASK_METRICS[std.task]:
-        fail(("sweep", "objective", "metric"), f"unknown metric {metric!r} (known: {', '.join(TASK_METRICS[std.task])})")
-    if sweep.strategy != "grid" and sweep.trials is None:
-        fail(("sweep", "trials"), f"a {sweep.strategy} search needs a number of trials")
-
-    def check_keys(loc: tuple, keys: Iterable[str]) -> None:
-        for key in keys:
-            if not _is_field(key):
-                known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
-                fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
-
-    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
-        try:
-            std.with_changes(changes)
-        except StandardError as exc:
-            fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
-
-    first_variant = next(iter(sweep.variants.values()), {})
-    for name, changes in sweep.variants.items():
-        for key in changes:
-            if key in ("name", "sweep") or key.startswith("sweep."):
-                fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
-        check_keys(("sweep", "variants", name), changes)
-        try_changes(("sweep", "variants", name), changes)
-    for key, axis in sweep.params.items():
-        loc = ("sweep", "params", key)
-        if key in ("name", "sweep") or key.startswith("sweep."):
-            fail(loc, "a sweep cannot change the standard's name or the sweep itself")
-        check_keys(loc, [key])
-        if isinstance(axis, SearchRange):
-            if sweep.strategy == "grid":
-                fail(loc, "a grid takes a list of values, not a range (or use strategy: random or bayes)")
-            values = [axis.low, axis.high]
-        elif not axis:
-            fail(loc, "list at least one value")
-        else:
-            values = axis
-        for index, value in enumerate(values):
-            try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
-
-
-def _is_field(key: str) -> bool:
-    """Whether a dotted path names a key of the standard (a section or a setting)."""
-    *parents, last = key.split(".")
-    return last in _field_names(tuple(parents)) and (not parents or bool(_field_names(tuple(parents))))
-
-
-def budget_widths(std: Standard) -> list[int]:
-    """The bucket widths of a token budget: as given, or 16, 32, 64, … below data.max_length, then data.max_length."""
-    budget = std.finetune.token_budget
-    if budget is not None and budget.buckets:
-        return list(budget.buckets)
-    widths, width = [], 16
-    while width < std.data.max_length:
-        widths.append(width)
-        width *= 2
-    return widths + [std.data.max_length]
-
-
-def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    formats = std.export.formats
-    if "safetensors" not in formats:
-        fail(("export", "formats"), "safetensors is always exported: it is the Hugging Face folder the other formats are built from")
-    if len(set(formats)) != len(formats):
-        fail(("export", "formats"), "a format is listed twice")
-    if std.export.serving.format not in formats:
-        fail(("export", "serving", "format"), f"serves {std.export.serving.format!r}, which export.formats does not list")
-    if std.export.parity.split == "test" and std.data.test is None:
-        fail(("export", "parity", "split"), "parity reads the test split, but data.test is not set")
-
-
-def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """A model comes from a base or a size; a from-scratch model needs pretraining and its own vocabulary."""
-    model, tokenizer, pretrain = std.model, std.tokenizer, std.pretrain
-    if (model.base is None) == (model.size is None):
-        fail(("model",), "set exactly one of model.base (start from a checkpoint) or model.size (build from scratch)")
-    if model.base is not None:
-        for key in ("layers", "hidden", "heads", "ffn"):
-            if getattr(model, key) is not None:
-                fail(("model", key), f"model.{key} shapes a model built from scratch; it does not apply to model.base")
-    else:
-        shape = model.architecture()
-        if shape["hidden"] % shape["heads"]:
-            fail(("model", "heads"), f"hidden {shape['hidden']} is not divisible by {shape['heads']} heads")
-        if not pretrain.enabled:
-            fail(("model", "size"), "a model built from scratch knows nothing until pretrained: set pretrain.enabled: true")
-        if tokenizer.train is None:
-            fail(("model", "size"), "a model built from scratch has no base tokenizer: add tokenizer: {train: wordpiece}")
-        for loc, length in ((("pretrain", "max_length"), pretrain.max_length), (("data", "max_length"), std.data.max_length)):
-            if length > model.max_position:
-                fail(loc, f"{length} exceeds model.max_position {model.max_position}")
-    if tokenizer.from_ is not None and tokenizer.train is not None:
-        fail(("tokenizer",), "set either tokenizer.from or tokenizer.train, not both")
-    if tokenizer.train is not None and model.base is not None:
-        fail(("tokenizer", "train"), "a new vocabulary does not fit the base model's embeddings: train a tokenizer with model.size")
-    if pretrain.enabled:
-        corpus = pretrain.corpus
-        if corpus is None:
-            fail(("pretrain", "corpus"), "pretraining needs a corpus: {files: [...], held_out: [...]}")
-        elif not corpus.files and not corpus.training_text:
-            fail(("pretrain", "corpus", "files"), "pretraining needs text: list corpus files, or set training_text: true")
-        elif bool(corpus.held_out) == (corpus.held_out_fraction is not None):
-            fail(("pretrain", "corpus"), "set exactly one of corpus.held_out (files) or corpus.held_out_fraction")
-
-
-_TRUE = ("1", "on", "yes", "true")  # how huggingface_hub reads HF_HUB_OFFLINE
-
-
-class _BaseUnusable(Exception):
-    """model.base names nothing that can be loaded; the message says why."""
-
-
-def _check_base_positions(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """A max_length beyond the base's positions passes validation and data-prep, then crashes fine-tuning
-    with an index error; the base's config.json says how many positions it has, so compare here."""
-    try:
-        config = _base_config(std.model.base)
-    except _BaseUnusable as exc:
-        fail(("model", "base"), str(exc))
-        return
-    positions = _usable_positions(config) if config is not None else None
-    if positions is None:
-        return
-    lengths = [(("data", "max_length"), std.data.max_length)]
-    if std.pretrain.enabled:
-        lengths.append((("pretrain", "max_length"), std.pretrain.max_length))
-    for loc, length in lengths:
-        if length > positions:
-            fail(loc, f"{length} exceeds the {positions} positions of model.base {_clip(std.model.base)}")
-
-
-def _base_config(base: str) -> dict[str, Any] | None:
-    """The base's config.json, read without torch or transformers (loading a standard stays fast). None
-    for a hub id that is not cached while the hub can be reached: it is fetched when the model loads."""
-    if base in PACKAGED_BASES:
-        package = PACKAGED_BASES[base]
-        if importlib.util.find_spec(package) is None:
-            raise _BaseUnusable(f"{base} ships with the Python package {package}, which is not installed")
-        return _read_config(Path(importlib.import_module(package).get_model_path()) / "config.json")
-    if os.path.isabs(base):  # a `./` or `../` folder, resolved against the standard's folder
-        config = _read_config(Path(base) / "config.json")
-        from nlpstd.models.folder import check_model_folder  # reads files only: no torch
-
-        try:
-            check_model_folder(base)  # a supported family, safetensors weights, no remote code, a tokenizer
-        except NlpstdError as exc:
-            raise _BaseUnusable(str(exc)) from None
-        return config
-    from huggingface_hub import try_to_load_from_cache  # ~0.1 s, and only for a hub id
-
-    try:
-        cached = try_to_load_from_cache(base, "config.json")
-    except ValueError:  # huggingface_hub's HFValidationError: not an `org/name` id
-        raise _BaseUnusable(f"{_clip(base)!r} is not a named base ({', '.join(PACKAGED_BASES)}), a folder "
-                            "(./path) or a hub id (org/name)") from None
-    if isinstance(cached, str):
-        config = _read_config(Path(cached))
-        from nlpstd.models.folder import read_config  # reads the file only: no torch
-
-        try:
-            read_config(Path(cached).parent)  # a supported family, no remote code (the weights may not be cached yet)
-        except NlpstdError as exc:
-            raise _BaseUnusable(str(exc)) from None
-        return config
-    offline = [name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(name, "").lower() in _TRUE]
-    if offline:
-        raise _BaseUnusable(f"{base} is not in the local cache and {offline[0]} is set")
-    return None
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    """A model folder's config.json as a mapping; anything else there is a base that cannot load."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        raise _BaseUnusable(f"no Hugging Face model (config.json) in {path.parent}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise _BaseUnusable(f"{path} is {_file_kind(info.st_mode)}, not a file")
-    if info.st_size > MAX_STANDARD_BYTES:
-        raise _BaseUnusable(f"{path} is {info.st_size:,} bytes, too large for a model's config")
-    try:
-        config = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise _BaseUnusable(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:  # invalid JSON, or not UTF-8
-        raise _BaseUnusable(f"{path} is not valid JSON ({_clip(exc, 80)})") from None
-    if not isinstance(config, dict):
-        raise _BaseUnusable(f"{path} is not a JSON object of settings")
-    return config
-
-
-def _usable_positions(config: dict[str, Any]) -> int | None:
-    """The longest input the base accepts, specials included; None when its config does not say.
-    (The supported families number positions from 0; RoBERTa's offset ones are refused as a family.)"""
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
-        return None
-    return positions
-
-
-def check_files(std: Standard, path: str | Path) -> list[str]:
-    """Every referenced data file exists, is a regular file and is readable; returns the files checked.
-    A named pipe, a folder or a device is refused from its metadata alone: opening a pipe blocks
-    until something writes to it, and /dev/zero never ends."""
-    path = Path(path)
-    lines, _ = _parse_yaml(path, _read_standard(path))
-    checked = []
-    for split, data_file in std.data.files().items():
-        loc = ("data", split)
-        if data_file.path.startswith("s3://"):
-            from nlpstd import storage
-
-            try:
-                storage.fetch(data_file.path)  # into the local cache, where data-prep finds it
-            except NlpstdError as exc:
-                raise StandardError(path, _line_of(loc, lines), _dotted(loc), str(exc)) from None
-            checked.append(data_file.path)
-            continue
-        try:
-            mode = os.stat(data_file.path).st_mode
-            if not stat.S_ISREG(mode):
-                raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"{data_file.path} is {_file_kind(mode)}, not a file")
-            with open(data_file.path, "rb") as handle:
-                handle.read(1)
-        except OSError as exc:
-            raise StandardError(path, _line_of(loc, lines), _dotted(loc), f"cannot read {data_file.path}: {exc.strerror}") from None
-        checked.append(data_file.path)
-    if std.export.destination:  # a destination an export may not write into is refused before hours of training
-        from nlpstd.export import destination
-
-        loc = ("export", "destination")
-        try:
-            destination.check(std.export.destination, std.export.register_as or std.name)
-        except NlpstdError as exc:
-            raise StandardError(path, _line_of(loc, lines), _dotted(loc), str(exc)) from None
-    return checked

@@ -1,0 +1,178 @@
+"""Checks across fields: settings that are valid alone but cannot combine. They read nothing but the
+standard; the base model's own limits are checked in `files`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from nlpstd.errors import StandardError
+from nlpstd.spec.messages import _failing_at
+from nlpstd.spec.schema import FORMATS_FOR_TASK, TASK_METRICS, SearchRange, Standard, _field_names
+
+def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
+    """Settings that are valid alone but cannot combine."""
+    fail = _failing_at(path, lines)
+    if std.data.format not in FORMATS_FOR_TASK[std.task]:
+        allowed = ", ".join(FORMATS_FOR_TASK[std.task])
+        fail(("data", "format"), f"{std.task} reads {allowed}, not {std.data.format!r}")
+    known = TASK_METRICS[std.task]
+    for index, metric in enumerate(std.evaluate.metrics):
+        if metric not in known:
+            fail(("evaluate", "metrics", index), f"unknown metric {metric!r} for {std.task} (known: {', '.join(known)})")
+    if std.evaluate.gate.metric not in known:
+        fail(("evaluate", "gate", "metric"), f"unknown metric {std.evaluate.gate.metric!r} (known: {', '.join(known)})")
+    if std.evaluate.gate.split == "test" and std.data.test is None:
+        fail(("evaluate", "gate", "split"), "the gate reads the test split, but data.test is not set")
+    _check_model(std, fail)
+    for section in ("finetune", "pretrain"):
+        recipe = getattr(std, section)
+        if recipe.batch_size % recipe.grad_accumulation:
+            fail((section, "grad_accumulation"), f"batch_size {recipe.batch_size} is not a multiple of grad_accumulation {recipe.grad_accumulation}")
+    if std.data.text_pair_column and std.task == "token-classification":
+        fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
+    _check_long_texts(std, fail)
+    _check_export(std, fail)
+    _check_token_budget(std, fail)
+    _check_sweep(std, fail)
+
+
+def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Windows are for token classification, the side of a cut for sequence classification."""
+    data = std.data
+    if data.stride is not None and std.task != "token-classification":
+        fail(("data", "stride"), "windows apply to token-classification; for long texts here set data.truncation_side")
+    if data.stride is not None and data.stride >= data.max_length - 2:
+        fail(("data", "stride"), f"windows of max_length {data.max_length} (2 special tokens) can share at most "
+                                 f"{data.max_length - 3} sub-words, got {data.stride}")
+    if data.truncation_side != "right" and std.task == "token-classification":
+        fail(("data", "truncation_side"), "token-classification keeps every word with data.stride instead of cutting the start")
+    if data.word_unit != "word" and std.task != "token-classification":
+        fail(("data", "word_unit"), "the unit applies to token-classification; classification reads whole texts")
+
+
+def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    budget = std.finetune.token_budget
+    if budget is None:
+        return
+    widths = budget_widths(std)
+    if budget.buckets is not None and (widths != sorted(set(widths)) or widths[0] <= 0):
+        fail(("finetune", "token_budget", "buckets"), "widths must be positive and ascending")
+    if widths[-1] < std.data.max_length:
+        fail(("finetune", "token_budget", "buckets"), f"the widest bucket {widths[-1]} is narrower than data.max_length {std.data.max_length}")
+    if budget.max_tokens < widths[-1]:
+        fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
+
+
+def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Every axis names a real key, and every value it can take makes a valid standard on its own."""
+    sweep = std.sweep
+    if sweep is None:
+        return
+    if not sweep.variants and not sweep.params:
+        fail(("sweep",), "a sweep needs at least one axis: variants or params")
+    metric = sweep.objective.metric
+    if metric is not None and metric not in TASK_METRICS[std.task]:
+        fail(("sweep", "objective", "metric"), f"unknown metric {metric!r} (known: {', '.join(TASK_METRICS[std.task])})")
+    if sweep.strategy != "grid" and sweep.trials is None:
+        fail(("sweep", "trials"), f"a {sweep.strategy} search needs a number of trials")
+
+    def check_keys(loc: tuple, keys: Iterable[str]) -> None:
+        for key in keys:
+            if not _is_field(key):
+                known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
+                fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
+
+    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
+        try:
+            std.with_changes(changes)
+        except StandardError as exc:
+            fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
+
+    first_variant = next(iter(sweep.variants.values()), {})
+    for name, changes in sweep.variants.items():
+        for key in changes:
+            if key in ("name", "sweep") or key.startswith("sweep."):
+                fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
+        check_keys(("sweep", "variants", name), changes)
+        try_changes(("sweep", "variants", name), changes)
+    for key, axis in sweep.params.items():
+        loc = ("sweep", "params", key)
+        if key in ("name", "sweep") or key.startswith("sweep."):
+            fail(loc, "a sweep cannot change the standard's name or the sweep itself")
+        check_keys(loc, [key])
+        if isinstance(axis, SearchRange):
+            if sweep.strategy == "grid":
+                fail(loc, "a grid takes a list of values, not a range (or use strategy: random or bayes)")
+            values = [axis.low, axis.high]
+        elif not axis:
+            fail(loc, "list at least one value")
+        else:
+            values = axis
+        for index, value in enumerate(values):
+            try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
+
+
+def _is_field(key: str) -> bool:
+    """Whether a dotted path names a key of the standard (a section or a setting)."""
+    *parents, last = key.split(".")
+    return last in _field_names(tuple(parents)) and (not parents or bool(_field_names(tuple(parents))))
+
+
+def budget_widths(std: Standard) -> list[int]:
+    """The bucket widths of a token budget: as given, or 16, 32, 64, … below data.max_length, then data.max_length."""
+    budget = std.finetune.token_budget
+    if budget is not None and budget.buckets:
+        return list(budget.buckets)
+    widths, width = [], 16
+    while width < std.data.max_length:
+        widths.append(width)
+        width *= 2
+    return widths + [std.data.max_length]
+
+
+def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    formats = std.export.formats
+    if "safetensors" not in formats:
+        fail(("export", "formats"), "safetensors is always exported: it is the Hugging Face folder the other formats are built from")
+    if len(set(formats)) != len(formats):
+        fail(("export", "formats"), "a format is listed twice")
+    if std.export.serving.format not in formats:
+        fail(("export", "serving", "format"), f"serves {std.export.serving.format!r}, which export.formats does not list")
+    if std.export.parity.split == "test" and std.data.test is None:
+        fail(("export", "parity", "split"), "parity reads the test split, but data.test is not set")
+
+
+def _check_model(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """A model comes from a base or a size; a from-scratch model needs pretraining and its own vocabulary."""
+    model, tokenizer, pretrain = std.model, std.tokenizer, std.pretrain
+    if (model.base is None) == (model.size is None):
+        fail(("model",), "set exactly one of model.base (start from a checkpoint) or model.size (build from scratch)")
+    if model.base is not None:
+        for key in ("layers", "hidden", "heads", "ffn"):
+            if getattr(model, key) is not None:
+                fail(("model", key), f"model.{key} shapes a model built from scratch; it does not apply to model.base")
+    else:
+        shape = model.architecture()
+        if shape["hidden"] % shape["heads"]:
+            fail(("model", "heads"), f"hidden {shape['hidden']} is not divisible by {shape['heads']} heads")
+        if not pretrain.enabled:
+            fail(("model", "size"), "a model built from scratch knows nothing until pretrained: set pretrain.enabled: true")
+        if tokenizer.train is None:
+            fail(("model", "size"), "a model built from scratch has no base tokenizer: add tokenizer: {train: wordpiece}")
+        for loc, length in ((("pretrain", "max_length"), pretrain.max_length), (("data", "max_length"), std.data.max_length)):
+            if length > model.max_position:
+                fail(loc, f"{length} exceeds model.max_position {model.max_position}")
+    if tokenizer.from_ is not None and tokenizer.train is not None:
+        fail(("tokenizer",), "set either tokenizer.from or tokenizer.train, not both")
+    if tokenizer.train is not None and model.base is not None:
+        fail(("tokenizer", "train"), "a new vocabulary does not fit the base model's embeddings: train a tokenizer with model.size")
+    if pretrain.enabled:
+        corpus = pretrain.corpus
+        if corpus is None:
+            fail(("pretrain", "corpus"), "pretraining needs a corpus: {files: [...], held_out: [...]}")
+        elif not corpus.files and not corpus.training_text:
+            fail(("pretrain", "corpus", "files"), "pretraining needs text: list corpus files, or set training_text: true")
+        elif bool(corpus.held_out) == (corpus.held_out_fraction is not None):
+            fail(("pretrain", "corpus"), "set exactly one of corpus.held_out (files) or corpus.held_out_fraction")
