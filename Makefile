@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 STANDARD ?= standards/conll2003-ner-quick.yaml
 OUT      ?=
 
-.PHONY: install test test-fast pipeline-local pipeline-docker docker-stack docker-stack-down sweep sweep-compile pipeline-compile pipeline-submit schedule images base-image docker-engine mlflow-ui validate bench-hf bench-train bench-mlm bench-inference clean
+.PHONY: install lint test test-fast pipeline-local pipeline-docker docker-stack docker-stack-down sweep sweep-compile pipeline-compile pipeline-submit schedule images base-image docker-engine mlflow-ui validate bench-hf bench-train bench-mlm bench-inference clean
 
 install: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The linter (ruff.toml) first, then the tests.
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+RUFF := ruff==0.17.6
+lint: $(STAMP)
+	$(BIN)/pip install --quiet $(RUFF)
+	$(BIN)/python -m ruff check .
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"

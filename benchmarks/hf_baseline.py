@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be fetched; set befo
 
 import torch
 import yaml
+from hf_trainer import trainer_arguments, trainer_features
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -44,8 +45,6 @@ from transformers import (
     Trainer,
     set_seed,
 )
-
-from hf_trainer import trainer_arguments, trainer_features
 
 from nlpstd.data.encode import encode_data
 from nlpstd.data.prepare import prepare

@@ -74,6 +74,7 @@ if importlib.util.find_spec("nlpstd") is None:  # a bare checkout (e.g. a GPU im
 import numpy as np
 import torch
 import transformers
+from hf_trainer import trainer_arguments, trainer_features
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -84,8 +85,6 @@ from transformers import (
     Trainer,
     TrainerCallback,
 )
-
-from hf_trainer import trainer_arguments, trainer_features
 
 # Only modules that import without pydantic, mlflow, seqeval or boto3 (tests/test_train_throughput.py checks).
 from nlpstd import runtime
@@ -101,7 +100,7 @@ from nlpstd.train.batching import Supervised
 from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loop import train
 from nlpstd.train.meter import device_peak_flops, step_flops
-from nlpstd.train.mlm import Blocks, Masker, MaskedLM, make_blocks
+from nlpstd.train.mlm import Blocks, MaskedLM, Masker, make_blocks
 
 CASES = ("mlm-base", "ner-minilm", "ner-base", "cpu")
 RUNNERS = ("trainer", "trainer-compile", "nlpstd", "nlpstd-graphs")  # nlpstd-graphs: on a GPU only
@@ -543,7 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the timing (default 10)")
     parser.add_argument("--batch-size", type=int, help="examples per step (default: 64 for mlm-base, 32 for the NER cases)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on a GPU, fp32 on a CPU")
-    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="nlpstd's torch.compile (auto: on a GPU), as runtime.compile")
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                        help="nlpstd's torch.compile (auto: on a GPU), as runtime.compile")
     parser.add_argument("--loader-workers", default="auto", help="nlpstd's loader worker processes, as runtime.loader_workers "
                         "(auto: none on a CPU, up to 4 on a GPU); Trainer keeps its default, none")
     parser.add_argument("--nlpstd-batching", default="auto", choices=["auto", "budget", "length"],
@@ -552,7 +552,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, default=128, help="MLM block length in tokens")
     parser.add_argument("--max-train-examples", type=int, help=f"NER: the first N training sentences (cpu case: {CPU_SENTENCES})")
     parser.add_argument("--max-eval-examples", type=int, help="--full-finetune: score the first N dev and test sentences")
-    parser.add_argument("--base", default="minilm-l6", help="the pretrained base (a name nlpstd knows, or a local folder); its tokenizer serves every case")
+    parser.add_argument("--base", default="minilm-l6",
+                        help="the pretrained base (a name nlpstd knows, or a local folder); its tokenizer serves every case")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NLPSTD_DATA", REPO.parent / "shared" / "data")),
                         help="data root with conll2003/ and corpus/ (default: $NLPSTD_DATA, else ../shared/data beside the repository)")
     parser.add_argument("--full-finetune", action="store_true", help="fine-tune both runners fully on CoNLL and compare test F1")

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 import docker.errors
 import requests
 from docker.utils import parse_repository_tag
 from docker.utils.build import tar as context_tar
 
+import docker
 from nlpstd.errors import NlpstdError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

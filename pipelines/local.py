@@ -249,7 +249,8 @@ def print_summary(result: LocalRun) -> None:
     export = result.stages.get("export", {})
     metric = export.get("parity_metric")
     if metric:
-        per_format = [f"{fmt} {export[key]:.4f}" for fmt, key in (("torch", f"torch_{metric}"), ("onnx", f"onnx_{metric}"), ("onnx-int8", f"onnx_int8_{metric}")) if key in export]
+        keys = (("torch", f"torch_{metric}"), ("onnx", f"onnx_{metric}"), ("onnx-int8", f"onnx_int8_{metric}"))
+        per_format = [f"{fmt} {export[key]:.4f}" for fmt, key in keys if key in export]
         print(f"  export ({export.get('parity_split')} {metric}): " + ", ".join(per_format))
     if "registered_version" in export:
         outcome = "now the champion" if export["promoted"] else "champion unchanged"

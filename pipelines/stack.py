@@ -33,10 +33,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import docker.errors
 import requests
 
+import docker
 from nlpstd.errors import NlpstdError
 
 BASE_IMAGE = "nlpstd-base:bookworm"
@@ -173,6 +173,13 @@ def start_servers(folder: Path = STACK_DIR, s3_port: int = S3_PORT, mlflow_port:
     env.pop("MLFLOW_TRACKING_URI")
     binaries = Path(sys.executable).parent
     if not _answers(f"{servers.s3}/moto-api/"):
+        retired = retire_store(folder)  # its runs' and models' files lived in the S3 endpoint that is gone
+        if retired:
+            print(f"stack: a new S3 endpoint holds none of the old MLflow store's files; the store is set aside as {retired}",
+                  file=sys.stderr)
+        deadline = time.monotonic() + 15
+        while _answers(f"{servers.mlflow}/health") and time.monotonic() < deadline:  # the stopped server winds down
+            time.sleep(0.2)
         _spawn(folder, "s3", [str(binaries / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env,
                f"{servers.s3}/moto-api/")
     _create_bucket(servers.s3, ARTIFACT_BUCKET)  # again after a moto restart, which forgets every bucket
@@ -184,18 +191,37 @@ def start_servers(folder: Path = STACK_DIR, s3_port: int = S3_PORT, mlflow_port:
     return servers
 
 
+def retire_store(folder: Path) -> Path | None:
+    """Set the MLflow store aside (stopping its server) when the S3 endpoint holding its artifacts is
+    gone: moto keeps objects in memory, so a store that outlived it names models nobody can
+    download, and evaluation would fail fetching the champion. Returns where it went, if anywhere."""
+    store = folder / "mlflow.db"
+    _stop(folder, "mlflow")
+    if not store.exists():
+        return None
+    retired = folder / "retired" / f"mlflow-{time.strftime('%Y%m%dT%H%M%S')}.db"
+    retired.parent.mkdir(parents=True, exist_ok=True)
+    store.rename(retired)
+    return retired
+
+
+def _stop(folder: Path, name: str) -> bool:
+    """Stop the server `name` started from `folder` (its recorded process group); whether it ran."""
+    pid_file = folder / f"{name}.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        running = True
+    except ProcessLookupError:
+        running = False
+    pid_file.unlink()
+    return running
+
+
 def stop_servers(folder: Path = STACK_DIR) -> list[str]:
     """Stop the servers `start_servers` started from `folder` (by their recorded process groups); their names."""
-    stopped = []
-    for pid_file in sorted(folder.glob("*.pid")):
-        pid = int(pid_file.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            stopped.append(pid_file.stem)
-        except ProcessLookupError:
-            pass
-        pid_file.unlink()
-    return stopped
+    return [pid_file.stem for pid_file in sorted(folder.glob("*.pid")) if _stop(folder, pid_file.stem)]
 
 
 def _spawn(folder: Path, name: str, command: list[str], env: dict[str, str], ready_url: str) -> None:

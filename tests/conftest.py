@@ -164,10 +164,12 @@ def corpus_text(n: int, seed: int = 0) -> str:
     import random
 
     rng = random.Random(seed)
-    nouns, verbs, adjectives = ["cat", "dog", "king", "ship", "river", "city"], ["sees", "follows", "finds", "loves"], ["old", "red", "quiet", "brave"]
+    nouns, verbs = ["cat", "dog", "king", "ship", "river", "city"], ["sees", "follows", "finds", "loves"]
+    adjectives = ["old", "red", "quiet", "brave"]
     paragraphs = []
     for _ in range(n):
-        sentences = [f"The {rng.choice(adjectives)} {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)}." for _ in range(rng.randint(2, 5))]
+        sentences = [f"The {rng.choice(adjectives)} {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)}."
+                     for _ in range(rng.randint(2, 5))]
         paragraphs.append(" ".join(sentences))
     return "\n\n".join(paragraphs) + "\n"
 

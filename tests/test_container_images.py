@@ -14,9 +14,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
+import docker
 from nlpstd.errors import NlpstdError
 from pipelines import stack
 from pipelines.images import BuildSettings, build_images, images
@@ -185,7 +185,8 @@ def test_cpu_image_holds_the_cpu_build_of_torch(engine: docker.DockerClient, cpu
 @pytest.mark.slow
 def test_no_layer_of_the_cpu_image_holds_a_ca_given_to_the_build(engine: docker.DockerClient, cpu_image: str, ca_bundle: Path):
     """Every certificate of the build's bundle that the image does not trust on its own must be absent from every layer."""
-    own = _run(engine, cpu_image, "sh", "-c", "cat /etc/ssl/certs/ca-certificates.crt; cat $(python -c 'import certifi; print(certifi.where())' 2>/dev/null)")
+    own = _run(engine, cpu_image, "sh", "-c",
+               "cat /etc/ssl/certs/ca-certificates.crt; cat $(python -c 'import certifi; print(certifi.where())' 2>/dev/null)")
     extra = _pem_bodies(ca_bundle.read_bytes()) - _pem_bodies(own.encode())
     assert _pem_bodies(TEST_CA.encode()) <= extra
     # Two lines of each certificate's base64 body: long enough to be unique, short enough to survive re-wrapping elsewhere.

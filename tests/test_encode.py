@@ -22,14 +22,14 @@ def test_first_subword_carries_the_word_label(tokenizer):
     feature = encoded.features[0]
     pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
     assert pieces[:2] == ["[CLS]", "peter"] and pieces[-1] == "[SEP]"
-    labelled = [(p, LABELS[l]) for p, l in zip(pieces, feature["labels"]) if l != IGNORE]
+    labelled = [(p, LABELS[label]) for p, label in zip(pieces, feature["labels"]) if label != IGNORE]
     assert labelled == [("peter", "B-PER"), ("wolf", "I-PER"), ("left", "O")]
 
 
 def test_all_subwords_option_labels_continuations_inside(tokenizer):
     record = {"tokens": ["Szczecin"], "tags": ["B-LOC"]}
     feature = encode_tokens(tokenizer, [record], LABELS, 32, label_subwords="all").features[0]
-    inner = [LABELS[l] for l in feature["labels"] if l != IGNORE]
+    inner = [LABELS[label] for label in feature["labels"] if label != IGNORE]
     assert len(inner) > 1, "the word splits into several sub-words"
     assert inner[0] == "B-LOC" and set(inner[1:]) == {"I-LOC"}
 

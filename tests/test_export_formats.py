@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from kserve_schema import INFERENCE_SERVICE
 
 from conftest import ner_yaml, sst_text, write_conll_splits
-from kserve_schema import INFERENCE_SERVICE
 from nlpstd.errors import ParityFailed, StandardError
 from nlpstd.evaluate.scoring import Scored
 from nlpstd.export import destination as publication

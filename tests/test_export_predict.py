@@ -103,7 +103,8 @@ def test_predict_with_onnx_gives_the_torch_labels_on_10000_lines(onnx_export: Pa
     lines = [json.dumps({"id": i, "text": f"{names[i % 5]} Smith flew to {places[i % 4]} on day {i} ."}) for i in range(10_000)]
     (tmp_path / "texts.jsonl").write_text("\n".join(lines) + "\n")
     for name, model in (("torch", onnx_export), ("onnx", onnx_export / "onnx" / "model.onnx")):
-        assert main(["predict", str(model), "--file", str(tmp_path / "texts.jsonl"), "--output", str(tmp_path / f"{name}.jsonl"), "--batch-size", "64"]) == 0
+        output = str(tmp_path / f"{name}.jsonl")
+        assert main(["predict", str(model), "--file", str(tmp_path / "texts.jsonl"), "--output", output, "--batch-size", "64"]) == 0
     torch_rows = (tmp_path / "torch.jsonl").read_text().splitlines()
     assert len(torch_rows) == 10_000 and json.loads(torch_rows[9_999])["id"] == 9_999, "input order and ids kept"
     assert entities_of(tmp_path / "onnx.jsonl") == entities_of(tmp_path / "torch.jsonl")

@@ -8,13 +8,13 @@ import warnings
 
 import pytest
 import torch
+from test_training_engine import tiny_classifier, tiny_objective
 
 from nlpstd.spec import LoopRecipe
 from nlpstd.train.batching import Supervised
 from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.loop import _EagerOnFailure, _Loss, adamw, param_groups, train
-from test_training_engine import tiny_classifier, tiny_objective
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 GPU = torch.device("cuda")

@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import docker
 import pytest
 
+import docker
 from nlpstd.errors import NlpstdError
 from pipelines.images import REPO_ROOT, BuildSettings, Images, build_images, image_tag, images
 
@@ -82,7 +82,8 @@ class _EngineHandler(BaseHTTPRequestHandler):
                 members = context.getnames()
             self.engine.builds.append(Build(params=query, members=members, context_bytes=len(body)))
             if self.engine.build_error:
-                self._stream([{"stream": "Step 1/9 : FROM python:3.11-slim\n"}, {"error": self.engine.build_error, "errorDetail": {"message": self.engine.build_error}}])
+                error = self.engine.build_error
+                self._stream([{"stream": "Step 1/9 : FROM python:3.11-slim\n"}, {"error": error, "errorDetail": {"message": error}}])
             else:
                 self._stream([
                     {"stream": "Step 1/9 : FROM python:3.11-slim\n"},
@@ -100,7 +101,8 @@ class _EngineHandler(BaseHTTPRequestHandler):
                 lines.append({"errorDetail": {"message": self.engine.push_error}, "error": self.engine.push_error})
             else:
                 digest = "sha256:" + "cd34" * 16
-                lines += [{"status": f"{query.get('tag')}: digest: {digest} size: 1234"}, {"aux": {"Tag": query.get("tag"), "Digest": digest, "Size": 1234}}]
+                lines += [{"status": f"{query.get('tag')}: digest: {digest} size: 1234"},
+                          {"aux": {"Tag": query.get("tag"), "Digest": digest, "Size": 1234}}]
             self._stream(lines)
         else:
             self._json({"message": f"page not found: {path}"}, status=404)
@@ -151,7 +153,8 @@ def _between(path: str, prefix: str, suffix: str) -> str | None:
 def engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A Docker Engine API server on 127.0.0.1, with a client connected to it."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no proxies or credentials from the user's config
-    for name in ("NLPSTD_REGISTRY", "NLPSTD_BASE_IMAGE", "NLPSTD_WHEELHOUSE", "NLPSTD_NO_INDEX", "NLPSTD_CA_BUNDLE", "NLPSTD_TORCH_INDEX", "NLPSTD_BUILD_NETWORK"):
+    for name in ("NLPSTD_REGISTRY", "NLPSTD_BASE_IMAGE", "NLPSTD_WHEELHOUSE", "NLPSTD_NO_INDEX", "NLPSTD_CA_BUNDLE",
+                 "NLPSTD_TORCH_INDEX", "NLPSTD_BUILD_NETWORK"):
         monkeypatch.delenv(name, raising=False)
     handler = type("Handler", (_EngineHandler,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -322,12 +325,14 @@ def test_ca_bundle_and_wheelhouse_travel_in_the_context_under_docker_extras(engi
 
 def test_a_missing_ca_bundle_fails_before_any_build(engine: Engine, tmp_path: Path):
     with pytest.raises(NlpstdError, match="NLPSTD_CA_BUNDLE=.*no such file"):
-        build_images(push=False, client=engine.client, settings=BuildSettings(ca_bundle=tmp_path / "absent.pem"), verify=False, progress=lambda line: None)
+        build_images(push=False, client=engine.client, settings=BuildSettings(ca_bundle=tmp_path / "absent.pem"), verify=False,
+                     progress=lambda line: None)
     assert engine.builds == []
 
 
 def test_settings_are_read_from_the_environment():
-    env = {"NLPSTD_BASE_IMAGE": "base:1", "NLPSTD_WHEELHOUSE": "/w", "NLPSTD_CA_BUNDLE": "/ca.pem", "NLPSTD_TORCH_INDEX": "", "NLPSTD_BUILD_NETWORK": "host"}
+    env = {"NLPSTD_BASE_IMAGE": "base:1", "NLPSTD_WHEELHOUSE": "/w", "NLPSTD_CA_BUNDLE": "/ca.pem", "NLPSTD_TORCH_INDEX": "",
+           "NLPSTD_BUILD_NETWORK": "host"}
     assert BuildSettings.from_env(env) == BuildSettings(
         base_image="base:1", wheelhouse=Path("/w"), ca_bundle=Path("/ca.pem"), torch_index="", network="host")
 

@@ -189,3 +189,15 @@ def test_training_shared_memory_of_the_standard_is_given_to_the_containers(ner_s
     subprocess.run(["chmod", "-R", "a+rX", str(ner_standard.parent)], check=True)
     execution = docker_execution(load_standard(ner_standard), tmp_path / "out", "nlpstd:test")
     assert execution.runner.container_run_args["shm_size"] == 2 * 2**30  # runtime.shm_size defaults to 2Gi
+
+
+def test_a_fresh_s3_endpoint_sets_the_old_mlflow_store_aside(tmp_path: Path):
+    """moto forgets its objects when it stops: a store that outlived them would name a champion
+    whose files are gone, and evaluation would fail downloading it."""
+    from pipelines import stack
+
+    (tmp_path / "mlflow.db").write_bytes(b"runs and registered models")
+    retired = stack.retire_store(tmp_path)
+    assert retired is not None and retired.read_bytes() == b"runs and registered models"
+    assert not (tmp_path / "mlflow.db").exists()
+    assert stack.retire_store(tmp_path) is None, "no store, nothing to set aside"

@@ -77,7 +77,8 @@ def test_sigkill_at_a_random_step_then_rerun_gives_the_same_loss_curve_step_for_
     _edit(pretrain_standard, "eval_every: 20", "eval_every: 100")
     kill_after = random.Random().randrange(10, 200, 10)
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "nlpstd.cli", "run", str(pretrain_standard), "--out", str(out), "--stages", "data-prep,pretrain", "--no-tracking"]
+    command = [sys.executable, "-m", "nlpstd.cli", "run", str(pretrain_standard), "--out", str(out),
+               "--stages", "data-prep,pretrain", "--no-tracking"]
 
     process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / ".pretrain.partial" / "checkpoints" / "last" / "state.json"

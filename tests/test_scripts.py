@@ -171,7 +171,7 @@ def test_predict_locates_chinese_entities_in_the_original_text(tiny_base: Path, 
 
     labels = ["O", "B-PER", "I-PER"]
     model = BertForTokenClassification.from_pretrained(tiny_base, num_labels=3, id2label=dict(enumerate(labels)),
-                                                       label2id={l: i for i, l in enumerate(labels)})
+                                                       label2id={label: i for i, label in enumerate(labels)})
     with torch.no_grad():  # every word an entity of its own, so each word's place is checked
         model.classifier.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
     model.save_pretrained(tmp_path)
@@ -225,7 +225,7 @@ def test_predict_cuts_text_into_the_unit_the_model_was_trained_on(tiny_base: Pat
 
     labels = ["O", "B-PER", "I-PER"]
     model = BertForTokenClassification.from_pretrained(tiny_base, num_labels=3, id2label=dict(enumerate(labels)),
-                                                       label2id={l: i for i, l in enumerate(labels)})
+                                                       label2id={label: i for i, label in enumerate(labels)})
     with torch.no_grad():
         model.classifier.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
     model.save_pretrained(tmp_path)

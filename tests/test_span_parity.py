@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
+from span_parity import four_way_entities
 
 from conftest import conll_text, ner_yaml
 from nlpstd.predict import Predictor
 from nlpstd.runner import run_standard
-from span_parity import four_way_entities
 
 # The tiny model tags by position: a name in second place after a non-name comes out as a stray
 # I-PER, which `iob_repair: drop` must drop on every path alike.

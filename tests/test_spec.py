@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -13,9 +13,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from katib_schema import EXPERIMENT
 
 from conftest import GPU_RUNTIME
-from katib_schema import EXPERIMENT
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import load_standard, load_standard_text
 from nlpstd.sweep import space

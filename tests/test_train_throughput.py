@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from conftest import conll_text
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

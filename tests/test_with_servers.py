@@ -71,7 +71,8 @@ def test_the_kserve_manifest_points_at_the_uploaded_format(s3_standard: Path, bu
 def test_a_parity_failure_uploads_nothing_to_s3(s3_standard: Path, bucket: str, s3_server, tmp_path: Path):
     from nlpstd.errors import ParityFailed
 
-    s3_standard.write_text(s3_standard.read_text().replace("formats: [safetensors, onnx-int8]", "formats: [safetensors, onnx-int8], parity: {max_abs_diff: 1.0e-12}"))
+    strict = "formats: [safetensors, onnx-int8], parity: {max_abs_diff: 1.0e-12}"
+    s3_standard.write_text(s3_standard.read_text().replace("formats: [safetensors, onnx-int8]", strict))
     with pytest.raises(ParityFailed, match="nothing uploaded"):
         run_standard(s3_standard, tmp_path / "out", tracking=False)
     listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="models/")

@@ -312,8 +312,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nlpstd.predict import (Predictor, check_output, check_texts, discard_stdout, predict_records, read_texts,
-                                write_jsonl)
+    from nlpstd.predict import Predictor, check_output, check_texts, discard_stdout, predict_records, read_texts, write_jsonl
 
     # -- inputs: flags, texts and --output are checked before the model loads, so a typo costs nothing
     for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):

@@ -19,8 +19,18 @@ from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward
 from nlpstd.inference import Forward, predict_logits, softmax, torch_forward, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
-from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, WEIGHTS_INDEX, check_model_folder, first_line, read_config,
-                                  read_model_info, regular_file_size, task_of)
+from nlpstd.models.folder import (
+    CONFIG,
+    TOKENIZER,
+    WEIGHTS,
+    WEIGHTS_INDEX,
+    check_model_folder,
+    first_line,
+    read_config,
+    read_model_info,
+    regular_file_size,
+    task_of,
+)
 from nlpstd.spans import WordUnit, decode_entities
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what OnnxForward feeds, all int64
@@ -90,7 +100,8 @@ class Predictor:
     def __call__(self, texts: list[str], split: str = "tokenizer") -> list[dict]:
         """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
         as training did (`words_and_offsets`: spaces, punctuation, each CJK ideograph, invisible
-        characters left out; every character for a model trained on characters), so entity offsets slice the text given; `whitespace` takes text already split into
+        characters left out; every character for a model trained on characters), so entity offsets slice
+        the text given; `whitespace` takes text already split into
         words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
         texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
         if self.task == "token-classification":

@@ -32,13 +32,18 @@ from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError, ClientError, ConnectionError, HTTPClientError, IncompleteReadError, NoCredentialsError,
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
 )
 from s3transfer.utils import ChunksizeAdjuster
 
 from nlpstd import jsonio
-from nlpstd.fsutil import atomic_file
 from nlpstd.errors import NlpstdError
+from nlpstd.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,23 @@ cannot learn from, the data checks, and pretraining corpus files."""
 
 from __future__ import annotations
 
-from tests.bad_input.case import (CLASS_JSONL, CLASS_JSONL_FILES, CONLL, CONLL_FILES, CSV, CSV_FILES, DIRECTORY, FIFO, SPANS,
-                                  SPANS_FILES, TSV, TSV_FILES, Case, edited, run_standard)
+from tests.bad_input.case import (
+    CLASS_JSONL,
+    CLASS_JSONL_FILES,
+    CONLL,
+    CONLL_FILES,
+    CSV,
+    CSV_FILES,
+    DIRECTORY,
+    FIFO,
+    SPANS,
+    SPANS_FILES,
+    TSV,
+    TSV_FILES,
+    Case,
+    edited,
+    run_standard,
+)
 
 
 def case(id: str, standard: str, files: dict, file: str, line: int | None, field: str | None, message: str) -> Case:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.bad_input.case import (CLASS, CONLL, CONLL_FILES, DIRECTORY, FIFO, TOKEN, TSV, TSV_FILES, Case, edited,
-                                  run_standard)
+from tests.bad_input.case import CLASS, CONLL, CONLL_FILES, DIRECTORY, FIFO, TOKEN, TSV, TSV_FILES, Case, edited, run_standard
 
 UNSET_VAR = "NLPSTD_BAD_INPUT_NEVER_SET"
 EMPTY_VAR = "NLPSTD_BAD_INPUT_EMPTY"

@@ -28,10 +28,10 @@ from transformers import PreTrainedTokenizerFast
 from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates, enforce, overlap, violations
 from nlpstd.data.checks import share as _share
 from nlpstd.data.encode import record_words, unrepresentable_spans
-from nlpstd.spans import WordUnit, stray_positions
 from nlpstd.data.prepare import PreparedData, label_counts
 from nlpstd.evaluate.report import save_figure, table_header, table_row
 from nlpstd.jsonio import write_json
+from nlpstd.spans import WordUnit, stray_positions
 
 if TYPE_CHECKING:
     from nlpstd.spec import DataChecks

@@ -26,8 +26,7 @@ from transformers.utils import logging as hf_logging
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.jsonio import write_json
 from nlpstd.models.bases import PACKAGED_BASES
-from nlpstd.models.folder import (CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line,
-                                  read_config)
+from nlpstd.models.folder import CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line, read_config
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec

@@ -11,6 +11,7 @@ from nlpstd.errors import StandardError
 from nlpstd.spec.messages import _failing_at
 from nlpstd.spec.schema import FORMATS_FOR_TASK, TASK_METRICS, SearchRange, Standard, _field_names
 
+
 def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
     """Settings that are valid alone but cannot combine."""
     fail = _failing_at(path, lines)

@@ -34,8 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from nlpstd.errors import NlpstdError
 from nlpstd import s3uri
+from nlpstd.errors import NlpstdError
 from nlpstd.spans import IobRepair
 
 Task = Literal["token-classification", "sequence-classification"]

@@ -50,7 +50,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     val_set = encode_data(tokenizer, std.data, std.task, data.splits["validation"], data.labels)
     for name, encoded in (("train", train_set), ("validation", val_set)):
         if encoded.truncated:
-            print(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {'words' if std.task == 'token-classification' else 'sub-words'} cut)")
+            unit = "words" if std.task == "token-classification" else "sub-words"
+            print(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {unit} cut)")
         if encoded.windowed:
             print(f"finetune: {encoded.windowed} {name} examples exceed max_length {std.data.max_length}: split into "
                   f"windows sharing {std.data.stride} sub-words ({encoded.kept} words kept that truncation would cut)")

@@ -23,7 +23,6 @@ from nlpstd.tracking import Tracker, numeric
 from nlpstd.train.checkpoint import replace_dir
 from nlpstd.train.loop import TrainResult
 
-
 CHECKPOINT_LOCK_WAIT_S = 120  # a retried pipeline task may start before its failed attempt has let go
 
 

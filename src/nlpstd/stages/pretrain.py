@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from nlpstd import runtime
+from nlpstd.cache import cache_dir
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare
 from nlpstd.data import report as data_report
@@ -29,8 +30,7 @@ from nlpstd.stages.output import log_training, read_json, staged, write_training
 from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train.config import EngineConfig, LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
-from nlpstd.cache import cache_dir
-from nlpstd.train.mlm import HeldOut, Masker, MaskedLM, cached_blocks, tokenizer_fingerprint
+from nlpstd.train.mlm import HeldOut, MaskedLM, Masker, cached_blocks, tokenizer_fingerprint
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None,
