@@ -14,6 +14,7 @@ from nlpstd.data.encode import IGNORE, encode_tokens, unrepresentable_spans, wor
 from nlpstd.evaluate.metrics import span_metrics
 from nlpstd.evaluate.scoring import score_logits, subset_metrics
 from nlpstd.models.build import load_tokenizer, resolve_base
+from tests.weibo_spans import messages, span_record
 
 WEIBO = DATA / "weibo-ner" / "dev.conll"
 CONLL = DATA / "conll2003" / "dev.txt"
@@ -36,26 +37,11 @@ def trained_tokenizer():
 
 
 def weibo_records(n: int) -> list[dict]:
-    """The first n Weibo dev messages as span records: characters joined into text (the jieba position
-    digit stripped), a span per B-/I- run."""
-    records, chars, tags = [], [], []
-    for line in WEIBO.read_text(encoding="utf-8").splitlines() + [""]:
-        if line.strip():
-            token, tag = line.rsplit("\t", 1) if "\t" in line else line.rsplit(" ", 1)
-            chars.append(token[:-1] if token[-1:].isdigit() and len(token) > 1 else token)
-            tags.append(tag)
-            continue
-        if chars:
-            text, spans, position = "", [], 0
-            for char, tag in zip(chars, tags):
-                if tag.startswith("B-") or (tag.startswith("I-") and (not spans or spans[-1][1] != position)):
-                    spans.append([position, position + len(char), tag[2:]])
-                elif tag.startswith("I-"):
-                    spans[-1][1] = position + len(char)
-                text += char
-                position += len(char)
-            records.append({"text": text, "spans": spans})
-            chars, tags = [], []
+    """The first n Weibo dev messages as span records (`tests.weibo_spans`), spans as [start, end, label]."""
+    records = []
+    for chars, tags in messages(WEIBO):
+        record = span_record(chars, tags)
+        records.append({"text": record["text"], "spans": [[e["start"], e["end"], e["label"]] for e in record["entities"]]})
         if len(records) == n:
             break
     return records
