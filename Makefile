@@ -31,13 +31,13 @@ test-fast: $(STAMP)
 
 # The Kubeflow pipeline on this machine (kfp.local: each stage a subprocess, no cluster, no Docker).
 pipeline-local: $(STAMP)
-	PYTHONUNBUFFERED=1 $(BIN)/python -m pipelines run $(STANDARD) $(if $(OUT),--out $(OUT))
+	PYTHONUNBUFFERED=1 $(BIN)/nlpstd pipeline run $(STANDARD) $(if $(OUT),--out $(OUT))
 
 # The same pipeline with every task in this checkout's CPU image (kfp.local's DockerRunner, host network),
 # against the S3 endpoint and MLflow server of `make docker-stack`; the image is built when missing or dirty.
 pipeline-docker: docker-stack
 	eval "$$($(BIN)/python -m pipelines.stack up)" && HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
-	  $(BIN)/python -m pipelines run --docker $(STANDARD) $(if $(OUT),--out $(OUT))
+	  $(BIN)/nlpstd pipeline run --docker $(STANDARD) $(if $(OUT),--out $(OUT))
 
 # The servers task containers reach on 127.0.0.1: moto (S3, :9005) and MLflow (:5005, store in runs/docker-stack).
 # Print their settings with `python -m pipelines.stack up`; stop them with `make docker-stack-down`.
@@ -55,19 +55,19 @@ sweep: $(STAMP)
 
 # The sweep as a Kubeflow pipeline (parallel trials) and a Katib Experiment, in build/.
 sweep-compile: $(STAMP)
-	$(BIN)/python -m pipelines sweep $(SWEEP)
+	$(BIN)/nlpstd pipeline sweep $(SWEEP)
 
 # The pipeline YAML for STANDARD, in build/.
 pipeline-compile: $(STAMP)
-	$(BIN)/python -m pipelines compile $(STANDARD)
+	$(BIN)/nlpstd pipeline compile $(STANDARD)
 
 # One run on the cluster at $$KFP_HOST ($$KFP_TOKEN or $$KFP_TOKEN_FILE, $$KFP_NAMESPACE).
 pipeline-submit: $(STAMP)
-	$(BIN)/python -m pipelines submit $(STANDARD)
+	$(BIN)/nlpstd pipeline submit $(STANDARD)
 
 # Recurring retraining from the standard's schedule section.
 schedule: $(STAMP)
-	$(BIN)/python -m pipelines schedule $(STANDARD)
+	$(BIN)/nlpstd pipeline schedule $(STANDARD)
 
 # Build the CPU and GPU images with the Docker SDK (tag <version>-<commit>), each tagged only once
 # `nlpstd --help`, `pip check` and a non-root user check pass in it; pushed when $$NLPSTD_REGISTRY is set.
@@ -78,7 +78,7 @@ FLAVOURS ?= cpu gpu
 images: $(STAMP)
 	$(if $(LOCAL),eval "$$($(BIN)/python -m pipelines.stack env)" && )$(foreach v,BASE_IMAGE WHEELHOUSE CA_BUNDLE BUILD_NETWORK,$(if $($(v)),NLPSTD_$(v)='$($(v))')) \
 	  $(if $(filter command line environment,$(origin TORCH_INDEX)),NLPSTD_TORCH_INDEX='$(TORCH_INDEX)') \
-	  $(BIN)/python -m pipelines images $(if $(filter 1,$(words $(FLAVOURS))),--only $(FLAVOURS)) $(if $(NLPSTD_REGISTRY),--push)
+	  $(BIN)/nlpstd pipeline images $(if $(filter 1,$(words $(FLAVOURS))),--only $(FLAVOURS)) $(if $(NLPSTD_REGISTRY),--push)
 
 # A Docker engine (as root: dockerd on /var/run/docker.sock, log /var/log/dockerd.log) when none answers.
 docker-engine: $(STAMP)

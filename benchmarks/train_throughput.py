@@ -94,6 +94,8 @@ from nlpstd.data.readers import _conll
 from nlpstd.errors import NlpstdError
 from nlpstd.inference import predict_logits, torch_forward, word_tags
 from nlpstd.models.build import build_model, load_tokenizer, resolve_base
+from nlpstd.sizes import SIZES as SHAPES  # the standard's own, without pydantic
+from nlpstd.sizes import bucket_widths
 from nlpstd.spans import entity_spans
 from nlpstd.tracking import NullTracker
 from nlpstd.train.batching import Supervised
@@ -104,7 +106,6 @@ from nlpstd.train.mlm import Blocks, MaskedLM, Masker, make_blocks
 
 CASES = ("mlm-base", "ner-minilm", "ner-base", "cpu")
 RUNNERS = ("trainer", "trainer-compile", "nlpstd", "nlpstd-graphs")  # nlpstd-graphs: on a GPU only
-SHAPES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}  # nlpstd.spec.SIZES
 CPU_SENTENCES = 512  # the `cpu` case's slice of the CoNLL training sentences
 MAX_LENGTH = 128  # NER: sub-words per sentence, [CLS] and [SEP] included (the CoNLL standards' data.max_length)
 
@@ -314,15 +315,6 @@ def conll(data: Path, split: str, limit: int | None = None) -> list[dict]:
         raise SystemExit(f"no CoNLL-2003 under {data} (set --data or NLPSTD_DATA)")
     records = _conll(str(path), path.read_text(encoding="utf-8").removeprefix("\ufeff"))
     return records[:limit] if limit else records
-
-
-def bucket_widths(max_length: int) -> list[int]:
-    """The token budget's default buckets (`nlpstd.spec.budget_widths`): 16, 32, ... below max_length, then max_length."""
-    widths, width = [], 16
-    while width < max_length:
-        widths.append(width)
-        width *= 2
-    return widths + [max_length]
 
 
 def nlpstd_batching(features: list[dict], batch: int, mode: str, seed: int, pad_id: int) -> tuple[Callable[[], Supervised], str]:

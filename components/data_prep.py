@@ -6,17 +6,14 @@ from kfp.dsl import Dataset, Metrics, Output
 def data_prep(standard: str, has_pretrain_task: bool, data_stamp: str, data: Output[Dataset], metrics: Output[Metrics]):
     """Cached: its inputs are all that decides its output. `data_stamp` (sizes and times of the input
     files) is read by the cache alone: changed files, new key. No MLflow run id either, which would
-    change the key every run: whoever starts the pipeline logs `data` (`nlpstd.stages.data_prep.track`)."""
+    change the key every run: the first training task logs `data` (`nlpstd.stages.task`)."""
     import json
     from pathlib import Path
 
-    from nlpstd.stages import data_prep
-    from nlpstd.stages.output import numeric
-    from nlpstd.stages.task import check_pipeline_shape, stage_task
+    from nlpstd.spec import load_standard_text
+    from nlpstd.stages.task import check_pipeline_shape, run_task
+    from nlpstd.tracking import numeric
 
-    with stage_task(standard, "data-prep") as (std, tracker):
-        check_pipeline_shape(std, has_pretrain_task)
-        figures = data_prep.run(std, data.path, tracker)
-    for name, value in numeric(figures).items():
-        metrics.log_metric(name, value)
+    check_pipeline_shape(load_standard_text(standard), has_pretrain_task)
+    figures, _ = run_task("data-prep", standard, {"data-prep": data.path}, metrics=metrics)
     Path(metrics.path).write_text(json.dumps(numeric(figures)))  # a cached output needs a file behind it

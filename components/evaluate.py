@@ -11,20 +11,14 @@ def evaluate(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Inp
     from pathlib import Path
 
     from nlpstd.evaluate.report import self_contained
-    from nlpstd.stages import evaluate
-    from nlpstd.stages.output import numeric, read_json
-    from nlpstd.stages.task import stage_task
-    from nlpstd.tracking import close_pipeline_run
+    from nlpstd.jsonio import read_json
+    from nlpstd.stages.task import run_task
 
-    with stage_task(standard, "evaluate", mlflow_run_id) as (std, tracker):
-        figures = evaluate.run(std, data.path, Path(model.path) / "model", evaluation.path, tracker)
-    for name, value in numeric(figures).items():
-        metrics.log_metric(name, value)
+    folders = {"data-prep": data.path, "finetune": model.path, "evaluate": evaluation.path}
+    figures, _ = run_task("evaluate", standard, folders, mlflow_run_id, metrics=metrics)
     scores = read_json(Path(evaluation.path) / "metrics.json")["scores"]
     split = scores.get("test") or scores.get("validation") or {}
     if "confusion_matrix" in split:
         confusion.log_confusion_matrix(split["labels"], split["confusion_matrix"])
     Path(report.path).write_text(self_contained(Path(evaluation.path) / "report.md"), encoding="utf-8")
-    if not figures["gate_passed"]:  # nothing follows: end the parent run if the pipeline opened it
-        close_pipeline_run(mlflow_run_id)
     return bool(figures["gate_passed"])

@@ -12,16 +12,10 @@ def export(standard: str, mlflow_run_id: str, data: Input[Dataset], model: Input
     import shutil
     from pathlib import Path
 
-    from nlpstd.stages import export
-    from nlpstd.stages.output import numeric
-    from nlpstd.stages.task import stage_task
-    from nlpstd.tracking import close_pipeline_run
+    from nlpstd.stages.task import run_task
 
-    with stage_task(standard, "export", mlflow_run_id) as (std, tracker):
-        figures = export.run(std, data.path, Path(model.path) / "model", evaluation.path, exported.path, tracker, f"{std.name}.yaml")
+    folders = {"data-prep": data.path, "finetune": model.path, "evaluate": evaluation.path, "export": exported.path}
+    figures, _ = run_task("export", standard, folders, mlflow_run_id, metrics=metrics)
     exported.metadata["model_dir"] = "model"
     exported.metadata["formats"] = figures["formats"]
-    for name, value in numeric(figures).items():
-        metrics.log_metric(name, value)
     shutil.copyfile(Path(exported.path) / "model" / "README.md", card.path)
-    close_pipeline_run(mlflow_run_id)  # the last stage: end the parent run if the pipeline opened it

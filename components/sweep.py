@@ -16,13 +16,14 @@ def sweep_trial(standard: str, point: str, mlflow_run_id: str, work_dir: str,
     import tempfile
     from pathlib import Path
 
+    from nlpstd import logs
     from nlpstd.spec import load_standard_text
-    from nlpstd.stages.output import numeric
     from nlpstd.stages.task import training_work_dir
     from nlpstd.sweep import space
     from nlpstd.sweep.trial import run_trial
-    from nlpstd.tracking import RunTracking
+    from nlpstd.tracking import RunTracking, numeric
 
+    logs.configure()
     std = load_standard_text(standard)
     values = json.loads(point)
     key = space.point_key(values)

@@ -1,4 +1,4 @@
-"""python -m pipelines: run a standard's Kubeflow pipeline here, compile it, submit or schedule it, build its images."""
+"""`nlpstd pipeline` (also `python -m pipelines`): run a standard's Kubeflow pipeline here, compile it, submit or schedule it, build its images."""
 
 from __future__ import annotations
 
@@ -8,31 +8,56 @@ import sys
 import time
 from pathlib import Path
 
+from nlpstd.cli import exit_code
 from nlpstd.errors import NlpstdError
 
 HELP = """\
 The same pipeline (data-prep -> pretrain -> finetune -> evaluate -> export), three ways:
 
-  python -m pipelines run standards/conll2003-ner-quick.yaml      on this machine (kfp.local, no cluster, no Docker)
-  python -m pipelines run --docker STANDARD                       on this machine, every task in its image
-  python -m pipelines submit standards/conll2003-ner.yaml         one run on a Kubeflow cluster ($KFP_HOST)
-  python -m pipelines schedule standards/conll2003-ner.yaml       recurring retraining (the standard's schedule.cron)
+{ways}
 
 and around it:
 
-  python -m pipelines compile STANDARD     write the pipeline YAML to build/ (to read, or to upload by hand)
-  python -m pipelines sweep STANDARD       write the standard's sweep to build/: a KFP pipeline of its planned
-                                           trials, and the same search as a Katib Experiment (kubectl apply -f)
-  python -m pipelines images [--push]      build the images the tasks run in ($NLPSTD_REGISTRY)
+{around}
 
 Cluster connection: KFP_HOST (e.g. https://kubeflow.example.com/pipeline), KFP_TOKEN or KFP_TOKEN_FILE
 (a bearer token), KFP_NAMESPACE (the Kubeflow profile). The compiled pipeline names the images of
 this commit: build and push them first.
 """
 
+WAYS = (
+    ("run standards/conll2003-ner-quick.yaml", "on this machine (kfp.local, no cluster, no Docker)"),
+    ("run --docker STANDARD", "on this machine, every task in its image"),
+    ("submit standards/conll2003-ner.yaml", "one run on a Kubeflow cluster ($KFP_HOST)"),
+    ("schedule standards/conll2003-ner.yaml", "recurring retraining (the standard's schedule.cron)"),
+)
+AROUND = (
+    ("compile STANDARD", "write the pipeline YAML to build/ (to read, or to upload by hand)"),
+    ("sweep STANDARD", "write the standard's sweep to build/: a KFP pipeline of its planned\n"
+                       "trials, and the same search as a Katib Experiment (kubectl apply -f)"),
+    ("images [--push]", "build the images the tasks run in ($NLPSTD_REGISTRY)"),
+)
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _help(prog: str) -> str:
+    """HELP with its examples spelt as the command the user typed (`nlpstd pipeline` or `python -m pipelines`)."""
+    return HELP.format(ways=_examples(prog, WAYS), around=_examples(prog, AROUND))
+
+
+def _examples(prog: str, rows: tuple[tuple[str, str], ...]) -> str:
+    """Example commands with their comments in one column, whatever the length of `prog`."""
+    commands = [f"  {prog} {command}" for command, _ in rows]
+    width = max(map(len, commands)) + 5
+    lines = []
+    for command, (_, comment) in zip(commands, rows):
+        first, *more = comment.split("\n")
+        lines += [command.ljust(width) + first] + [" " * width + line for line in more]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m pipelines") -> int:
+    """`prog` is the command the user typed (`nlpstd pipeline` or `python -m pipelines`), so help and usage name it."""
+    parser = argparse.ArgumentParser(prog=prog, description=_help(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,compile,sweep,submit,schedule,images}")
 
     run = commands.add_parser("run", help="run the pipeline on this machine with kfp.local")
@@ -67,14 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     images.add_argument("--only", choices=["cpu", "gpu"], help="build one image only")
 
     args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except NlpstdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    return exit_code(lambda: COMMANDS[args.command](args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from nlpstd import locks, storage
-from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
-from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.preflight import preflight
+from nlpstd.spec import Standard
 from pipelines.local import Execution, LocalRun, _run
 from pipelines.pipeline import WORK_MOUNT
 
@@ -64,10 +64,7 @@ def run_docker(standard_file: str | Path, out: str | Path | None = None, trackin
     with every task in that image. `image` defaults to this checkout's CPU image, built when missing."""
     from pipelines.stack import require_engine
 
-    std = load_standard(standard_file)
-    files = check_files(std, standard_file)
-    if std.pretrain.enabled:
-        files += corpus.check(std.pretrain.corpus)
+    std, files = preflight(standard_file)
     if tracking:
         _check_tracking_server(os.environ.get("MLFLOW_TRACKING_URI", ""))
     require_engine().close()

@@ -25,18 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from nlpstd import locks, storage
-from nlpstd.data import corpus
 from nlpstd.errors import NlpstdError
-from nlpstd.jsonio import write_json
+from nlpstd.jsonio import read_json, write_json
+from nlpstd.preflight import preflight
 from nlpstd.runner import champion_outcome
-from nlpstd.spec import Resources, Standard, check_files, load_standard
+from nlpstd.spec import Resources, Standard
 from nlpstd.stages import data_prep, identity
-from nlpstd.stages.output import read_json
+from nlpstd.stages.contract import NAMES as STAGES
 from nlpstd.tracking import RunTracking, tracking_uri
 from pipelines.pipeline import WORK_MOUNT, build_pipeline, pipeline_name
-
-STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
-
 
 
 @dataclass(frozen=True)
@@ -71,10 +68,7 @@ class LocalRun:
 
 def run_local(standard_file: str | Path, out: str | Path | None = None, tracking: bool = True) -> LocalRun:
     """Validate the standard and its files, run its pipeline through kfp.local, and collect the results."""
-    std = load_standard(standard_file)
-    files = check_files(std, standard_file)
-    if std.pretrain.enabled:
-        files += corpus.check(std.pretrain.corpus)
+    std, files = preflight(standard_file)
     out = Path(out or Path("runs") / std.name).resolve()
     with locks.exclusive(out, "output folder"):  # one run at a time: another would resume this one's checkpoints
         return _run(std, files, out, tracking)

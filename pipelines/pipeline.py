@@ -19,9 +19,6 @@ from kfp.dsl import Artifact, Dataset, Model
 import components
 from nlpstd.spec import Resources, RuntimeSpec, Standard
 
-# Tasks that never use a GPU; the training tasks carry the standard's runtime.gpu.
-CPU_TASKS = ("data-prep", "evaluate", "export")
-TRAINING_TASKS = ("pretrain", "finetune")
 WORK_MOUNT = "/var/lib/nlpstd-work"  # where runtime.checkpoint_volume is mounted
 
 

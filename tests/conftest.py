@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from nlpstd import logs  # noqa: E402  (after the offline switch: nothing below may reach a hub)
+
+logs.configure()  # what the command line prints, the tests read: info on stdout, warnings on stderr
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NLPSTD_DATA", REPO.parent / "shared" / "data"))
 

@@ -249,7 +249,7 @@ def test_data_prep_writes_the_report_its_plots_and_figures(tmp_path, capsys):
     assert "![lengths](plots/lengths.png)" in text
     for plot in ("lengths.png", "labels.png"):
         assert (out / "plots" / plot).read_bytes().startswith(b"\x89PNG")
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data-prep: warning:")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data-prep: warning:")]
     assert len(lines) == 2 and lines[1].startswith("data-prep: warning: 1 of 3 test examples (33.33%) also occur in train")
 
 
@@ -403,7 +403,7 @@ def test_when_train_is_cut_the_overlap_says_it_compared_only_the_first_training_
     assert (report["overlap"]["test"]["train_examples"], report["overlap"]["test"]["train_file_examples"]) == (3, 4)
     against = "the first 3 of 4 train examples (data.max_train_examples; the rest were not compared)"
     assert f"Compared with {against}" in (tmp_path / "out" / "data_report.md").read_text()
-    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data-prep: warning:")]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data-prep: warning:")]
     assert warnings and all(f"also occur in {against}" in line for line in warnings)
 
 

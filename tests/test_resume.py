@@ -66,7 +66,7 @@ def test_checkpoint_of_another_recipe_is_not_resumed(ner_standard: Path, tmp_pat
 
 def test_a_new_checkpoint_reaches_the_disk_before_it_replaces_the_old_one(tmp_path: Path, monkeypatch):
     """So a machine that stops (not only a killed process) leaves one whole checkpoint."""
-    from nlpstd.train import checkpoint
+    from nlpstd import fsutil
 
     new, target = tmp_path / "last.tmp", tmp_path / "last"
     (new / "sub").mkdir(parents=True)
@@ -75,10 +75,10 @@ def test_a_new_checkpoint_reaches_the_disk_before_it_replaces_the_old_one(tmp_pa
     target.mkdir()
     (target / "model.safetensors").write_text("old weights")
     flushed: list[tuple[Path, bool]] = []  # (path, whether the new folder was still waiting to be renamed)
-    real = checkpoint._flush
-    monkeypatch.setattr(checkpoint, "_flush", lambda path: (flushed.append((path, new.exists())), real(path)))
+    real = fsutil._flush
+    monkeypatch.setattr(fsutil, "_flush", lambda path: (flushed.append((path, new.exists())), real(path)))
 
-    checkpoint.replace_dir(new, target)
+    fsutil.replace_dir(new, target)
 
     before = {path for path, waiting in flushed if waiting}
     assert before == {new / "model.safetensors", new / "sub" / "state.json", new / "sub", new}

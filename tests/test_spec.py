@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nlpstd.errors import StandardError
-from nlpstd.spec import check_files, load_standard
+from nlpstd.spec import check_files, load_standard, with_changes
 
 GOOD = """\
 name: demo
@@ -283,7 +283,7 @@ def test_a_relative_path_in_a_sweep_change_resolves_beside_the_standard(tmp_path
     folder = tmp_path / "other-model"
     shutil.copytree(tiny_base, folder)
     std = load_standard(write(tmp_path, GOOD))
-    assert std.with_changes({"model.base": "./other-model"}).model.base == str(folder)
+    assert with_changes(std, {"model.base": "./other-model"}).model.base == str(folder)
 
 
 # -- the base model's positions, read from its config.json

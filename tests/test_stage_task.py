@@ -9,8 +9,9 @@ import pytest
 
 from nlpstd.cli import main
 from nlpstd.spec import load_standard
-from nlpstd.stages.output import numeric, staged
+from nlpstd.stages.output import staged
 from nlpstd.stages.task import stage_task, training_work_dir
+from nlpstd.tracking import numeric
 
 
 def test_staged_with_a_work_dir_publishes_into_the_output_folder(tmp_path: Path):

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,39 +173,67 @@ def test_an_object_that_differs_from_the_local_file_after_upload_is_detected(s3_
 
 def test_an_outage_during_upload_is_retried_then_fails_naming_the_object_and_publishes_nothing(s3_server, bucket, model_dir,
                                                                                                  monkeypatch):
-    monkeypatch.setattr(storage, "BACKOFF_S", 0.05)
     attempts = []
 
-    def outage(params, **_):  # the endpoint goes down just before the second file
-        if params["Key"].endswith("tokenizer/vocab.txt"):
-            attempts.append(params["Key"])
+    def outage(request, **_):  # every attempt, retries included: the endpoint goes down just before the second file
+        if request.url.endswith("tokenizer/vocab.txt"):
+            attempts.append(request.url)
             s3_server.stop()
 
-    on(monkeypatch, "before-parameter-build.s3.PutObject", outage)
+    on(monkeypatch, "before-send.s3.PutObject", outage)
     with pytest.raises(NlpstdError, match=rf"^s3://{bucket}/m/tokenizer/vocab.txt: cannot reach .* check AWS_ENDPOINT_URL"):
         storage.upload_folder(model_dir, f"s3://{bucket}/m")
 
-    assert len(attempts) == storage.ATTEMPTS
+    assert len(attempts) == 1 + storage.RETRIES  # botocore's retries, and no second layer around them
     s3_server.start()
     assert head_or_none(s3_server.client(), bucket, "m/config.json") is not None  # the server kept its state
     assert head_or_none(s3_server.client(), bucket, "m/MANIFEST.json") is None
     assert not storage.folder_exists(f"s3://{bucket}/m")
 
 
-def test_a_short_outage_is_ridden_out(s3_server, bucket, model_dir, tmp_path, monkeypatch, caplog):
-    back_up = threading.Timer(0.8, s3_server.start)
+def test_a_short_outage_is_ridden_out(s3_server, bucket, model_dir, tmp_path, monkeypatch):
+    attempts = []
 
-    def outage(params, **_):  # once, for 0.8 s: longer than botocore's own retries (< 0.4 s) last
-        if params["Key"].endswith("tokenizer/vocab.txt") and back_up.ident is None:  # not started yet
-            s3_server.stop()
-            back_up.start()
+    def outage(request, **_):  # down for three attempts of one request, back up for the fourth: botocore retries it
+        if request.url.endswith("tokenizer/vocab.txt"):
+            attempts.append(request.url)
+            if len(attempts) == 1:
+                s3_server.stop()
+            elif len(attempts) == 4:
+                s3_server.start()
 
-    on(monkeypatch, "before-parameter-build.s3.PutObject", outage)
+    on(monkeypatch, "before-send.s3.PutObject", outage)
     storage.upload_folder(model_dir, f"s3://{bucket}/m")
-    back_up.join()
 
-    assert f"s3://{bucket}/m/tokenizer/vocab.txt: EndpointConnectionError, retrying (1/2)" in caplog.text
+    assert len(attempts) == 4
     assert same_tree(model_dir, storage.download_folder(f"s3://{bucket}/m", tmp_path / "back"))
+
+
+def test_a_body_that_breaks_off_halfway_is_downloaded_again(s3_server, bucket, tmp_path, monkeypatch):
+    from botocore.exceptions import ResponseStreamingError
+
+    s3_server.client().put_object(Bucket=bucket, Key="data/train.txt", Body=b"EU rejects German call\n" * 1000)
+    broken = []
+
+    class BreaksOff:  # the first response's body breaks off at its first read, as a dropped connection would
+        def __init__(self, body):
+            self.body = body
+
+        def read(self, *args):
+            broken.append(True)
+            raise ResponseStreamingError(error="connection reset mid-body")
+
+        def __getattr__(self, name):
+            return getattr(self.body, name)
+
+    def cut(parsed, **_):
+        if not broken and "Body" in parsed:
+            parsed["Body"] = BreaksOff(parsed["Body"])
+
+    on(monkeypatch, "after-call.s3.GetObject", cut)
+    path = storage.fetch(f"s3://{bucket}/data/train.txt", cache_dir=tmp_path / "cache")
+
+    assert broken and path.read_bytes() == b"EU rejects German call\n" * 1000
 
 
 def test_a_missing_object_is_named_in_the_error(bucket, tmp_path):
@@ -233,7 +260,6 @@ def test_no_credential_appears_in_any_error_message(s3_server, bucket, model_dir
     key_id, secret = "AKIAEXAMPLEKEYID4711", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRET4711"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
     storage.upload_folder(model_dir, f"s3://{bucket}/m")
     s3_server.client().put_object(Bucket=bucket, Key="m/config.json", Body=b"{}")
     failures = [lambda: storage.fetch(f"s3://{bucket}/nope", cache_dir=tmp_path),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from nlpstd import jsonio
+from nlpstd import jsonio, logs, pipeline_command
 from nlpstd.errors import GateFailed, NlpstdError
+from nlpstd.stages import contract
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,9 +52,45 @@ def _flag_first(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "pipeline":  # its own parser: the arguments, help and usage of python -m pipelines
+        return exit_code(lambda: pipeline_command.main(argv[1:]))
+    return exit_code(lambda: _dispatch(argv))
+
+
+def _dispatch(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return _COMMANDS[args.command](args)
+
+
+def exit_code(command: Callable[[], int]) -> int:
+    """Run a command of either CLI (`nlpstd`, `python -m pipelines`) with the library's log lines on the
+    console, and turn its failure into one line on stderr and an exit code: 3 for a failed gate, 2 for
+    bad input or a refused run, 130 when interrupted."""
+    logs.configure()
+    try:
+        return command()
+    except GateFailed as exc:
+        print(f"nlpstd: {exc}", file=sys.stderr)
+        return 3
+    except NlpstdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> _Parser:
     parser = _Parser(prog="nlpstd", description="Train BERT-family models the same way every time, from one YAML standard.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _training_commands(commands)
+    _model_commands(commands)
+    return parser
 
+
+def _training_commands(commands: argparse._SubParsersAction) -> None:
+    """validate, run, reproduce, stage, sweep, trial: what makes a model."""
     validate = commands.add_parser("validate", help="check a standard and every file it names, without training")
     validate.add_argument("standard")
 
@@ -71,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     reproduce.add_argument("--force", action="store_true", help="rerun even when the data or the code differ from the run's")
 
     stage = commands.add_parser("stage", help="run one stage over given folders (what a pipeline task runs)")
-    stage.add_argument("name", choices=["data-prep", "pretrain", "finetune", "evaluate", "export"])
+    stage.add_argument("name", choices=contract.NAMES)
     stage.add_argument("standard")
     stage.add_argument("--data", help="data-prep's output folder (input of every later stage)")
+    stage.add_argument("--pretrain", help="pretrain's output folder (finetune, when the standard pretrains)")
     stage.add_argument("--model", help="finetune's output folder (evaluate, export)")
     stage.add_argument("--evaluation", help="evaluate's output folder (export)")
-    stage.add_argument("--base", help="finetune: start from this model folder (e.g. pretrain's model/)")
     stage.add_argument("--work", help="pretrain, finetune: keep checkpoints here, to resume from")
     stage.add_argument("--out", required=True, help="this stage's output folder")
     stage.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
@@ -94,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     trial.add_argument("--work", help="prepared data and pretrained encoders, shared between trials (default: inside --out)")
     trial.add_argument("--mlflow-run-id", default="", help="log a nested run under this parent run")
 
+
+def _model_commands(commands: argparse._SubParsersAction) -> None:
+    """predict, champion, runs, pipeline: what uses, tracks and ships a model."""
     predict = commands.add_parser("predict", help="entities or labels for texts, from an exported folder or ONNX file",
                                   intermixed=True)
     predict.add_argument("model", help="an exported model folder, or a .onnx file beside its tokenizer and config")
@@ -122,44 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--experiment", action="append", metavar="NAME",
                     help="only this experiment (a standard's name); repeat for several (default: all)")
 
-    try:
-        args = parser.parse_args(argv)
-        if args.command == "validate":
-            return _validate(args.standard)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "reproduce":
-            return _reproduce(args)
-        if args.command == "stage":
-            return _stage(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "trial":
-            return _trial(args)
-        if args.command == "champion":
-            return _champion(args)
-        if args.command == "runs":
-            return _runs(args)
-        return _predict(args)
-    except GateFailed as exc:
-        print(f"nlpstd: {exc}", file=sys.stderr)
-        return 3
-    except NlpstdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    commands.add_parser("pipeline", add_help=False,
+                        help="the Kubeflow pipeline, from a checkout: run, compile, sweep, submit, schedule, images (python -m pipelines)")
 
 
-def _validate(path: str) -> int:
+def _validate(args: argparse.Namespace) -> int:
     """What `run` checks before training, in its order: the standard, its files, then every row and
     corpus file as data-prep reads them (`check_data`), with no tokenizer, weights or torch."""
     from nlpstd.data.prepare import check_data
-    from nlpstd.spec import check_files, load_standard
+    from nlpstd.preflight import preflight
 
-    std = load_standard(path)
-    check_files(std, path)
+    std, _ = preflight(args.standard, check_corpus=False)  # check_data reads the corpus next, keeping nothing
     checked = check_data(std)
     print(f"ok: {std.name} ({std.task}), {checked.summary()}, spec hash {std.spec_hash()[:12]}")
     for message in checked.warnings:
@@ -199,29 +213,19 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     from nlpstd import runtime
-    from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
+    from nlpstd.stages.contract import Layout, run_stage
     from nlpstd.stages.task import stage_task
 
-    def need(value: str | None, flag: str) -> Path:
-        if not value:
-            raise NlpstdError(f"stage {args.name}: {flag} is required")
-        return Path(value)
-
+    given = {name: getattr(args, contract.FLAGS[name]) for name in contract.stage(args.name).inputs}
+    for name in given:
+        if name != "pretrain" and not given.get(name):  # pretrain's folder is needed only when the standard pretrains
+            raise NlpstdError(f"stage {args.name}: --{contract.FLAGS[name]} is required")
+    folders = {name: Path(folder) for name, folder in given.items() if folder}
+    layout = Layout({**folders, args.name: Path(args.out)}, work=Path(args.work) if args.work else None)
     text = Path(args.standard).read_text(encoding="utf-8")
     try:
         with stage_task(text, args.name, args.mlflow_run_id, source=args.standard) as (std, tracker):
-            other = {"allow_other_inputs": args.allow_other_inputs}
-            if args.name == "data-prep":
-                data_prep.run(std, Path(args.out), tracker)
-            elif args.name == "pretrain":
-                pretrain.run(std, need(args.data, "--data"), Path(args.out), tracker, work_dir=args.work, **other)
-            elif args.name == "finetune":
-                finetune.run(std, need(args.data, "--data"), Path(args.out), tracker, base=args.base, work_dir=args.work, **other)
-            elif args.name == "evaluate":
-                evaluate.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", Path(args.out), tracker, **other)
-            else:
-                export.run(std, need(args.data, "--data"), need(args.model, "--model") / "model", need(args.evaluation, "--evaluation"),
-                           Path(args.out), tracker, **other)
+            run_stage(args.name, std, layout, tracker, allow_other_inputs=args.allow_other_inputs, standard_file=args.standard)
     finally:
         runtime.teardown()  # under torchrun: leave the process group
     return 0
@@ -348,6 +352,9 @@ def _predict(args: argparse.Namespace) -> int:
         discard_stdout()
     return 0
 
+
+_COMMANDS = {"validate": _validate, "run": _run, "reproduce": _reproduce, "stage": _stage, "sweep": _sweep, "trial": _trial,
+             "predict": _predict, "champion": _champion, "runs": _runs}
 
 if __name__ == "__main__":
     sys.exit(main())

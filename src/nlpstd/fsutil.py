@@ -1,4 +1,5 @@
-"""Files that appear whole or not at all: the one atomic write behind every file nlpstd replaces in place.
+"""Files and folders that appear whole or not at all: the one atomic write behind every file nlpstd
+replaces in place, and the one folder swap behind every stage output and checkpoint.
 
 A reader (another stage, a serving process polling `current.json`, a rerun after a crash) must never
 see half a file. So the bytes go to a temporary file beside the target, are flushed to disk (fsync),
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -34,7 +36,7 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    _flush(path.parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -49,15 +51,45 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable; a no-op where folders cannot be opened (Windows, some network mounts)."""
+def replace_dir(new: Path, target: Path) -> None:
+    """Move `new` to `target`, replacing it; the old copy is removed only after the rename.
+
+    `new` reaches the disk before it is renamed, and the renames before the old copy goes: without
+    that, a machine that stops soon after could find the new names with some of their data never
+    written, and no old copy to fall back on."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    _flush_tree(new)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    _flush(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _flush_tree(folder: Path) -> None:
+    """Every file and folder below `folder`, and `folder` itself, to disk (in any order: all of it
+    is flushed before the rename)."""
+    for path in [*folder.rglob("*"), folder]:
+        _flush(path)
+
+
+def _flush(path: Path) -> None:
+    """fsync a file, or a folder's entries where the system allows it (POSIX; some network mounts
+    refuse to sync a folder, and then only its files are synced)."""
+    folder = path.is_dir()
+    if folder and os.name != "posix":
+        return
     try:
-        descriptor = os.open(folder, os.O_RDONLY)
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
+        if not folder:
+            raise
         return
     try:
         os.fsync(descriptor)
     except OSError:
-        pass
+        if not folder:
+            raise
     finally:
         os.close(descriptor)

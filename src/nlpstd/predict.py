@@ -17,6 +17,7 @@ from nlpstd import jsonio
 from nlpstd.data.encode import encode_tokens, words_and_offsets
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward
+from nlpstd.fsutil import atomic_file
 from nlpstd.inference import Forward, predict_logits, softmax, torch_forward, word_predictions
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.models.folder import (
@@ -250,22 +251,17 @@ def check_output(path: Path) -> None:
 
 
 def write_jsonl(results: Iterable[dict], path: Path) -> int:
-    """Writes one JSON object per line to `path.partial` and renames it to `path` when complete, so a
-    reader never sees half a file; whatever stops it (an error, ctrl-C) leaves no partial file behind.
+    """Writes one JSON object per line to `path`, which appears only when complete, so a reader never
+    sees half a file; whatever stops it (an error, ctrl-C) leaves no partial file behind.
     Returns the number of lines."""
-    partial = Path(f"{path}.partial")
     count = 0
     try:
-        with open(partial, "w", encoding="utf-8") as out:
+        with atomic_file(path) as out:
             for result in results:
-                out.write(jsonio.dumps(result) + "\n")
+                out.write((jsonio.dumps(result) + "\n").encode("utf-8"))
                 count += 1
-        os.replace(partial, path)
     except OSError as exc:
         raise NlpstdError(f"--output: cannot write {path} ({exc.strerror})") from None
-    finally:
-        if os.path.lexists(partial):
-            partial.unlink()
     return count
 
 

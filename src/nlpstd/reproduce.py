@@ -13,21 +13,25 @@ rerun carries the differences as a tag, so nobody reads its comparison without t
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nlpstd.errors import NlpstdError
-from nlpstd.runner import STAGES, run_standard
-from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.preflight import preflight
+from nlpstd.runner import run_standard
+from nlpstd.spec import Standard
+from nlpstd.stages.contract import NAMES as STAGES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
 
 REPRODUCES_TAG = "nlpstd.reproduces"  # on the new run: the id of the run it reproduces
 FORCED_TAG = "nlpstd.reproduce_forced"  # on a forced rerun: what differed
@@ -92,8 +96,7 @@ def reproduce(run_id: str, out: str | Path | None = None, force: bool = False) -
             fetched = Path(client.download_artifacts(run_id, STANDARD_ARTIFACT, tmp))
         except Exception as exc:  # MLflow raises several kinds, by store
             raise NlpstdError(f"run {run_id} has no {STANDARD_ARTIFACT} artifact to reproduce from ({type(exc).__name__})") from None
-        std = load_standard(fetched)
-        check_files(std, fetched)
+        std, _ = preflight(fetched, check_corpus=False)  # the rerun's data-prep reads the corpus first thing
 
         # -- same data, same code? (before anything is written)
         differences = compare(recorded_versions(client, original), current_versions(std))
@@ -111,7 +114,7 @@ def reproduce(run_id: str, out: str | Path | None = None, force: bool = False) -
     if differences:
         tags[FORCED_TAG] = "; ".join(str(difference) for difference in differences)
         for difference in differences:
-            print(f"reproduce: going ahead (--force) although {difference}", file=sys.stderr)
+            log.warning("reproduce: going ahead (--force) although %s", difference)
     summary = run_standard(standard_file, out, stages=list(RERUN), tags=tags)
 
     # -- compare what both ran
@@ -244,14 +247,11 @@ def headline(rows: list[MetricDelta]) -> str:
 
 
 def _client() -> MlflowClient:
-    import mlflow
-    from mlflow import MlflowClient
-
-    from nlpstd.tracking import check_reachable, tracking_uri
+    """nlpstd's one MLflow client, once the tracking server answers (MLflow's own client would retry for minutes)."""
+    from nlpstd.tracking import check_reachable, tracking_client, tracking_uri
 
     check_reachable(tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient()
+    return tracking_client()
 
 
 def _get_run(client: MlflowClient, run_id: str) -> Run:

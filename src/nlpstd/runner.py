@@ -9,21 +9,21 @@ from pathlib import Path
 from nlpstd import locks
 from nlpstd.errors import NlpstdError
 from nlpstd.jsonio import read_json, write_json
-from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.preflight import preflight
+from nlpstd.spec import Standard
+from nlpstd.stages.contract import KEPT_EXPORT, NAMES, TRAINING, Layout, active, run_stage
 
-STAGES = ("data-prep", "pretrain", "finetune", "evaluate", "export")
-TRAINING = ("pretrain", "finetune")
-KEPT_EXPORT = "export-candidate"  # the export of a model that did not take the champion alias
+__all__ = ["KEPT_EXPORT", "champion_outcome", "one_line", "parse_stages", "run_standard"]
 
 
 def parse_stages(text: str | None) -> list[str]:
     if not text:
-        return list(STAGES)
+        return list(NAMES)
     chosen = [s.strip() for s in text.split(",") if s.strip()]
     for stage in chosen:
-        if stage not in STAGES:
-            raise NlpstdError(f"--stages: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    return [s for s in STAGES if s in chosen]
+        if stage not in NAMES:
+            raise NlpstdError(f"--stages: unknown stage {stage!r} (stages: {', '.join(NAMES)})")
+    return [s for s in NAMES if s in chosen]
 
 
 def run_standard(standard_file: str | Path, out: str | Path | None = None, stages: list[str] | None = None, tracking: bool = True,
@@ -33,24 +33,26 @@ def run_standard(standard_file: str | Path, out: str | Path | None = None, stage
     go on the MLflow parent run when it is opened, so a run that fails can still be found by them.
     One run at a time writes into OUT; a second is refused while the first holds it. A stage refuses
     the output of an earlier stage made by another recipe unless `allow_other_inputs`."""
-    std = load_standard(standard_file)
-    check_files(std, standard_file)
+    # the corpus is left to data-prep, which reads it first thing in this same process, with the same errors
+    std, _ = preflight(standard_file, check_corpus=False)
     out = Path(out or Path("runs") / std.name)
-    active = [s for s in STAGES if s != "pretrain" or std.pretrain.enabled]
-    stages = [s for s in stages or active if s in active]
+    layout = Layout.under(out)
+    runs = active(std)
+    stages = [s for s in stages or runs if s in runs]
     if not stages:
         raise NlpstdError("--stages: pretrain is disabled in this standard (pretrain.enabled: false)")
-    dirs = {stage: out / stage for stage in STAGES}
     with locks.exclusive(out, "output folder"):
-        for stage in active[: active.index(stages[0])]:
-            if not (dirs[stage] / "metrics.json").is_file():
-                raise NlpstdError(f"--stages: {stages[0]} needs the output of {stage} in {dirs[stage]}; run {stage} first")
-        return _run_stages(std, str(standard_file), out, dirs, stages, tracking, nproc, tags, allow_other_inputs)
+        for stage in runs[: runs.index(stages[0])]:
+            if not (layout.folder(stage) / "metrics.json").is_file():
+                raise NlpstdError(f"--stages: {stages[0]} needs the output of {stage} in {layout.folder(stage)}; run {stage} first")
+        return _run_stages(std, str(standard_file), out, layout, stages, tracking, nproc, tags, allow_other_inputs)
 
 
-def _run_stages(std: Standard, standard_file: str, out: Path, dirs: dict[str, Path], stages: list[str], tracking: bool,
+def _run_stages(std: Standard, standard_file: str, out: Path, layout: Layout, stages: list[str], tracking: bool,
                 nproc: int, tags: dict[str, str] | None, allow_other_inputs: bool) -> dict:
-    from nlpstd.tracking import RunTracking  # MLflow and the stages import slowly: only once the inputs are known good
+    # MLflow and the stages import slowly: only once the inputs are known good
+    from nlpstd.stages.task import torchrun_stage
+    from nlpstd.tracking import RunTracking
 
     summary: dict = {"standard": std.name, "out": str(out), "status": "running", "stages": {}, "mlflow_run_id": None}
     tracker = RunTracking(std, enabled=tracking)
@@ -61,10 +63,11 @@ def _run_stages(std: Standard, standard_file: str, out: Path, dirs: dict[str, Pa
             for stage in stages:
                 started = time.perf_counter()
                 if nproc > 1 and stage in TRAINING:  # its main process logs the stage's nested run itself
-                    metrics = _torchrun(stage, std, dirs, nproc, tracker.run_id or "", allow_other_inputs)
+                    metrics = torchrun_stage(stage, nproc, std.to_yaml(), tracker.run_id or "", layout, allow_other_inputs)
                 else:
                     with tracker.stage(stage) as stage_tracker:
-                        metrics = _run_stage(stage, std, dirs, stage_tracker, standard_file, allow_other_inputs)
+                        metrics = run_stage(stage, std, layout, stage_tracker, allow_other_inputs=allow_other_inputs,
+                                            standard_file=standard_file)
                 summary["stages"][stage] = {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
                 tracker.parent.log_metrics({f"{stage}_seconds": summary["stages"][stage]["seconds"]})
     except BaseException as exc:  # a failed run says how far it got, then fails exactly as it would have
@@ -73,10 +76,10 @@ def _run_stages(std: Standard, standard_file: str, out: Path, dirs: dict[str, Pa
         # a run refused before anything was written (bad input on a new OUT) leaves nothing behind: no OUT, no summary
         if out.is_dir():
             with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the error that stopped the run
-                _write_summary(out, summary, dirs)
+                _write_summary(out, summary, layout)
         raise
     summary["status"] = "completed"
-    _write_summary(out, summary, dirs)
+    _write_summary(out, summary, layout)
     return summary
 
 
@@ -88,9 +91,9 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _write_summary(out: Path, summary: dict, dirs: dict[str, Path]) -> None:
+def _write_summary(out: Path, summary: dict, layout: Layout) -> None:
     """`OUT/summary.json`, whether the run completed or not, with the champion's final outcome."""
-    evaluation_file = dirs["evaluate"] / "metrics.json"  # this run's, or an earlier one's when --stages starts later
+    evaluation_file = layout.folder("evaluate") / "metrics.json"  # this run's, or an earlier one's when --stages starts later
     evaluation = read_json(evaluation_file) if evaluation_file.is_file() else None
     export = summary["stages"].get("export", {}).get("metrics")
     summary["champion"] = champion_outcome(evaluation, export, summary.get("failed"))
@@ -117,28 +120,3 @@ def champion_outcome(evaluation: dict | None, export: dict | None, failed: dict 
         return {"decision": wanted, "outcome": "kept" if wanted == "keep" else "not promoted",
                 "reason": f"export failed: {failed.get('error', '')}"}
     return {"decision": wanted, "outcome": "pending", "reason": "export has not run"}
-
-
-def _torchrun(stage: str, std: Standard, dirs: dict[str, Path], nproc: int, run_id: str, allow_other_inputs: bool) -> dict:
-    from nlpstd.stages.task import torchrun_stage
-
-    base = dirs["pretrain"] / "model" if stage == "finetune" and std.pretrain.enabled else None
-    return torchrun_stage(stage, nproc, std.to_yaml(), run_id, str(dirs["data-prep"]), str(dirs[stage]), base=base,
-                          allow_other_inputs=allow_other_inputs)
-
-
-def _run_stage(stage: str, std: Standard, dirs: dict[str, Path], tracker, standard_file: str, allow_other_inputs: bool) -> dict:
-    from nlpstd.stages import data_prep, evaluate, export, finetune, pretrain
-
-    other = {"allow_other_inputs": allow_other_inputs}
-    if stage == "data-prep":
-        return data_prep.run(std, dirs["data-prep"], tracker)
-    if stage == "pretrain":
-        return pretrain.run(std, dirs["data-prep"], dirs["pretrain"], tracker, **other)
-    if stage == "finetune":
-        base = dirs["pretrain"] / "model" if std.pretrain.enabled else None
-        return finetune.run(std, dirs["data-prep"], dirs["finetune"], tracker, base=base, **other)
-    if stage == "evaluate":
-        return evaluate.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], tracker, **other)
-    return export.run(std, dirs["data-prep"], dirs["finetune"] / "model", dirs["evaluate"], dirs["export"], tracker, standard_file,
-                      kept_dir=dirs["export"].with_name(KEPT_EXPORT), **other)

@@ -19,12 +19,11 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 import boto3
@@ -39,20 +38,24 @@ from botocore.exceptions import (
     IncompleteReadError,
     NoCredentialsError,
 )
+from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 from nlpstd import jsonio
 from nlpstd.errors import NlpstdError
 from nlpstd.fsutil import atomic_file
+from nlpstd.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 MB = 1024 * 1024
-ATTEMPTS = 3  # whole-object attempts, each on top of botocore's own per-request retries
-BACKOFF_S = 0.5  # first pause between whole-object attempts; doubles each time
+# botocore's retries after a request's first attempt, with its jittered backoff (0.05 s doubling,
+# 3 s expected in all): a restarting endpoint or a dropped connection is ridden out in one place.
+RETRIES = 7
 _TRANSIENT = (ConnectionError, HTTPClientError, IncompleteReadError, RetriesExceededError)
-T = TypeVar("T")
+_FAILURES = (*_TRANSIENT, ClientError, BotoCoreError, S3UploadFailedError)
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
@@ -63,7 +66,7 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
 def client() -> Any:
     """An S3 client from the environment (boto3 itself reads `AWS_ENDPOINT_URL`), with
     botocore's standard retries and timeouts short enough that an outage fails in seconds."""
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    config = Config(retries={"max_attempts": RETRIES, "mode": "standard"}, connect_timeout=5, read_timeout=30)
     return boto3.client("s3", config=config)
 
 
@@ -77,22 +80,17 @@ def fetch(uri: str, cache_dir: Path | None = None) -> Path:
         from nlpstd.cache import cache_dir as nlpstd_cache
 
         cache_dir = nlpstd_cache() / "s3"
-    root, s3 = cache_dir, client()
-
-    def attempt() -> Path:
+    s3 = client()
+    with _located(uri):
         head = _head(s3, bucket, key)
         if head is None:
             raise NlpstdError(f"{uri}: no such object: check the key")
-        etag = head["ETag"].strip('"')
-        path = root.joinpath(bucket, etag, *_safe_parts(key))
+        path = cache_dir.joinpath(bucket, head["ETag"].strip('"'), *_safe_parts(key))
         if not path.is_file():
-            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
             with atomic_file(path) as out:
-                shutil.copyfileobj(body, out, MB)
+                _stream(s3, bucket, key, out, head["ContentLength"], head["ETag"])
             log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
-        return path
-
-    return _retrying(uri, attempt)
+    return path
 
 
 def upload_folder(folder: Path, uri: str, multipart_threshold: int = 64 * MB) -> dict[str, Any]:
@@ -110,18 +108,20 @@ def upload_folder(folder: Path, uri: str, multipart_threshold: int = 64 * MB) ->
     transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold,
                               preferred_transfer_client="classic")  # its part sizes are the ones _digest assumes
     manifest_key = _join(prefix, MANIFEST)
-    _retrying(f"s3://{bucket}/{manifest_key}", lambda: s3.delete_object(Bucket=bucket, Key=manifest_key))
+    with _located(f"s3://{bucket}/{manifest_key}"):
+        s3.delete_object(Bucket=bucket, Key=manifest_key)
     entries = {}
     for path in files:
         rel, size = path.relative_to(folder).as_posix(), path.stat().st_size
         part = ChunksizeAdjuster().adjust_chunksize(multipart_threshold, size) if size >= multipart_threshold else None
         digest, key = _digest(path, part), _join(prefix, rel)
-        _retrying(f"s3://{bucket}/{key}", partial(_upload, s3, path, bucket, key, digest, transfer))
+        with _located(f"s3://{bucket}/{key}"):
+            _upload(s3, path, bucket, key, digest, transfer)
         entries[rel] = {"size": size, "sha256": digest.hex}
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": entries}
     body = jsonio.dumps(manifest, indent=2).encode("utf-8")  # file names as written, for whoever lists the bucket
-    _retrying(f"s3://{bucket}/{manifest_key}",
-              lambda: s3.put_object(Bucket=bucket, Key=manifest_key, Body=body, ChecksumAlgorithm="SHA256"))
+    with _located(f"s3://{bucket}/{manifest_key}"):
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=body, ChecksumAlgorithm="SHA256")
     return manifest
 
 
@@ -130,16 +130,18 @@ def download_folder(uri: str, dest: Path) -> Path:
     against the manifest. The folder appears at `dest` complete or not at all."""
     bucket, prefix = _split(uri)
     key, s3 = _join(prefix, MANIFEST), client()
-    if _retrying(f"s3://{bucket}/{key}", lambda: _head(s3, bucket, key)) is None:
-        raise NlpstdError(f"{uri} has no {MANIFEST}: absent or incomplete upload")
-    manifest = json.loads(_retrying(f"s3://{bucket}/{key}", lambda: s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    with _located(f"s3://{bucket}/{key}"):
+        if _head(s3, bucket, key) is None:
+            raise NlpstdError(f"{uri} has no {MANIFEST}: absent or incomplete upload")
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         for rel, entry in manifest["files"].items():
             key, target = _join(prefix, rel), tmp.joinpath(*_safe_parts(rel))
-            _retrying(f"s3://{bucket}/{key}", partial(_download, s3, bucket, key, target, entry))
+            with _located(f"s3://{bucket}/{key}"):
+                _download(s3, bucket, key, target, entry)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -152,46 +154,39 @@ def folder_exists(uri: str) -> bool:
     """True when a complete folder is published at `uri` (its manifest is there)."""
     bucket, prefix = _split(uri)
     key = _join(prefix, MANIFEST)
-    return _retrying(f"s3://{bucket}/{key}", lambda: _head(client(), bucket, key)) is not None
+    with _located(f"s3://{bucket}/{key}"):
+        return _head(client(), bucket, key) is not None
 
 
 def list_names(uri: str) -> list[str]:
     """The names directly under the prefix `uri`, as a folder listing shows them (sub-prefixes once each)."""
     bucket, prefix = _split(uri)
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    s3 = client()
-
-    def attempt() -> list[str]:
-        names, pages = set(), s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    names, pages = set(), client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    with _located(uri):
         for page in pages:
             names.update(item["Prefix"][len(prefix):].rstrip("/") for item in page.get("CommonPrefixes", []))
             names.update(item["Key"][len(prefix):] for item in page.get("Contents", []))
-        return sorted(name for name in names if name)
-
-    return _retrying(uri, attempt)
+    return sorted(name for name in names if name)
 
 
 def read_text(uri: str) -> str | None:
     """A small object's text, or None when there is no such object."""
     bucket, key = _split(uri)
-    s3 = client()
-
-    def attempt() -> str | None:
+    with _located(uri):
         try:
-            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+            return client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
         except ClientError as exc:
             if _code(exc) in {"NoSuchKey", "404"}:
                 return None
             raise
 
-    return _retrying(uri, attempt)
-
 
 def write_text(uri: str, text: str) -> None:
     """One small object, replaced whole (S3 writes an object atomically)."""
     bucket, key = _split(uri)
-    s3 = client()
-    _retrying(uri, lambda: s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ChecksumAlgorithm="SHA256"))
+    with _located(uri):
+        client().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ChecksumAlgorithm="SHA256")
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -247,16 +242,34 @@ def _upload(s3: Any, path: Path, bucket: str, key: str, local: _Digest, transfer
                           "(it changed during the upload, or the transfer was corrupted)")
 
 
+class _Known(BaseSubscriber):
+    """Tells the transfer what the caller's HEAD request already read (size, and the ETag, which then
+    pins the GET: an object replaced meanwhile fails rather than mixing two versions)."""
+
+    def __init__(self, size: int, etag: str | None):
+        self.size, self.etag = size, etag
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+        if self.etag:
+            future.meta.provide_object_etag(self.etag)
+
+
+def _stream(s3: Any, bucket: str, key: str, out: BinaryIO, size: int, etag: str | None = None) -> None:
+    """One object into `out`, through boto3's transfer manager: unlike a bare GET, it also retries a
+    body that breaks off halfway (botocore retries only the request). One stream, written in order."""
+    config = TransferConfig(max_concurrency=1, multipart_threshold=1 << 62)
+    with TransferManager(s3, config) as manager:
+        manager.download(bucket, key, out, subscribers=[_Known(size, etag)]).result()
+
+
 def _download(s3: Any, bucket: str, key: str, target: Path, entry: dict[str, Any]) -> None:
-    sha, size = hashlib.sha256(), 0
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     with atomic_file(target) as out:
-        while block := body.read(MB):
-            sha.update(block)
-            size += len(block)
-            out.write(block)
-        if size != entry["size"] or sha.hexdigest() != entry["sha256"]:
-            raise NlpstdError(f"s3://{bucket}/{key}: corrupted: {size} bytes, sha256 {sha.hexdigest()[:12]}…, "
+        _stream(s3, bucket, key, out, entry["size"])
+        out.flush()
+        size, digest = Path(out.name).stat().st_size, sha256_file(out.name)
+        if size != entry["size"] or digest != entry["sha256"]:
+            raise NlpstdError(f"s3://{bucket}/{key}: corrupted: {size} bytes, sha256 {digest[:12]}…, "
                               f"but the manifest lists {entry['size']} bytes, sha256 {entry['sha256'][:12]}…")
 
 
@@ -272,21 +285,14 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _retrying(uri: str, action: Callable[[], T]) -> T:
-    """Run a whole-object operation, retrying connection failures with exponential backoff;
-    any lasting failure becomes a one-line NlpstdError naming `uri`."""
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except _TRANSIENT as exc:
-            if attempt == ATTEMPTS:
-                raise _error(uri, exc) from exc
-            log.warning("%s: %s, retrying (%d/%d)", uri, type(exc).__name__, attempt, ATTEMPTS - 1)
-            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-            attempt += 1
-        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-            raise _error(uri, exc) from exc
+@contextmanager
+def _located(uri: str) -> Iterator[None]:
+    """Any S3 failure inside (botocore has already retried what is transient) becomes a one-line
+    NlpstdError naming `uri`."""
+    try:
+        yield
+    except _FAILURES as exc:
+        raise _error(uri, exc) from exc
 
 
 def _error(uri: str, exc: BaseException) -> NlpstdError:

@@ -13,10 +13,10 @@ RUNNING forever.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # annotations only, so the training path imports without pyda
     from mlflow import MlflowClient
 
     from nlpstd.spec import Standard
+
+log = logging.getLogger(__name__)
 
 
 def numeric(metrics: dict[str, Any], *, flags: bool = False) -> dict[str, float]:
@@ -306,11 +308,10 @@ def _sweep_before_opening(experiment: str) -> None:
         swept = _sweep(client, [found.experiment_id]) if found else StaleSweep()
     except Exception as exc:  # the run matters more than its neighbours' bookkeeping
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"mlflow: warning: could not check experiment {experiment!r} for stale runs ({type(exc).__name__}: {reason})",
-              file=sys.stderr)
+        log.warning(f"mlflow: warning: could not check experiment {experiment!r} for stale runs ({type(exc).__name__}: {reason})")
         return
     for line in swept.killed_lines():
-        print(line)
+        log.info(line)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -443,36 +444,6 @@ def open_parent_run(std: Standard, tags: dict[str, str] | None = None, owned: bo
         resolved.write_text(std.to_yaml())
         parent.log_artifact(resolved)
     return run.info.run_id
-
-
-# A parent run opened by a pipeline task (no runner outside the pipeline opened one) is closed by a task too.
-OPENED_BY_PIPELINE = {"nlpstd.opened_by": "pipeline"}
-
-
-def pipeline_parent_run(std: Standard, run_id: str, data_dir: Path) -> str:
-    """The parent run a pipeline's tasks log under: the one given, else a new one when a tracking
-    server is configured (on a cluster nothing outside the pipeline opens one); else none. A new
-    one also gets data-prep's nested run, logged from its output: data-prep takes no run id."""
-    if run_id or not os.environ.get("MLFLOW_TRACKING_URI"):
-        return run_id
-    from nlpstd.stages import data_prep
-
-    # no owning process: the task opening it ends long before the pipeline's last task closes it
-    run_id = open_parent_run(std, {**OPENED_BY_PIPELINE, "nlpstd.runner": "kubeflow"}, owned=False)
-    with RunTracking.attach(std, run_id).stage("data-prep") as tracker:
-        data_prep.track(data_dir, tracker)
-    return run_id
-
-
-def close_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
-    """End a parent run that a pipeline task opened (one opened by a runner is the runner's to end)."""
-    if not run_id:
-        return
-    client = tracking_client()
-    run = client.get_run(run_id)
-    opened_here = all(run.data.tags.get(k) == v for k, v in OPENED_BY_PIPELINE.items())
-    if opened_here and run.info.status == "RUNNING":
-        client.set_terminated(run_id, status)
 
 
 def _experiment_id(name: str) -> str:

@@ -11,7 +11,6 @@ file and the standard's key that lists it (`pretrain.corpus.files[0]`).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 
 from nlpstd.data.readers import Undecodable, decode_lines, regular_file
 from nlpstd.errors import DataError
+from nlpstd.hashing import sha256_handle, sha256_text
 from nlpstd.jsonio import write_json
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -88,7 +88,7 @@ def read_corpus_file(path: str, encoding: str, key: str | None = None, keep: boo
             codec = "latin-1"  # decodes any byte: the file is read again from its start
             documents, count, chars = _paragraphs(handle, codec, keep)
         handle.seek(0)
-        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        sha256 = sha256_handle(handle)
     if not count:
         raise DataError(path, None, key, "the corpus file is empty (no text, only whitespace)")
     return CorpusText(path, codec, codec == "latin-1" and encoding == "auto", documents, sha256, count, chars)
@@ -137,7 +137,7 @@ def training_document(record: dict) -> str:
 def read_training_text(training: TrainingText, keep: bool = True) -> CorpusText:
     """The training examples as corpus documents, one per example; named `<train file> (training text)`."""
     documents = [document for document in map(training_document, training.records) if document.strip()]
-    digest = hashlib.sha256("\n".join(documents).encode("utf-8")).hexdigest()
+    digest = sha256_text("\n".join(documents))
     return CorpusText(f"{training.path} (training text)", "utf-8", False, documents if keep else [], digest,
                       len(documents), sum(map(len, documents)))
 
@@ -173,13 +173,9 @@ def _describe(text: CorpusText, part: str) -> dict:
 
 def fingerprint(spec: CorpusSpec, texts: list[CorpusText], held_texts: list[CorpusText], seed: int) -> str:
     """sha256 over the files' bytes (in order, no paths) and the options that shape the documents."""
-    digest = hashlib.sha256()
-    for part, group in (("train", texts), ("held_out", held_texts)):
-        for text in group:
-            digest.update(f"{part}:{text.sha256}:{text.encoding}\n".encode())
+    lines = [f"{part}:{text.sha256}:{text.encoding}\n" for part, group in (("train", texts), ("held_out", held_texts)) for text in group]
     options = {"held_out_fraction": spec.held_out_fraction, "seed": seed if spec.held_out_fraction else None}
-    digest.update(json.dumps(options, sort_keys=True).encode())
-    return digest.hexdigest()
+    return sha256_text("".join(lines) + json.dumps(options, sort_keys=True))
 
 
 def fallbacks(corpus: Corpus) -> list[str]:

@@ -10,7 +10,6 @@ copied to another folder (or machine) is recognised as the same data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -23,7 +22,7 @@ from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data.readers import apply_limit, read_all, read_lines, regular_file
 from nlpstd.errors import DataError
-from nlpstd.hashing import sha256_file
+from nlpstd.hashing import sha256_file, sha256_text
 from nlpstd.jsonio import write_json
 from nlpstd.spans import entity_spans
 
@@ -191,9 +190,7 @@ def _has_entity(record: dict) -> bool:
 
 def fingerprint(data: DataSpec) -> str:
     """sha256 over each split's bytes and the reader options that shape the examples."""
-    digest = hashlib.sha256()
-    for split, data_file in data.files().items():
-        digest.update(f"{split}:{sha256_file(regular_file(data_file.path))}\n".encode())
+    lines = [f"{split}:{sha256_file(regular_file(data_file.path))}\n" for split, data_file in data.files().items()]
     options = {
         "format": data.format,
         "encodings": {split: data.encoding_of(split) for split in data.files()},
@@ -212,8 +209,7 @@ def fingerprint(data: DataSpec) -> str:
         options["token_pattern"] = data.token_pattern
     if data.word_unit != "word":
         options["word_unit"] = data.word_unit
-    digest.update(json.dumps(options, sort_keys=True).encode())
-    return digest.hexdigest()
+    return sha256_text("".join(lines) + json.dumps(options, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------

@@ -299,12 +299,8 @@ def write(report: dict, out_dir: Path) -> list[Path]:
 
 
 def overlap_indices(data_dir: Path) -> dict[str, list[int]]:
-    """Per evaluated split, the indices (positions in `<split>.jsonl`) of examples train also holds;
-    empty for a folder prepared before the report existed."""
-    path = Path(data_dir) / REPORT_JSON
-    if not path.is_file():
-        return {}
-    report = json.loads(path.read_text(encoding="utf-8"))
+    """Per evaluated split, the indices (positions in `<split>.jsonl`) of examples train also holds."""
+    report = json.loads((Path(data_dir) / REPORT_JSON).read_text(encoding="utf-8"))
     return {split: found["indices"] for split, found in report.get("overlap", {}).items()}
 
 

@@ -79,8 +79,6 @@ def upload(folder: Path, destination: str, slot: str) -> str:
     if storage.is_remote(destination):
         storage.upload_folder(folder, uri)
         return uri
-    from nlpstd.train.checkpoint import replace_dir  # imports torch: only when an export is written
-
     target = Path(uri)
     if target.exists():
         raise NlpstdError(f"{target} exists already; an export folder is never replaced")
@@ -88,7 +86,7 @@ def upload(folder: Path, destination: str, slot: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(folder, tmp)
-        replace_dir(tmp, target)  # flushed to disk, then renamed into place
+        fsutil.replace_dir(tmp, target)  # flushed to disk, then renamed into place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,7 +3,8 @@ pydantic's errors turned into `file:line: key.path: message`.
 
 Loading is strict: unknown keys are errors (with the closest valid key suggested), every error
 names the file, the line and the key path, and relative paths resolve against the standard's own
-folder. Checks across fields run once, here, before any data or weights are read.
+folder. Checks across fields run once, here, before any data or weights are read. A standard with
+changes (a sweep's trial, its recommendation) is made here too, by loading its text again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import difflib
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ import yaml
 from pydantic import ValidationError
 
 from nlpstd.errors import StandardError
+from nlpstd.spec.base_config import _check_base_positions
 from nlpstd.spec.messages import _clip, _dotted, _failing_at, _file_kind, _line_of, _shown
-from nlpstd.spec.rules import _check_combinations
-from nlpstd.spec.schema import _PATTERN_WORDS, Standard, _field_names
+from nlpstd.spec.rules import _check_combinations, _is_field
+from nlpstd.spec.schema import _PATTERN_WORDS, TASK_METRICS, SearchRange, Standard, _field_names, set_dotted
 
 # A standard is a few dozen keys in a few KiB. These limits sit far above any real standard and far
 # below what hurts: read as a tree, a few lines of aliases of aliases ("billion laughs") stand for
@@ -76,11 +79,74 @@ def load_standard_text(text: str, path: str | Path = "standard.yaml") -> Standar
         raise _located(exc, path, lines) from None
     standard._base_dir = base_dir
     _check_combinations(standard, path, lines)
+    _check_sweep(standard, _failing_at(path, lines))
     if standard.model.base is not None:  # last: it reads the base's config.json
-        from nlpstd.spec.files import _check_base_positions  # files reads standards too: imported here, not above
-
         _check_base_positions(standard, _failing_at(path, lines))
     return standard
+
+
+def with_changes(std: Standard, changes: dict[str, Any], name: str | None = None) -> Standard:
+    """`std` without its sweep, with `{dotted.key: value}` changes applied (a value replaces what is
+    there, a mapping a whole section) and checked like a loaded standard (it is one: loaded from text)."""
+    data = std.to_dict()
+    data.pop("sweep", None)
+    for key, value in changes.items():
+        set_dotted(data, key, value)
+    if name:
+        data["name"] = name
+    # every path of the dumped standard is absolute already; a relative one among the changes (a
+    # variant's `model.base: ./other`) means the same folder as in the standard it came from
+    source = Path(std._base_dir or "/") / "standard.yaml"
+    return load_standard_text(yaml.safe_dump(data, sort_keys=False), source)
+
+
+def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Every axis names a real key, and every value it can take makes a valid standard on its own."""
+    sweep = std.sweep
+    if sweep is None:
+        return
+    if not sweep.variants and not sweep.params:
+        fail(("sweep",), "a sweep needs at least one axis: variants or params")
+    metric = sweep.objective.metric
+    if metric is not None and metric not in TASK_METRICS[std.task]:
+        fail(("sweep", "objective", "metric"), f"unknown metric {metric!r} (known: {', '.join(TASK_METRICS[std.task])})")
+    if sweep.strategy != "grid" and sweep.trials is None:
+        fail(("sweep", "trials"), f"a {sweep.strategy} search needs a number of trials")
+
+    def check_keys(loc: tuple, keys: Iterable[str]) -> None:
+        for key in keys:
+            if not _is_field(key):
+                known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
+                fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
+
+    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
+        try:
+            with_changes(std, changes)
+        except StandardError as exc:
+            fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
+
+    first_variant = next(iter(sweep.variants.values()), {})
+    for name, changes in sweep.variants.items():
+        for key in changes:
+            if key in ("name", "sweep") or key.startswith("sweep."):
+                fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
+        check_keys(("sweep", "variants", name), changes)
+        try_changes(("sweep", "variants", name), changes)
+    for key, axis in sweep.params.items():
+        loc = ("sweep", "params", key)
+        if key in ("name", "sweep") or key.startswith("sweep."):
+            fail(loc, "a sweep cannot change the standard's name or the sweep itself")
+        check_keys(loc, [key])
+        if isinstance(axis, SearchRange):
+            if sweep.strategy == "grid":
+                fail(loc, "a grid takes a list of values, not a range (or use strategy: random or bayes)")
+            values = [axis.low, axis.high]
+        elif not axis:
+            fail(loc, "list at least one value")
+        else:
+            values = axis
+        for index, value in enumerate(values):
+            try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
 
 
 class _Refused(Exception):

@@ -1,19 +1,20 @@
 """Checks across fields: settings that are valid alone but cannot combine. They read nothing but the
-standard; the base model's own limits are checked in `files`."""
+standard; the base model's own limits are checked in `base_config`, and a sweep's values (each makes
+a standard, so it loads one) in `loading`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from nlpstd.errors import StandardError
+from nlpstd.sizes import bucket_widths
 from nlpstd.spec.messages import _failing_at
-from nlpstd.spec.schema import FORMATS_FOR_TASK, TASK_METRICS, SearchRange, Standard, _field_names
+from nlpstd.spec.schema import FORMATS_FOR_TASK, TASK_METRICS, Standard, _field_names
 
 
 def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
-    """Settings that are valid alone but cannot combine."""
+    """Settings that are valid alone but cannot combine. (The sweep's are checked by `loading`, as they
+    build a standard for every value.)"""
     fail = _failing_at(path, lines)
     if std.data.format not in FORMATS_FOR_TASK[std.task]:
         allowed = ", ".join(FORMATS_FOR_TASK[std.task])
@@ -36,7 +37,6 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     _check_long_texts(std, fail)
     _check_export(std, fail)
     _check_token_budget(std, fail)
-    _check_sweep(std, fail)
 
 
 def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -66,55 +66,6 @@ def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> No
         fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
 
 
-def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """Every axis names a real key, and every value it can take makes a valid standard on its own."""
-    sweep = std.sweep
-    if sweep is None:
-        return
-    if not sweep.variants and not sweep.params:
-        fail(("sweep",), "a sweep needs at least one axis: variants or params")
-    metric = sweep.objective.metric
-    if metric is not None and metric not in TASK_METRICS[std.task]:
-        fail(("sweep", "objective", "metric"), f"unknown metric {metric!r} (known: {', '.join(TASK_METRICS[std.task])})")
-    if sweep.strategy != "grid" and sweep.trials is None:
-        fail(("sweep", "trials"), f"a {sweep.strategy} search needs a number of trials")
-
-    def check_keys(loc: tuple, keys: Iterable[str]) -> None:
-        for key in keys:
-            if not _is_field(key):
-                known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
-                fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
-
-    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
-        try:
-            std.with_changes(changes)
-        except StandardError as exc:
-            fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
-
-    first_variant = next(iter(sweep.variants.values()), {})
-    for name, changes in sweep.variants.items():
-        for key in changes:
-            if key in ("name", "sweep") or key.startswith("sweep."):
-                fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
-        check_keys(("sweep", "variants", name), changes)
-        try_changes(("sweep", "variants", name), changes)
-    for key, axis in sweep.params.items():
-        loc = ("sweep", "params", key)
-        if key in ("name", "sweep") or key.startswith("sweep."):
-            fail(loc, "a sweep cannot change the standard's name or the sweep itself")
-        check_keys(loc, [key])
-        if isinstance(axis, SearchRange):
-            if sweep.strategy == "grid":
-                fail(loc, "a grid takes a list of values, not a range (or use strategy: random or bayes)")
-            values = [axis.low, axis.high]
-        elif not axis:
-            fail(loc, "list at least one value")
-        else:
-            values = axis
-        for index, value in enumerate(values):
-            try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
-
-
 def _is_field(key: str) -> bool:
     """Whether a dotted path names a key of the standard (a section or a setting)."""
     *parents, last = key.split(".")
@@ -126,11 +77,7 @@ def budget_widths(std: Standard) -> list[int]:
     budget = std.finetune.token_budget
     if budget is not None and budget.buckets:
         return list(budget.buckets)
-    widths, width = [], 16
-    while width < std.data.max_length:
-        widths.append(width)
-        width *= 2
-    return widths + [std.data.max_length]
+    return bucket_widths(std.data.max_length)
 
 
 def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:

@@ -17,7 +17,6 @@ import os
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -36,6 +35,7 @@ from pydantic import (
 
 from nlpstd import s3uri
 from nlpstd.errors import NlpstdError
+from nlpstd.sizes import SIZES
 from nlpstd.spans import IobRepair
 
 Task = Literal["token-classification", "sequence-classification"]
@@ -230,10 +230,6 @@ class TokenizerSpec(_Section):
 def _resolve_model(value: str, info: ValidationInfo) -> str:
     """`./x` and `../x` are folders next to the standard; anything else is a name or a hub id."""
     return _resolve_path(value, info) if value.startswith((".", "/")) else value
-
-
-# Miniature BERT shapes (layers, hidden); heads = hidden / 64 and FFN = 4 x hidden unless overridden.
-SIZES: dict[str, tuple[int, int]] = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}
 
 
 class ModelSpec(_Section):
@@ -656,22 +652,6 @@ class Standard(_Section):
 
         walk("", self.to_dict())
         return flat
-
-    def with_changes(self, changes: dict[str, Any], name: str | None = None) -> Standard:
-        """This standard without its sweep, with `{dotted.key: value}` changes applied (a value
-        replaces what is there, a mapping a whole section) and checked like a loaded standard."""
-        data = self.to_dict()
-        data.pop("sweep", None)
-        for key, value in changes.items():
-            set_dotted(data, key, value)
-        if name:
-            data["name"] = name
-        # every path of the dumped standard is absolute already; a relative one among the changes (a
-        # variant's `model.base: ./other`) means the same folder as in the standard it came from
-        from nlpstd.spec.loading import load_standard_text  # loading builds on this module
-
-        source = Path(self._base_dir or "/") / "standard.yaml"
-        return load_standard_text(yaml.safe_dump(data, sort_keys=False), source)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -4,6 +4,7 @@ write the data report (lengths, labels, duplicates, overlap between splits) chec
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,13 +13,16 @@ from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare as prep
 from nlpstd.data import report as data_report
 from nlpstd.errors import NlpstdError
+from nlpstd.jsonio import read_json
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
-from nlpstd.stages.output import read_json, staged, write_metrics
+from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import NullTracker, Tracker
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
 
 
 def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
@@ -49,7 +53,7 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
         fallbacks = corpus_mod.fallbacks(corpus)
         metrics["corpus_latin1_fallbacks"] = len(fallbacks)
         for path in fallbacks:
-            print(f"data-prep: {path} is not valid UTF-8; read it as Latin-1 (encoding: auto)")
+            log.info(f"data-prep: {path} is not valid UTF-8; read it as Latin-1 (encoding: auto)")
     metrics["stage_seconds"] = round(time.perf_counter() - started, 2)
     with staged(out_dir) as tmp:
         prep.save(prepared, tmp)
@@ -59,9 +63,9 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
         identity.write(tmp, "data-prep", std, prepared.fingerprint)
         write_metrics(tmp, metrics)
     track(out_dir, tracker)
-    print(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")
+    log.info(f"data-prep: {', '.join(f'{k} {v}' for k, v in metrics.items())}; fingerprint {prepared.fingerprint[:12]}")
     for message in warnings:
-        print(f"data-prep: warning: {message} (see {Path(out_dir) / data_report.REPORT_MD})")
+        log.warning(f"data-prep: warning: {message} (see {Path(out_dir) / data_report.REPORT_MD})")
     return metrics
 
 
@@ -107,10 +111,9 @@ def track(out_dir: Path, tracker: Tracker) -> None:
         tracker.log_dataset(split, source, digest=summary["fingerprint"][:16], context=split)
     tracker.log_metrics(read_json(out_dir / "metrics.json"))
     tracker.log_artifact(out_dir / "summary.json")
-    if (out_dir / data_report.REPORT_JSON).is_file():  # folders prepared before the report existed have none
-        tracker.log_artifact(out_dir / data_report.REPORT_MD)
-        tracker.log_artifact(out_dir / data_report.REPORT_JSON)
-        tracker.log_artifact(out_dir / "plots", "plots")
+    tracker.log_artifact(out_dir / data_report.REPORT_MD)
+    tracker.log_artifact(out_dir / data_report.REPORT_JSON)
+    tracker.log_artifact(out_dir / "plots", "plots")
     if (out_dir / "corpus" / "corpus.json").is_file():
         tracker.set_tags({"nlpstd.corpus_fingerprint": read_json(out_dir / "corpus" / "corpus.json")["fingerprint"]})
         tracker.log_artifact(out_dir / "corpus" / "corpus.json")

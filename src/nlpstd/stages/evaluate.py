@@ -3,12 +3,11 @@ registry's champion on the same data to decide whether this model may take its p
 
 from __future__ import annotations
 
+import logging
 import tempfile
-import time
 from pathlib import Path
 
-from nlpstd import jsonio, runtime
-from nlpstd.data import prepare as prep
+from nlpstd import jsonio
 from nlpstd.data.encode import encode_data, words_and_offsets
 from nlpstd.data.report import overlap_indices
 from nlpstd.evaluate import report
@@ -20,8 +19,11 @@ from nlpstd.registry import Registry, decide, decision_tags, history_entry, regi
 from nlpstd.spans import IobRepair, WordUnit, decode_entities, joined_words
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
+from nlpstd.stages.context import begin
 from nlpstd.stages.output import staged, write_metrics
-from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: Tracker | None = None,
@@ -29,16 +31,10 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     """Writes `metrics.json` (per split, the gate, the champion decision), `gate.json`, `champion.json`,
     `report.md`, `plots/*.png`, `predictions_<split>.jsonl` and `stage.json`. `model_dir` is the `model/`
     of this recipe's finetune output. The registry defaults to the tracker's."""
-    tracker = tracker or NullTracker()
-    registry = registry or registry_for(tracker)
-    started = time.perf_counter()
-
     # -- inputs: this recipe's prepared data and fine-tuned model
-    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
-    data = prep.load(data_dir)
-    identity.require(Path(model_dir).parent, "finetune", std, data.fingerprint, allow_other=allow_other_inputs)
-    device = runtime.setup(std.runtime, std.seed)
-    precision = runtime.resolve_precision(std.runtime, device)
+    ctx = begin(std, data_dir, tracker, {"finetune": Path(model_dir).parent}, allow_other_inputs)
+    tracker, data, device, precision = ctx.tracker, ctx.data, ctx.device, ctx.precision
+    registry = registry or registry_for(tracker)
 
     def load(folder: Path) -> tuple:
         return load_tokenizer(str(folder)), load_model(folder, std.task).to(device)
@@ -96,7 +92,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
         jsonio.write_json(tmp / "champion.json", {**decision.to_dict(), "data_fingerprint": data.fingerprint})
         flat = {f"{split}_{k}": v for split, m in scores.items() for k, v in headline(m).items()}
         flat.update({f"{split}_clean_{k}": v for split, c in clean.items() for k, v in headline(c["metrics"]).items()})
-        seconds = round(time.perf_counter() - started, 2)
+        seconds = ctx.seconds()
         write_metrics(tmp, {**flat, "scores": scores, "gate": gate.to_dict(), "champion": decision.to_dict(),
                             "truncation": truncation, "clean": clean, "stage_seconds": seconds})
 
@@ -110,9 +106,9 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             "keep", decision.to_dict(), run_id=tracker.run_id, candidate_version=None, data_fingerprint=data.fingerprint))
     for name in ("report.md", "gate.json", "champion.json", "plots"):
         tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
-    print(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
-    print(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
-    print(f"evaluate: champion {'PROMOTE, if export succeeds' if decision.promote else 'KEEP'}: {decision.reason}")
+    log.info(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
+    log.info(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
+    log.info(f"evaluate: champion {'PROMOTE, if export succeeds' if decision.promote else 'KEEP'}: {decision.reason}")
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
 
 

@@ -8,6 +8,7 @@ format, and a registered model version that takes the champion alias if evaluati
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -16,7 +17,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from nlpstd import runtime
 from nlpstd.data import prepare as prep
 from nlpstd.data.encode import Encoded, encode_data
 from nlpstd.errors import GateFailed, NlpstdError, ParityFailed
@@ -26,15 +26,18 @@ from nlpstd.export import parity
 from nlpstd.export.card import model_card
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
 from nlpstd.export.serving import FOLDERS, inference_service, storage_uri
+from nlpstd.fsutil import replace_dir
 from nlpstd.inference import Forward, predict_logits, torch_forward
-from nlpstd.jsonio import write_json
+from nlpstd.jsonio import read_json, write_json
 from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
-from nlpstd.stages.output import partial_dir, read_json, write_metrics
-from nlpstd.tracking import NullTracker, Tracker, numeric
-from nlpstd.train.checkpoint import replace_dir
+from nlpstd.stages.context import begin
+from nlpstd.stages.output import partial_dir, write_metrics
+from nlpstd.tracking import Tracker, numeric
+
+log = logging.getLogger(__name__)
 
 # What a Hugging Face folder needs; training leftovers stay behind.
 _KEEP = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "nlpstd.json"}
@@ -53,30 +56,12 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
     passed the gate) goes to `out_dir` and to a new folder of `export.destination`, which then
     serves it; one that stays behind the champion is registered but goes to `kept_dir` (default
     `out_dir`), so the last good export in `out_dir` and at the destination stays where it is."""
-    tracker = tracker or NullTracker()
-    registry = registry or registry_for(tracker)
-    started = time.perf_counter()
-
     # -- inputs: this recipe's data, model and evaluation; the gate and the champion decision decide
-    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
-    data = prep.load(data_dir)
-    identity.require(Path(model_dir).parent, "finetune", std, data.fingerprint, allow_other=allow_other_inputs)
-    identity.require(eval_dir, "evaluate", std, data.fingerprint, allow_other=allow_other_inputs)
-    evaluation = read_json(Path(eval_dir) / "metrics.json")
-    gate = evaluation["gate"]
-    if not gate["passed"]:
-        raise GateFailed(f"export skipped: the gate failed ({gate['reason']})")
-    champion = evaluation.get("champion", {})
-    wanted = bool(champion.get("promote", True))
-    name = std.export.register_as or std.name
-    destination = std.export.destination if wanted else None
-    if destination:  # checked with the standard's files already; again here, where a pipeline task starts
-        try:
-            publication.check(destination, name)
-        except NlpstdError as exc:
-            raise NlpstdError(f"export.destination: {exc}") from None
-    slot = publication.new_slot()
-    runtime.setup(std.runtime, std.seed)
+    ctx = begin(std, data_dir, tracker, {"finetune": Path(model_dir).parent, "evaluate": Path(eval_dir)}, allow_other_inputs)
+    tracker, data = ctx.tracker, ctx.data
+    registry = registry or registry_for(tracker)
+    evaluation, champion, destination = _decision(std, Path(eval_dir))
+    wanted, name, slot = bool(champion.get("promote", True)), std.export.register_as or std.name, publication.new_slot()
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(model_dir, std.task)
     parameters, _ = count_parameters(model)
@@ -123,7 +108,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
         metrics = {"parameters": parameters, "size_bytes": size, "formats": list(std.export.formats),
                    "parity_split": split, "parity_metric": metric, "parity_examples": len(held_out.features), **_flat(report),
                    **{f"{_key(fmt)}_size_bytes": n for fmt, n in sizes.items()},
-                   "stage_seconds": round(time.perf_counter() - started, 2)}
+                   "stage_seconds": ctx.seconds()}
 
         # -- the destination's new folder (nothing serves it yet), then the tracker and the registry
         uploaded = publication.upload(folder, destination, slot) if destination else None
@@ -149,17 +134,41 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
     # -- publish locally: the champion replaces the last good export, anything else lands beside it
     target = Path(out_dir) if promoted else Path(kept_dir or out_dir)
     replace_dir(tmp, target)
-    print(f"export: {target / 'model'} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})")
-    if uploaded and promoted:
-        print(f"export: published to {uploaded}; {destination}/{publication.POINTER} now names it")
-    elif uploaded:
-        print(f"export: uploaded to {uploaded}, but {destination}/{publication.POINTER} still names the champion's export")
-    if not promoted:
-        print(f"export: not the champion, so {target} holds it and {out_dir} keeps the last promoted export"
-              if target != Path(out_dir) else "export: not the champion")
-    if not uri:
-        print("export: no KServe manifest: set export.destination to s3://… (or export.serving.storage_uri) so a cluster can read the model")
+    _announce(std, target, Path(out_dir), size, promoted, uploaded, destination, uri)
     return metrics
+
+
+def _decision(std: Standard, eval_dir: Path) -> tuple[dict, dict, str | None]:
+    """Evaluation's metrics, its champion decision, and the destination to publish to (none for a model
+    that stays behind the champion). A failed gate stops here, and so does a destination that cannot
+    take the export: checked with the standard's files already, again here, where a pipeline task starts."""
+    evaluation = read_json(eval_dir / "metrics.json")
+    gate = evaluation["gate"]
+    if not gate["passed"]:
+        raise GateFailed(f"export skipped: the gate failed ({gate['reason']})")
+    champion = evaluation.get("champion", {})
+    destination = std.export.destination if champion.get("promote", True) else None
+    if destination:
+        try:
+            publication.check(destination, std.export.register_as or std.name)
+        except NlpstdError as exc:
+            raise NlpstdError(f"export.destination: {exc}") from None
+    return evaluation, champion, destination
+
+
+def _announce(std: Standard, target: Path, out_dir: Path, size: int, promoted: bool, uploaded: str | None,
+              destination: str | None, uri: str | None) -> None:
+    """Where the export went, and why there."""
+    log.info(f"export: {target / 'model'} ({size / 1e6:.1f} MB, {', '.join(std.export.formats)})")
+    if uploaded and promoted:
+        log.info(f"export: published to {uploaded}; {destination}/{publication.POINTER} now names it")
+    elif uploaded:
+        log.info(f"export: uploaded to {uploaded}, but {destination}/{publication.POINTER} still names the champion's export")
+    if not promoted:
+        log.info(f"export: not the champion, so {target} holds it and {out_dir} keeps the last promoted export"
+                 if target != out_dir else "export: not the champion")
+    if not uri:
+        log.info("export: no KServe manifest: set export.destination to s3://… (or export.serving.storage_uri) so a cluster can read the model")
 
 
 def _held_out(std: Standard, data: prep.PreparedData, tokenizer) -> tuple[str, Encoded]:
@@ -185,7 +194,7 @@ def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[st
         began = time.perf_counter()
         home = folder / FOLDERS["onnx"] if "onnx" in formats else scratch
         fp32 = export_onnx(model, home / MODEL_FILE, token_types="token_type_ids" in tokenizer.model_input_names)
-        print(f"export: onnx graph written in {time.perf_counter() - began:.1f} s")
+        log.info(f"export: onnx graph written in {time.perf_counter() - began:.1f} s")
         runs["onnx"] = scored("onnx", OnnxForward(fp32, threads))
         if "onnx-int8" in formats:
             int8 = quantize_int8(fp32, folder / FOLDERS["onnx-int8"] / MODEL_FILE)
@@ -199,7 +208,7 @@ def _formats(std: Standard, model, tokenizer, held_out: Encoded, labels: list[st
     report = parity.compare(runs, std.evaluate.gate.metric)
     for name, row in report.items():
         extra = "" if name == "torch" else f", max |Δlogit| {row['max_abs_diff']:.2e}, agreement {row['agreement']:.4%}"
-        print(f"export: {name:<9} {std.evaluate.gate.metric} {row[std.evaluate.gate.metric]:.4f}{extra}")
+        log.info(f"export: {name:<9} {std.evaluate.gate.metric} {row[std.evaluate.gate.metric]:.4f}{extra}")
     return report
 
 
@@ -246,5 +255,5 @@ def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker,
                                         reason=decision.get("reason") if promoted else reason))
     tracker.set_tags({"nlpstd.registered_model": name, "nlpstd.registered_version": version,
                       "nlpstd.promoted": str(promoted).lower(), "nlpstd.promotion_reason": reason})
-    print(f"export: registered {name} v{version}; {'now the champion' if promoted else 'champion unchanged'}: {reason}")
+    log.info(f"export: registered {name} v{version}; {'now the champion' if promoted else 'champion unchanged'}: {reason}")
     return {"registered_model": name, "registered_version": version, "promoted": promoted, "promotion_reason": reason}

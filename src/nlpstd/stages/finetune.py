@@ -5,23 +5,26 @@ Rerunning after an interruption resumes from the last checkpoint in the stage's 
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from nlpstd import runtime
-from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
 from nlpstd.spec import Standard, budget_widths
 from nlpstd.stages import identity
-from nlpstd.stages.output import log_training, staged, write_training
-from nlpstd.tracking import NullTracker, Tracker
+from nlpstd.stages.context import begin
+from nlpstd.stages.output import staged
+from nlpstd.stages.training import log_training, write_training
+from nlpstd.tracking import Tracker
 from nlpstd.train.batching import Supervised
-from nlpstd.train.config import EngineConfig, LoopConfig, Selection
+from nlpstd.train.config import LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
+
+log = logging.getLogger(__name__)
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
@@ -31,17 +34,10 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     `loss.png`, `stage.json` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained
     encoder; with pretraining on, it must be this recipe's pretrain output); checkpoints go to `work_dir`
     when given (see `staged`), else beside `out_dir`. `on_evaluation` hears each validation's scores (see `train`)."""
-    tracker = tracker or NullTracker()
-    started = time.perf_counter()
-
     # -- inputs: this recipe's prepared data (and pretrained encoder)
-    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
-    data = prep.load(data_dir)
-    if base and std.pretrain.enabled:
-        identity.require(Path(base).parent, "pretrain", std, data.fingerprint, allow_other=allow_other_inputs)
-    device = runtime.setup(std.runtime, std.seed)
-    engine = EngineConfig.of(std.runtime, device)
-    precision = engine.precision
+    pretrained = {"pretrain": Path(base).parent} if base and std.pretrain.enabled else {}
+    ctx = begin(std, data_dir, tracker, pretrained, allow_other_inputs)
+    tracker, data, device, precision = ctx.tracker, ctx.data, ctx.device, ctx.precision
     source = str(base) if base else resolve_base(std.model.base)
     tokenizer = load_tokenizer(source)
 
@@ -51,15 +47,15 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     for name, encoded in (("train", train_set), ("validation", val_set)):
         if encoded.truncated:
             unit = "words" if std.task == "token-classification" else "sub-words"
-            print(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {unit} cut)")
+            log.info(f"finetune: {encoded.truncated} {name} examples exceed max_length {std.data.max_length} ({encoded.dropped} {unit} cut)")
         if encoded.windowed:
-            print(f"finetune: {encoded.windowed} {name} examples exceed max_length {std.data.max_length}: split into "
-                  f"windows sharing {std.data.stride} sub-words ({encoded.kept} words kept that truncation would cut)")
+            log.info(f"finetune: {encoded.windowed} {name} examples exceed max_length {std.data.max_length}: split into "
+                     f"windows sharing {std.data.stride} sub-words ({encoded.kept} words kept that truncation would cut)")
 
     # -- model
     model = build_model(std.task, source, data.labels, std.finetune)
     total_params, trainable_params = count_parameters(model)
-    print(f"finetune: {std.finetune.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) on {device}, {precision}")
+    log.info(f"finetune: {std.finetune.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) on {device}, {precision}")
 
     # -- train: model selection and early stopping read the gate's metric on validation
     metric = std.evaluate.gate.metric
@@ -75,7 +71,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     objective = Supervised(train_set.features, micro_batch(loop, "finetune"), std.seed,
                            recipe.group_by_length, tokenizer.pad_token_id, budget)
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
-        result = train(model, objective, evaluate, loop, engine, Selection(metric),
+        result = train(model, objective, evaluate, loop, ctx.engine, Selection(metric),
                        work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", tracker=tracker,
                        desc="finetune", on_evaluation=on_evaluation)
         if not runtime.is_main():  # the main process writes the model
@@ -91,7 +87,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
                          spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
                          truncation_side=std.data.truncation_side, word_unit=std.data.word_unit)
         identity.write(tmp, "finetune", std, data.fingerprint)
-        metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=started, device=device, precision=precision, extra={
+        metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=ctx.started, device=device, precision=precision, extra={
             f"best_validation_{metric}": result.state.best_score,
             "parameters": total_params,
             "trainable_parameters": trainable_params,
@@ -100,5 +96,5 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
 
     log_training(tracker, out_dir, metrics)
     state = result.state
-    print(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
+    log.info(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
     return metrics

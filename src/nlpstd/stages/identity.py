@@ -18,25 +18,11 @@ from nlpstd.errors import NlpstdError
 from nlpstd.hashing import sha256_json
 from nlpstd.jsonio import write_json
 from nlpstd.spec import NOT_RECIPE, Standard
+from nlpstd.stages.contract import STAGES, inputs_of
 
 FILE = "stage.json"
 
-# The parts of the standard each stage's output depends on (dotted keys), besides its inputs.
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "data-prep": ("task", "seed", "data", "pretrain.enabled", "pretrain.corpus"),
-    "pretrain": ("tokenizer", "model", "pretrain", "runtime.precision"),
-    "finetune": ("task", "seed", "data", "tokenizer", "model", "finetune", "runtime", "evaluate.gate.metric",
-                 "evaluate.iob_repair"),
-    "evaluate": ("name", "evaluate", "export.register_as"),
-    "export": ("name", "description", "export"),
-}
-
-
-def inputs_of(stage: str, std: Standard) -> tuple[str, ...]:
-    """The stages whose folders `stage` reads."""
-    upstream = {"data-prep": (), "pretrain": ("data-prep",), "finetune": ("data-prep", "pretrain"),
-                "evaluate": ("data-prep", "finetune"), "export": ("data-prep", "finetune", "evaluate")}[stage]
-    return tuple(s for s in upstream if s != "pretrain" or std.pretrain.enabled)
+SECTIONS: dict[str, tuple[str, ...]] = {stage.name: stage.sections for stage in STAGES}
 
 
 def section_key(std: Standard, sections: tuple[str, ...], *extra: str) -> str:
@@ -77,7 +63,7 @@ def require(folder: Path, stage: str, std: Standard, data_fingerprint: str | Non
     record, folder = read(folder), Path(folder)
     hint = f"rerun {stage} (or pass --allow-other-inputs to use it anyway)"
     if record is None:
-        raise NlpstdError(f"{folder}: no {FILE}: not a {stage} output of nlpstd, or made by an older version; {hint}")
+        raise NlpstdError(f"{folder}: no {FILE}: not a {stage} output of nlpstd; {hint}")
     if record.get("stage") != stage:
         raise NlpstdError(f"{folder}: holds the output of {record.get('stage')!r}, not of {stage}; {hint}")
     expected = identity(stage, std)

@@ -9,19 +9,14 @@ are what a rerun resumes from.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nlpstd import locks, runtime
-from nlpstd.evaluate.report import plot_loss_curve
+from nlpstd import locks
+from nlpstd.fsutil import replace_dir
 from nlpstd.jsonio import write_json
-from nlpstd.tracking import Tracker, numeric
-from nlpstd.train.checkpoint import replace_dir
-from nlpstd.train.loop import TrainResult
 
 CHECKPOINT_LOCK_WAIT_S = 120  # a retried pipeline task may start before its failed attempt has let go
 
@@ -38,6 +33,8 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
     `work_dir` puts the partial folder elsewhere: a pipeline task's output folder is new on
     every run, so its checkpoints live where the next run (or retry) finds them.
     """
+    from nlpstd import runtime  # torch: imported by the stages that stage a folder, not by every reader of these helpers
+
     out_dir = Path(out_dir)
     tmp = Path(work_dir) if work_dir else partial_dir(out_dir)
     if not runtime.is_main():  # under torchrun the main process alone writes and publishes; the others share its folder
@@ -66,40 +63,3 @@ def staged(out_dir: Path, keep_on_error: bool = False, work_dir: Path | None = N
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
     write_json(Path(folder) / "metrics.json", metrics, sort_keys=True)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def write_training(folder: Path, result: TrainResult, *, batch_size: int, started: float, device: Any, precision: str,
-                   extra: dict[str, Any]) -> dict[str, Any]:
-    """`history.json`, `loss.png` and `metrics.json` of a training stage (its own figures in `extra`
-    plus the loop's); the checkpoints go, since a finished stage is never resumed."""
-    folder, state = Path(folder), result.state
-    write_json(folder / "history.json", state.history, indent=None)
-    plot_loss_curve(state.history, folder / "loss.png")
-    metrics = {
-        **extra,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "total_steps": result.total_steps,
-        "stopped_early": state.stopped_early,
-        "resumed_from_step": result.resumed_from,
-        "train_seconds": round(state.train_seconds, 2),
-        "train_flops": state.train_flops,
-        "stage_seconds": round(time.perf_counter() - started, 2),
-        "train_samples_per_s": round(state.step * batch_size / max(state.train_seconds, 1e-9), 2),
-        "device": str(device),
-        "precision": precision,
-    }
-    write_metrics(folder, metrics)
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    return metrics
-
-
-def log_training(tracker: Tracker, out_dir: Path, metrics: dict[str, Any]) -> None:
-    """The stage's numeric figures and its loss curve, once the stage folder is published."""
-    tracker.log_metrics(numeric(metrics))
-    tracker.set_tags({"nlpstd.device": metrics["device"], "nlpstd.precision": metrics["precision"]})
-    tracker.log_artifact(Path(out_dir) / "loss.png")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -22,15 +21,21 @@ from nlpstd.cache import cache_dir
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare
 from nlpstd.data import report as data_report
+from nlpstd.fsutil import replace_dir
+from nlpstd.jsonio import read_json, write_json
 from nlpstd.models.build import build_mlm_model, count_parameters, load_tokenizer, resolve_base, write_model_info
 from nlpstd.models.tokenizer import train_wordpiece
 from nlpstd.spec import Standard
 from nlpstd.stages import identity
-from nlpstd.stages.output import log_training, read_json, staged, write_training
-from nlpstd.tracking import NullTracker, Tracker
-from nlpstd.train.config import EngineConfig, LoopConfig, Selection
+from nlpstd.stages.context import begin
+from nlpstd.stages.output import staged
+from nlpstd.stages.training import log_training, write_training
+from nlpstd.tracking import Tracker
+from nlpstd.train.config import LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
 from nlpstd.train.mlm import HeldOut, MaskedLM, Masker, cached_blocks, tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, work_dir: Path | None = None,
@@ -38,15 +43,9 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     """Writes `model/` (Hugging Face folder with MLM head and tokenizer), `history.json`, `loss.png`,
     `stage.json` and `metrics.json` (parameters, held-out loss and perplexity before and after).
     Checkpoints go to `work_dir` when given (see `staged`), else beside `out_dir`."""
-    tracker = tracker or NullTracker()
-    started = time.perf_counter()
-    spec = std.pretrain
-    identity.require(data_dir, "data-prep", std, allow_other=allow_other_inputs)
-    data_fingerprint = read_json(Path(data_dir) / "summary.json")["fingerprint"]
+    ctx = begin(std, data_dir, tracker, allow_other_inputs=allow_other_inputs)
+    tracker, device, precision, spec = ctx.tracker, ctx.device, ctx.precision, std.pretrain
     corpus = corpus_mod.load(Path(data_dir) / "corpus")
-    device = runtime.setup(std.runtime, std.seed)
-    engine = EngineConfig.of(std.runtime, device)
-    precision = engine.precision
 
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed);
@@ -57,13 +56,13 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
         resume_key = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
         fit = _vocabulary_fit(std, tokenizer, data_dir) if std.tokenizer.train and runtime.is_main() else {}
-        print(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
+        log.info(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
 
         # -- model
         model = build_mlm_model(std.model, tokenizer)
         total_params, _ = count_parameters(model)
         source = std.model.base or f"BERT-{std.model.size} from scratch {std.model.architecture()}"
-        print(f"pretrain: {spec.objective} on {source} ({total_params:,} parameters) on {device}, {precision}")
+        log.info(f"pretrain: {spec.objective} on {source} ({total_params:,} parameters) on {device}, {precision}")
         tracker.log_metrics({"parameters": total_params})
 
         # -- held-out perplexity before training (kept, so a resumed run reports the true start)
@@ -71,12 +70,12 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         held_out = HeldOut(held_blocks, masker, spec.eval_batch_size, std.seed, device, precision, spec.max_eval_blocks)
         with runtime.main_first():
             initial = _initial_eval(model.to(device), held_out, tmp / "initial_eval.json", resume_key)
-        print(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
+        log.info(f"pretrain: held-out loss {initial['loss']:.4f}, perplexity {initial['perplexity']:.1f} before training")
 
         # -- train
         loop = LoopConfig.of(spec)
         objective = MaskedLM(train_blocks, masker, micro_batch(loop, "pretrain"), std.seed)
-        result = train(model, objective, held_out, loop, engine, Selection("loss", maximize=False),
+        result = train(model, objective, held_out, loop, ctx.engine, Selection("loss", maximize=False),
                        work_dir=tmp, identity=resume_key, tracker=tracker, desc="pretrain")
         if not runtime.is_main():  # the main process writes the model
             return {}
@@ -87,8 +86,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         tokenizer.save_pretrained(tmp / "model")
         write_model_info(tmp / "model", task="masked-lm", max_length=spec.max_length, standard=std.name,
                          spec_hash=std.spec_hash(), fingerprint=corpus.fingerprint)
-        identity.write(tmp, "pretrain", std, data_fingerprint, corpus_fingerprint=corpus.fingerprint)
-        metrics = write_training(tmp, result, batch_size=spec.batch_size, started=started, device=device, precision=precision, extra={
+        identity.write(tmp, "pretrain", std, ctx.data_fingerprint, corpus_fingerprint=corpus.fingerprint)
+        metrics = write_training(tmp, result, batch_size=spec.batch_size, started=ctx.started, device=device, precision=precision, extra={
             "initial_heldout_loss": round(initial["loss"], 4),
             "initial_heldout_perplexity": round(initial["perplexity"], 3),
             "heldout_loss": round(final["loss"], 4),
@@ -103,8 +102,8 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         })
 
     log_training(tracker, out_dir, metrics)
-    print(f"pretrain: held-out perplexity {metrics['initial_heldout_perplexity']:.1f} -> {metrics['heldout_perplexity']:.1f} "
-          f"({metrics['perplexity_ratio']:.1f}x lower) after {metrics['steps']} steps")
+    log.info(f"pretrain: held-out perplexity {metrics['initial_heldout_perplexity']:.1f} -> {metrics['heldout_perplexity']:.1f} "
+             f"({metrics['perplexity_ratio']:.1f}x lower) after {metrics['steps']} steps")
     return metrics
 
 
@@ -116,7 +115,7 @@ def _vocabulary_fit(std: Standard, tokenizer: PreTrainedTokenizerFast, data_dir:
     fit = {split: data_report.vocabulary_fit(tokenizer, records, word_unit=std.data.word_unit)
            for split, records in prepared.splits.items()}
     shares = ", ".join(f"{split} {figures['unknown_share']:.2%}" for split, figures in fit.items())
-    print(f"pretrain: the trained vocabulary ({len(tokenizer):,} pieces) reads as {tokenizer.unk_token}: {shares} of the sub-words")
+    log.info(f"pretrain: the trained vocabulary ({len(tokenizer):,} pieces) reads as {tokenizer.unk_token}: {shares} of the sub-words")
     return fit
 
 
@@ -141,11 +140,10 @@ def _train_tokenizer(std: Standard, corpus: corpus_mod.Corpus, folder: Path) -> 
     documents = (doc for docs in corpus.train for doc in docs)
     tokenizer = train_wordpiece(documents, std.tokenizer)
     tokenizer.model_max_length = std.pretrain.max_length
-    print(f"pretrain: trained a WordPiece vocabulary of {len(tokenizer):,} pieces")
+    log.info(f"pretrain: trained a WordPiece vocabulary of {len(tokenizer):,} pieces")
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    replace_dir(tmp, folder)
 
 
 def _initial_eval(model, held_out: HeldOut, path: Path, resume_key: str) -> dict[str, float]:
@@ -154,5 +152,5 @@ def _initial_eval(model, held_out: HeldOut, path: Path, resume_key: str) -> dict
         if saved.get("identity") == resume_key:
             return saved["scores"]
     scores = held_out(model)
-    path.write_text(json.dumps({"identity": resume_key, "scores": scores}), encoding="utf-8")
+    write_json(path, {"identity": resume_key, "scores": scores})
     return scores

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from nlpstd import jsonio
 from nlpstd.evaluate.report import save_figure, table_header, table_row
-from nlpstd.spec import MAX_NAME, Standard
+from nlpstd.spec import MAX_NAME, Standard, with_changes
 from nlpstd.sweep import space
 
 COST_KEYS = {"parameters": "parameters", "flops": "flops", "seconds": "train_seconds"}
@@ -104,7 +104,7 @@ def write_recommended(std: Standard, chosen: dict[str, Any], reason: str, path: 
     """The sweep's standard with the chosen changes and no sweep: `nlpstd run` takes it as it is."""
     suffix = "-recommended"
     name = std.name[: MAX_NAME - len(suffix)].rstrip("-._") + suffix  # still a valid name when std.name is long
-    recommended = std.with_changes(chosen["changes"], name=name)
+    recommended = with_changes(std, chosen["changes"], name=name)
     header = (f"# Recommended by the sweep of {std.name}: {chosen['label']}\n"
               f"# Chosen as {reason}.\n"
               f"# Validation score {chosen['value']:.4f} over {len(chosen['trials'])} trial(s); "

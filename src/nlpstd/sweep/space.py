@@ -12,7 +12,7 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nlpstd.hashing import sha256_json
-from nlpstd.spec import SearchRange, Standard, SweepSpec
+from nlpstd.spec import SearchRange, Standard, SweepSpec, with_changes
 
 VARIANT = "variant"
 
@@ -57,7 +57,7 @@ def changes(sweep: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
 def trial_standard(std: Standard, point: dict[str, Any]) -> Standard:
     """The standard one trial runs: the sweep's standard with the point's changes, without the sweep."""
     assert std.sweep is not None
-    return std.with_changes(changes(std.sweep, point))
+    return with_changes(std, changes(std.sweep, point))
 
 
 def point_key(point: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ same point and its fine-tuning resumes from its checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +18,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nlpstd.errors import NlpstdError
 from nlpstd.hashing import sha256_json
-from nlpstd.spec import Standard, check_files, load_standard
+from nlpstd.preflight import preflight
+from nlpstd.spec import Standard
 from nlpstd.sweep import space
 from nlpstd.sweep.report import progress_table, write_report
 from nlpstd.sweep.trial import objective_metric, run_trial
 from nlpstd.tracking import RunTracking, open_parent_run, process_tags, tracking_client
+
+log = logging.getLogger(__name__)
 
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -29,17 +33,16 @@ ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 def run_sweep(standard_file: str | Path, out: str | Path | None = None, tracking: bool = True) -> dict[str, Any]:
     """Run (or continue) the sweep of `standard_file` into `out` (default `runs/<name>-sweep`) and
     write its report; returns the report's summary."""
-    std = load_standard(standard_file)
+    std, _ = preflight(standard_file)
     if std.sweep is None:
         raise NlpstdError(f"{standard_file}: no sweep section; add one to search sizes and settings (README: Sweeps)")
-    check_files(std, standard_file)
     out = Path(out or Path("runs") / f"{std.name}-sweep")
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(std, out)
     target = _queue(std, study)
-    print(f"sweep {std.name}: {std.sweep.strategy}, {target} trials, "
-          f"{len(tried(study))} done already; study in {out / 'study.db'}", flush=True)
+    log.info(f"sweep {std.name}: {std.sweep.strategy}, {target} trials, "
+             f"{len(tried(study))} done already; study in {out / 'study.db'}")
 
     with _sweep_run(std, study, tracking) as run_id:
         asked, limit = 0, 20 * max(target, 1)  # a sampler that only proposes points already tried stops the sweep
@@ -47,10 +50,10 @@ def run_sweep(standard_file: str | Path, out: str | Path | None = None, tracking
             asked += 1
             spent = trial_seconds(study) / 60
             if std.sweep.max_minutes is not None and spent >= std.sweep.max_minutes:
-                print(f"sweep: stopping, the trials took {spent:.1f} of max_minutes {std.sweep.max_minutes:g}")
+                log.info(f"sweep: stopping, the trials took {spent:.1f} of max_minutes {std.sweep.max_minutes:g}")
                 break
             _run_one(std, study, out, run_id)
-            print(progress_table(std, results(study)), flush=True)
+            log.info(progress_table(std, results(study)))
         summary = write_report(std, results(study), out / "report", trial_seconds=trial_seconds(study))
         _log_report(std, run_id, out / "report", summary)
     return summary
@@ -106,7 +109,7 @@ def _run_one(std: Standard, study: optuna.Study, out: Path, run_id: str | None) 
     trial = study.ask(space.axes(std.sweep))
     point = dict(trial.params)
     key = space.point_key(point)
-    print(f"\n-- trial {trial.number}: {space.label(point)}", flush=True)
+    log.info(f"\n-- trial {trial.number}: {space.label(point)}")
     earlier = _ended(study).get(key)
     if earlier is not None:  # a sampler may propose a point again: its outcome stands, nothing is retrained
         trial.set_user_attr("repeat_of", earlier.number)
@@ -116,7 +119,7 @@ def _run_one(std: Standard, study: optuna.Study, out: Path, run_id: str | None) 
             last = max(earlier.intermediate_values)
             trial.report(earlier.intermediate_values[last], last)
             study.tell(trial, state=TrialState.PRUNED)
-        print(f"-- trial {trial.number} repeats trial {earlier.number}: its outcome is reused", flush=True)
+        log.info(f"-- trial {trial.number} repeats trial {earlier.number}: its outcome is reused")
         return
     tags = {"nlpstd.trial": str(trial.number), "nlpstd.trial_key": key}
     with RunTracking.attach(std, run_id).stage(f"trial {trial.number}", tags) as tracker:
@@ -124,7 +127,7 @@ def _run_one(std: Standard, study: optuna.Study, out: Path, run_id: str | None) 
         try:
             result = run_trial(std, point, out / "trials" / key, out / "shared", tracker, on_evaluation=_reporter(trial, objective_metric(std)))
         except optuna.TrialPruned as pruned:
-            print(f"-- trial {trial.number} pruned: {pruned}", flush=True)
+            log.info(f"-- trial {trial.number} pruned: {pruned}")
             trial.set_user_attr("result", {"key": key, "label": space.label(point), "point": point})
             study.tell(trial, state=TrialState.PRUNED)
             shutil.rmtree(out / "trials" / key, ignore_errors=True)  # a pruned trial is never resumed

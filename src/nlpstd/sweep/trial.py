@@ -13,18 +13,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nlpstd import runtime
-from nlpstd.data import prepare as prep
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
-from nlpstd.jsonio import write_json
+from nlpstd.jsonio import read_json, write_json
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.spec import Standard
 from nlpstd.stages import data_prep, finetune, pretrain
+from nlpstd.stages.context import begin
 from nlpstd.stages.identity import SECTIONS, section_key
 from nlpstd.stages.identity import read as read_identity
-from nlpstd.stages.output import read_json
 from nlpstd.sweep import space
 from nlpstd.tracking import NullTracker, Tracker
 
@@ -118,9 +116,8 @@ def _building(folder: Path) -> Iterator[None]:
 
 def _scores(std: Standard, data_dir: Path, model_dir: Path) -> dict[str, dict[str, float]]:
     """Headline metrics on validation and on as many training examples (the first ones)."""
-    data = prep.load(data_dir)
-    device = runtime.setup(std.runtime, std.seed)
-    precision = runtime.resolve_precision(std.runtime, device)
+    ctx = begin(std, data_dir, inputs={"finetune": Path(model_dir).parent})
+    data, device, precision = ctx.data, ctx.device, ctx.precision
     tokenizer, model = load_tokenizer(str(model_dir)), load_model(model_dir, std.task).to(device)
     validation = data.splits["validation"]
     samples = {"validation": validation, "train": data.splits["train"][: len(validation)]}

@@ -12,13 +12,14 @@ checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
+
+from nlpstd.fsutil import replace_dir
 
 
 def _fresh_tmp(folder: Path) -> Path:
@@ -76,42 +77,3 @@ def save_weights(folder: Path, model: torch.nn.Module) -> None:
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
     load_model(model, str(Path(folder) / "model.safetensors"))
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`, replacing it; the old copy is removed only after the rename.
-
-    `new` reaches the disk before it is renamed, and the renames before the old copy goes: without
-    that, a machine that stops soon after could find the new names with some of their data never
-    written, and no old copy to fall back on."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    _flush_tree(new)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    _flush(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _flush_tree(folder: Path) -> None:
-    """Every file and folder below `folder`, and `folder` itself, to disk (in any order: all of it
-    is flushed before the rename)."""
-    for path in [*folder.rglob("*"), folder]:
-        _flush(path)
-
-
-def _flush(path: Path) -> None:
-    """fsync a file, or a folder's entries where the system allows it (POSIX; some network mounts
-    refuse to sync a folder, and then only its files are synced)."""
-    folder = path.is_dir()
-    if folder and os.name != "posix":
-        return
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        if not folder:
-            raise
-    finally:
-        os.close(descriptor)

@@ -8,10 +8,8 @@ epoch masks differently and a resumed run masks exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +20,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from nlpstd.cache import cache_dir
 from nlpstd.data.encode import IGNORE
+from nlpstd.fsutil import atomic_file
+from nlpstd.hashing import sha256_json, sha256_text
 from nlpstd.runtime import autocast
 from nlpstd.train.batching import epoch_batches, without_full_mask
 
@@ -77,16 +77,14 @@ def cached_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], ma
     temporary name and renamed, so a killed run never leaves half an entry.
     """
     tokenizer_hash = tokenizer_fingerprint(tokenizer)
-    key = hashlib.sha256(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{cross_files}:{part}".encode()).hexdigest()[:24]
+    key = sha256_text(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{cross_files}:{part}")[:24]
     path = cache_dir() / "blocks" / f"{key}.npz"
     if path.is_file():
         with np.load(path) as saved:
             return Blocks(saved["ids"], saved["lengths"])
     blocks = make_blocks(tokenizer, files, max_length, cross_files, desc=f"tokenize {part}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, ids=blocks.ids, lengths=blocks.lengths)
-    tmp.replace(path)
+    with atomic_file(path) as out:
+        np.savez(out, ids=blocks.ids, lengths=blocks.lengths)
     return blocks
 
 
@@ -96,7 +94,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     state.pop("truncation", None)
     state.pop("padding", None)
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    return sha256_json(state)
 
 
 class Masker:
