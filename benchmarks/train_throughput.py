@@ -88,9 +88,9 @@ from transformers import (
 
 # Only modules that import without pydantic, mlflow, seqeval or boto3 (tests/test_train_throughput.py checks).
 from nlpstd import runtime
+from nlpstd.data.conll import read_conll
 from nlpstd.data.encode import encode
 from nlpstd.data.prepare import label_set
-from nlpstd.data.readers import _conll
 from nlpstd.errors import NlpstdError
 from nlpstd.inference import predict_logits, torch_forward, word_tags
 from nlpstd.models.build import build_model, load_tokenizer, resolve_base
@@ -313,7 +313,7 @@ def conll(data: Path, split: str, limit: int | None = None) -> list[dict]:
     path = data / "conll2003" / f"{split}.txt"
     if not path.is_file():
         raise SystemExit(f"no CoNLL-2003 under {data} (set --data or NLPSTD_DATA)")
-    records = _conll(str(path), path.read_text(encoding="utf-8").removeprefix("\ufeff"))
+    records = read_conll(str(path), path.read_text(encoding="utf-8").removeprefix("\ufeff"))
     return records[:limit] if limit else records
 
 

@@ -52,13 +52,13 @@ def test_ratio_is_not_applicable_without_a_trainer_eager_row():
 def test_both_runners_count_real_tokens_of_the_timed_steps_only(tmp_path):
     from transformers import BertForTokenClassification, DataCollatorForTokenClassification
 
+    from nlpstd.data.conll import read_conll
     from nlpstd.data.encode import encode
     from nlpstd.data.prepare import label_set
-    from nlpstd.data.readers import _conll
     from nlpstd.models.build import load_tokenizer, resolve_base
 
     tokenizer = load_tokenizer(resolve_base("minilm-l6"))
-    records = _conll("train.txt", conll_text(24))
+    records = read_conll("train.txt", conll_text(24))
     labels = label_set("token-classification", records)
     features = encode(tokenizer, "token-classification", records, labels, 32).features
     config = bench.scratch_config("tiny", len(tokenizer), tokenizer.pad_token_id, num_labels=len(labels))

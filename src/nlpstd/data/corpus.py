@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from nlpstd.data.readers import Undecodable, decode_lines, regular_file
+from nlpstd.data.textfile import Undecodable, decode_lines, regular_file
 from nlpstd.errors import DataError
 from nlpstd.hashing import sha256_handle, sha256_text
 from nlpstd.jsonio import write_json

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
-from nlpstd.data.readers import apply_limit, read_all, read_lines, regular_file
+from nlpstd.data.readers import apply_limit, read_all
+from nlpstd.data.textfile import read_lines, regular_file
 from nlpstd.errors import DataError
 from nlpstd.hashing import sha256_file, sha256_text
 from nlpstd.jsonio import write_json
