@@ -149,7 +149,7 @@ def current_versions(std: Standard) -> dict[str, str]:
     from nlpstd.tracking import git_commit, package_version
 
     current = {"git commit": git_commit(), "nlpstd version": package_version(), "spec hash": std.spec_hash(),
-               "data fingerprint": fingerprint(std.data)}
+               "data fingerprint": fingerprint(std.data, std.seed)}
     if std.pretrain.enabled:
         training = None
         if std.pretrain.corpus.training_text:  # the examples data-prep trained on, read as it read them

@@ -43,7 +43,7 @@ CASES = [
     case("spec-unknown-encoding", edited(CONLL, "  validation: dev.txt", "  validation: {path: dev.txt, encoding: latin-9x}"), CONLL_FILES,
          "standard.yaml", 6, "data.validation.encoding", "unknown text encoding 'latin-9x'"),
     case("spec-missing-nested-key", edited(CONLL, "  validation: dev.txt\n", ""), CONLL_FILES,
-         "standard.yaml", 3, "data.validation", "required key is missing"),
+         "standard.yaml", 3, "data.validation", "required: a file, or a share of train"),
     case("spec-bad-task", edited(CONLL, f"task: {TOKEN}", "task: ner"), CONLL_FILES,
          "standard.yaml", 2, "task", "'ner'"),
     case("spec-invalid-yaml", edited(CONLL, "format: conll", "format: conll: tsv"), CONLL_FILES,

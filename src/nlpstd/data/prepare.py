@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
@@ -99,7 +99,7 @@ def prepare(std: Standard) -> PreparedData:
     for split, records in full.items():
         if split != "train":
             _check_known(data, split, task, records, labels)
-    return PreparedData(task, labels, splits, fingerprint(data), {split: f.path for split, f in data.files().items()},
+    return PreparedData(task, labels, splits, fingerprint(data, std.seed), {split: f.path for split, f in data.files().items()},
                         {split: len(records) for split, records in full.items()})
 
 
@@ -189,8 +189,9 @@ def _has_entity(record: dict) -> bool:
     return any(tag != "O" for tag in record["tags"]) if "tags" in record else bool(record["spans"])
 
 
-def fingerprint(data: DataSpec) -> str:
-    """sha256 over each split's bytes and the reader options that shape the examples."""
+def fingerprint(data: DataSpec, seed: int = 0) -> str:
+    """sha256 over each split's bytes and the reader options that shape the examples (`seed` counts when
+    it draws a sample or cuts splits from train)."""
     lines = [f"{split}:{sha256_file(regular_file(data_file.path))}\n" for split, data_file in data.files().items()]
     options = {
         "format": data.format,
@@ -206,11 +207,21 @@ def fingerprint(data: DataSpec) -> str:
         "label_subwords": data.label_subwords,
         "max_length": data.max_length,
     }
-    if data.token_pattern:  # only when set, so that fingerprints of data read without one stay as they were
-        options["token_pattern"] = data.token_pattern
-    if data.word_unit != "word":
-        options["word_unit"] = data.word_unit
+    # Later options count only when they differ from their default, so data read without them keeps its fingerprint.
+    options.update(_changed(data, ("token_pattern", "word_unit", "sample", "split_from_train", "text_separator", "label_map",
+                                   "header", "columns", "delimiter", "conll", "control_characters")))
+    options.update({f"{split}.{key}": value for split, data_file in data.files().items()
+                    for key, value in _changed(data_file, ("split", "subset")).items()})
+    if data.sample != "head" or data.split_from_train is not None:
+        options["seed"] = seed
     return sha256_text("".join(lines) + json.dumps(options, sort_keys=True))
+
+
+def _changed(section: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The settings among `keys` that differ from their defaults, as JSON values."""
+    dumped = section.model_dump(mode="json")
+    defaults = type(section).model_fields
+    return {key: dumped[key] for key in keys if getattr(section, key) != defaults[key].get_default(call_default_factory=True)}
 
 
 # ---------------------------------------------------------------------------------------

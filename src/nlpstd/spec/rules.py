@@ -35,6 +35,7 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     if std.data.text_pair_column and std.task == "token-classification":
         fail(("data", "text_pair_column"), "sentence pairs apply to sequence-classification only")
     _check_long_texts(std, fail)
+    _check_layout(std, fail)
     _check_export(std, fail)
     _check_token_budget(std, fail)
 
@@ -51,6 +52,33 @@ def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None
         fail(("data", "truncation_side"), "token-classification keeps every word with data.stride instead of cutting the start")
     if data.word_unit != "word" and std.task != "token-classification":
         fail(("data", "word_unit"), "the unit applies to token-classification; classification reads whole texts")
+
+
+def _check_layout(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Each split comes from a file or from train, never both nor neither; layout keys fit the format."""
+    data = std.data
+    carved = data.split_from_train
+    for split in ("validation", "test"):
+        share = getattr(carved, split) if carved else None
+        if share is not None and getattr(data, split) is not None:
+            fail(("data", "split_from_train", split), f"data.{split} is a file already; cut it from train or read it, not both")
+    if data.validation is None and (carved is None or carved.validation is None):
+        fail(("data", "validation"), "required: a file, or a share of train (data.split_from_train.validation: 0.1)")
+    if carved and (carved.validation or 0) + (carved.test or 0) >= 0.9:
+        fail(("data", "split_from_train"), "validation and test together would leave less than a tenth of train to train on")
+    tabular = data.format in ("tsv", "csv")
+    if not data.header and not tabular:
+        fail(("data", "header"), "a header row is a TSV/CSV matter; this format names its columns itself")
+    if not data.header and not data.columns:
+        fail(("data", "columns"), "without a header row, name the columns in order (data.columns: [label, text])")
+    if data.delimiter is not None and not tabular:
+        fail(("data", "delimiter"), "a delimiter is a TSV/CSV matter")
+    if isinstance(data.text_column, list) and std.task == "token-classification":
+        fail(("data", "text_column"), "several text columns apply to sequence-classification; spans index one text")
+    if data.label_map is not None and std.task == "token-classification" and data.format == "conll":
+        fail(("data", "label_map"), "CoNLL tags are names already")
+    if data.sample == "stratified" and data.max_train_examples is None and data.max_eval_examples is None:
+        fail(("data", "sample"), "a sample is drawn only under a limit: set max_train_examples or max_eval_examples")
 
 
 def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:

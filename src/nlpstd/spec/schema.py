@@ -133,13 +133,55 @@ Encoding = Annotated[str, AfterValidator(_known_encoding)]
 class DataFile(_Section):
     """A data file; a plain string in YAML is shorthand for `{path: ...}`."""
 
-    path: PathStr = Field(description="Local path (relative to the standard) or s3:// URI.")
+    path: PathStr = Field(description="Local path (relative to the standard) or s3:// URI; for `format: datasets`, a "
+                                      "folder written by `save_to_disk`, or a Hugging Face hub id (`hf:NAME`).")
     encoding: Encoding | None = Field(None, description="Text encoding; defaults to data.encoding.")
+    split: str | None = Field(None, description="format: datasets: the split to read from a dataset with several "
+                                                "(default: this split's own name, train / validation / test).")
+    subset: str | None = Field(None, description="format: datasets: the hub dataset's configuration (its subset name).")
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
+
+
+class LabelMap(_Section):
+    """Labels stored as numbers, and their names: give exactly one of `names`, `file` or `ids`."""
+
+    names: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1, description="The names in "
+                                                                     "order: the first is label number `base`.")
+    file: PathStr | None = Field(None, description="A text file with one name per line, in order (the first is `base`).")
+    ids: dict[str, Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1, description="Each number "
+                                                                        "as written in the data, and its name.")
+    base: int = Field(0, ge=0, le=1, description="The number of the first name in `names` or `file`: 0 or 1.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelMap:
+        given = [key for key in ("names", "file", "ids") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of names, file or ids (got {', '.join(given) or 'none'})")
+        return self
+
+
+class CarvedSplits(_Section):
+    """Held-out splits cut from train, for data that comes without them; seeded by `seed`."""
+
+    validation: float | None = Field(None, gt=0, lt=1, description="Share of the train file that becomes the validation split.")
+    test: float | None = Field(None, gt=0, lt=1, description="Share of the train file that becomes the test split.")
+    stratify: bool = Field(True, description="Keep each label's share in every part (classification: the label; "
+                                             "token classification: the entity types an example holds).")
+
+
+class ConllLayout(_Section):
+    """How a CoNLL file lays out its columns, tags and documents."""
+
+    token_column: int = Field(0, ge=-64, le=63, description="The column holding the word (0 = first; -1 = last).")
+    tag_column: int = Field(-1, ge=-64, le=63, description="The column holding the tag (-1 = last).")
+    scheme: Literal["iob2", "iob1", "bioes"] = Field("iob2", description="The tag scheme of the file: IOB1 and "
+                                                                          "BIOES are converted to IOB2 as they are read.")
+    document_separator: str | None = Field("-DOCSTART-", description="A token that marks a document boundary "
+                                                                      "line (skipped); null: none.")
 
 
 def _one_group_pattern(value: str) -> str:
@@ -166,24 +208,52 @@ class DataChecks(_Section):
     max_unaligned_spans: float | None = Field(0.0, ge=0, le=1, description="Largest share of a split's gold spans "
                                               "(JSON Lines) that may start or end inside a word: those are tagged on "
                                               "whole words, not as annotated (measured by data-prep).")
+    max_control_characters: float | None = Field(None, ge=0, le=1, description="Largest share of a split's examples "
+                                                 "that may hold control characters (tabs and line breaks excepted; "
+                                                 "default: counted, not checked).")
     on_violation: Literal["warn", "fail"] = Field("warn", description="warn: one line, and a note in the report; "
                                                   "fail: stop in data-prep, before any training.")
 
 
 class DataSpec(_Section):
-    format: Literal["conll", "tsv", "csv", "jsonl"] = Field(description="Reader for all splits.")
+    format: Literal["conll", "tsv", "csv", "jsonl", "parquet", "datasets"] = Field(
+        description="Reader for all splits: conll, tsv, csv, jsonl, parquet, or datasets (a folder written by "
+                    "Hugging Face `save_to_disk`, or a hub id).")
     train: DataFile
-    validation: DataFile
+    validation: DataFile | None = Field(None, description="Required, unless split_from_train.validation cuts it from train.")
     test: DataFile | None = None
+    split_from_train: CarvedSplits | None = Field(None, description="Cut a validation (and/or test) split from the train "
+                                                                   "file, seeded and stratified by label.")
     encoding: Encoding = Field("utf-8", description="Default encoding of every file.")
     max_length: int = Field(128, ge=8, le=8192, description="Sub-word tokens per example, specials included.")
-    max_train_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep the first N training examples (quick runs).")
-    max_eval_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep the first N validation/test examples.")
-    text_column: str = Field("text", description="TSV/CSV column or JSONL field holding the text.")
+    max_train_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep N training examples (quick runs), "
+                                                                                 "chosen by `sample`.")
+    max_eval_examples: int | None = Field(None, gt=0, le=MAX_COUNT, description="Keep N validation/test examples, chosen by `sample`.")
+    sample: Literal["head", "random", "stratified"] = Field(
+        "head", description="Which examples a limit keeps: the first N (head), a seeded random sample, or a seeded sample "
+                            "that keeps each label's share (stratified). The data report warns when a limit keeps fewer "
+                            "labels than the file has.")
+    text_column: str | list[str] = Field("text", description="TSV/CSV/Parquet column or JSONL field holding the text; "
+                                                             "a list joins several (title and body) with text_separator.")
+    text_separator: str = Field(" ", description="What joins the columns of a text_column list.")
     text_pair_column: str | None = Field(None, description="Optional second text (sentence pairs).")
-    label_column: str = Field("label", description="TSV/CSV column or JSONL field holding the label.")
+    label_column: str = Field("label", description="TSV/CSV/Parquet column or JSONL field holding the label.")
+    label_map: LabelMap | None = Field(None, description="Labels written as numbers: their names (a list, a file, or a "
+                                                         "mapping), applied to every split and carried to the model.")
+    header: bool = Field(True, description="TSV/CSV: the first row names the columns; false: `columns` names them by position.")
+    columns: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1, description="TSV/CSV: the names "
+                                                                       "of the columns, in order (for a file without a header row).")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="TSV/CSV: the field delimiter (default: "
+                                                                                "tab for tsv, comma for csv).")
     quoting: bool | None = Field(None, description="CSV quoting rules; default: on for csv, off for tsv.")
-    entities_field: str = Field("entities", description="JSONL field with character spans [{start, end, label}].")
+    conll: ConllLayout = Field(default_factory=ConllLayout, description="CoNLL: which columns hold the word and the tag, "
+                                                                        "the tag scheme, the document separator.")
+    control_characters: Literal["keep", "remove"] = Field("keep", description="Control characters in a text (tabs and "
+                                                                              "line breaks excepted): kept and counted in "
+                                                                              "the data report, or removed as read.")
+    entities_field: str = Field("entities", description="JSONL field with character spans: a list of {start, end, label} "
+                                                        "(or [start, end, label]), or a mapping from each type (and "
+                                                        "optionally each mention) to [start, end] pairs.")
     span_end: Literal["exclusive", "inclusive"] = Field("exclusive", description="Whether a span's end offset is part of it.")
     token_pattern: Annotated[str, AfterValidator(_one_group_pattern)] | None = Field(
         None, description="CoNLL: a regular expression every token must match in full; its first group is the word "
@@ -670,8 +740,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "sequence-classification": ("accuracy", "f1", "precision", "recall"),
 }
 FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
-    "token-classification": ("conll", "jsonl"),
-    "sequence-classification": ("tsv", "csv", "jsonl"),
+    "token-classification": ("conll", "jsonl", "parquet", "datasets"),
+    "sequence-classification": ("tsv", "csv", "jsonl", "parquet", "datasets"),
 }
 
 
