@@ -14,8 +14,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from nlpstd.data.columnar import read_columnar
 from nlpstd.data.conll import read_conll
+from nlpstd.data.hygiene import remove_control_characters
 from nlpstd.data.jsonl import class_record, json_objects, span_record
+from nlpstd.data.labelmap import apply_label_map
+from nlpstd.data.sampling import limit
 from nlpstd.data.tables import read_table
 from nlpstd.data.textfile import read_lines
 from nlpstd.errors import DataError
@@ -24,20 +28,30 @@ if TYPE_CHECKING:  # annotations only, so the training path imports without pyda
     from nlpstd.spec import DataSpec
 
 
-def read_split(data: DataSpec, split: str, task: str) -> list[dict]:
+def read_split(data: DataSpec, split: str, task: str, seed: int = 0) -> list[dict]:
     """One split's records, cut to `max_train_examples` / `max_eval_examples` when set."""
-    return apply_limit(data, split, read_all(data, split, task))
+    return limit(data, split, read_all(data, split, task), seed)
 
 
-def apply_limit(data: DataSpec, split: str, records: list[dict]) -> list[dict]:
-    """The first `max_train_examples` (train) or `max_eval_examples` (validation/test) records."""
-    limit = data.max_train_examples if split == "train" else data.max_eval_examples
-    return records[:limit] if limit else records
+def apply_limit(data: DataSpec, split: str, records: list[dict], seed: int = 0) -> list[dict]:
+    """The records a limit keeps (`data.sample`): see `nlpstd.data.sampling.limit`."""
+    return limit(data, split, records, seed)
 
 
 def read_all(data: DataSpec, split: str, task: str) -> list[dict]:
-    """Every record of a split, limits ignored (so a quick run validates what a full run would)."""
+    """Every record of a split, limits ignored (so a quick run validates what a full run would), with
+    numbered labels named (`data.label_map`) and control characters removed when the standard says so."""
     path = data.files()[split].path
+    records = _read(data, split, task, path)
+    records = apply_label_map(data, path, task, records)
+    if data.control_characters == "remove":
+        records = remove_control_characters(records)
+    return records
+
+
+def _read(data: DataSpec, split: str, task: str, path: str) -> list[dict]:
+    if data.format in ("parquet", "datasets"):
+        return read_columnar(data, split, task)
     lines = read_lines(path, data.encoding_of(split))
     if data.format == "conll":
         return read_conll(path, lines, re.compile(data.token_pattern) if data.token_pattern else None)
