@@ -22,11 +22,21 @@ import pytest
 from nlpstd import cli
 from nlpstd.data.prepare import prepare
 from nlpstd.spec import load_standard
-from tests.bad_input import cli_flags, data_files, model_folders, s3_keys, standards
+from tests.bad_input import (
+    cli_flags,
+    data_files,
+    model_folders,
+    s3_keys,
+    sampling_hygiene,
+    span_conll_layouts,
+    standards,
+    tabular_layouts,
+)
 from tests.bad_input.case import BASELINES, CONLL, CONLL_FILES, DIRECTORY, FIFO, Case
 
 TABLES = {"standards": standards.CASES, "data files": data_files.CASES, "model folders": model_folders.CASES,
-          "command-line flags": cli_flags.CASES, "S3 keys": s3_keys.CASES}
+          "command-line flags": cli_flags.CASES, "S3 keys": s3_keys.CASES, "tabular layouts": tabular_layouts.CASES,
+          "span and CoNLL layouts": span_conll_layouts.CASES, "sampling and hygiene": sampling_hygiene.CASES}
 CASES = [case for table in TABLES.values() for case in table]
 CASE_SECONDS = 60  # a case that takes longer hangs
 
