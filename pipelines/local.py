@@ -6,7 +6,13 @@ standard that leaves untested is printed once at the start and tagged on the MLf
 (`nlpstd.local_ignored`). Outputs land in
 `OUT/pipeline/<pipeline>-<time>/<task>/<output>`; training checkpoints live in `OUT/checkpoints`, so
 rerunning after an interruption resumes, and data-prep is served from kfp.local's cache when
-neither the standard nor its files changed. `pipelines.containers` runs the same with every task in
+neither the standard nor its files changed.
+
+kfp.local prints each task's executor input (the whole standard, as JSON) and every line the task
+writes, a tqdm refresh included, to stdout. `TaskConsole` takes that stdout while the pipeline runs:
+each task's lines go to `OUT/logs/<time>/<task>.log` (kfp.local's own to `pipeline.log`), and the
+console gets a few lines per task: started, progress now and then, its warnings, and how it ended,
+with the end of its log when it failed. `pipelines.containers` runs the same with every task in
 its image (an `Execution` with kfp.local's DockerRunner).
 """
 
@@ -14,15 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nlpstd import locks, storage
 from nlpstd.errors import NlpstdError
@@ -93,6 +101,7 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool, execution: 
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())  # tasks log to the same store as this process
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    os.environ.setdefault("TQDM_MININTERVAL", str(TQDM_MININTERVAL))  # tasks write to a pipe: a refresh is a whole line
     # kfp.local warns task by task that it ignores images and Kubernetes settings: said once above, with the values
     warnings.filterwarnings("ignore", module=r"kfp\.local")
     local.init(runner=execution.runner, pipeline_root=str(root),
@@ -106,9 +115,10 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool, execution: 
         tags["nlpstd.image"] = execution.cpu_image  # the parent run opens here, outside every image
     with RunTracking(std, enabled=tracking).run(tags=tags) as tracker:
         try:
-            run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
-                           data_stamp=data_stamp(files), work_dir=execution.work_dir or str(out / "checkpoints"))
-        except RuntimeError as exc:  # kfp.local names the failed task; its log is printed above
+            with task_console(out / "logs" / time.strftime("%Y%m%d-%H%M%S")):
+                run = pipeline(standard=json.dumps(std.to_dict()), mlflow_run_id=tracker.run_id or "",
+                               data_stamp=data_stamp(files), work_dir=execution.work_dir or str(out / "checkpoints"))
+        except RuntimeError as exc:  # kfp.local names the failed task; the end of its log is printed above
             error = NlpstdError(f"pipeline {pipeline_name(std)} failed: {exc}")
             with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the failed task
                 summary = failed_summary(std, root, began, time.perf_counter() - started, tracker.run_id, str(error))
@@ -128,6 +138,123 @@ def _run(std: Standard, files: list[str], out: Path, tracking: bool, execution: 
         tracker.parent.log_metrics({"pipeline_seconds": result.seconds, "gate_passed": float(result.gate["passed"])})
     write_json(out / "summary.json", _summary_dict(result, std), default=str)
     return result
+
+
+# ---------------------------------------------------------------------------------------
+# The console while the pipeline runs
+
+TQDM_MININTERVAL = 10  # seconds between a task's progress-bar refreshes (each a line of its log)
+PROGRESS_EVERY = 30.0  # seconds between a task's progress lines on the console
+FAILED_TAIL = 20  # lines of a failed task's log shown on the console
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([\w-]+)'")
+_FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_PIPELINE = re.compile(r"Running pipeline: '([\w-]+)'")
+_PROGRESS = re.compile(r"^\s*[\w-]+: +(\d+)%\|")
+_WARNING = re.compile(r"^\s*[\w-]+: warning: ")
+
+
+@contextlib.contextmanager
+def task_console(folder: Path) -> Iterator[TaskConsole]:
+    """stdout replaced by a `TaskConsole` writing under `folder` while the pipeline runs (kfp.local's
+    log handler and its task output both write to whatever sys.stdout is when they do)."""
+    console = TaskConsole(folder, sys.stdout)
+    sys.stdout = console
+    try:
+        yield console
+    except BaseException:
+        console.interrupted()
+        raise
+    finally:
+        sys.stdout = console.console
+        console.close()
+
+
+class TaskConsole(io.TextIOBase):
+    """A text stream that files each line under the task it belongs to and prints a short account."""
+
+    def __init__(self, folder: Path, console: TextIO):
+        super().__init__()
+        self.folder, self.console = folder, console
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pending, self.task, self.began, self.shown = "", None, 0.0, 0.0
+        self.log = open(folder / "pipeline.log", "a", encoding="utf-8")  # closed by `close`
+        self.pipeline_log = self.log
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.log.closed:
+            self.log.flush()
+        self.console.flush()
+
+    def close(self) -> None:
+        if self.pending:
+            self._line(_ANSI.sub("", self.pending))
+            self.pending = ""
+        for log in {self.log, self.pipeline_log}:
+            log.close()
+        super().close()
+
+    def interrupted(self) -> None:
+        """The run stopped inside a task (kfp.local raises before it logs the failure): say which, and show
+        the end of its log."""
+        if self.task is not None:
+            self._end(self.task, "FAILURE")
+
+    def _line(self, line: str) -> None:
+        started = _STARTED.search(line)
+        if started:
+            self._begin(started.group(1))
+        self.log.write(line + "\n")
+        finished = _FINISHED.search(line)
+        if finished and finished.group(1) == self.task:
+            self._end(self.task, finished.group(2))
+        elif self.task is not None:
+            self._task_line(line)
+        elif _PIPELINE.search(line):
+            self._say(f"pipeline {_PIPELINE.search(line).group(1)}: task logs in {self.folder}")
+
+    def _begin(self, task: str) -> None:
+        self.task, self.began, self.shown = task, time.perf_counter(), time.perf_counter()
+        self.log = open(self.folder / f"{task}.log", "w", encoding="utf-8")  # closed at the task's end
+        self._say(f"  {task}: running (log: {self.folder / f'{task}.log'})")
+
+    def _task_line(self, line: str) -> None:
+        """Progress at most every PROGRESS_EVERY seconds (and at 100%), and every warning."""
+        progress = _PROGRESS.match(line)
+        now = time.perf_counter()
+        if progress and (now - self.shown >= PROGRESS_EVERY or progress.group(1) == "100"):
+            self.shown = now
+            self._say(f"    {line.strip()}")
+        elif _WARNING.match(line):
+            self._say(f"    {line.strip()}")
+
+    def _end(self, task: str, outcome: str) -> None:
+        seconds = time.perf_counter() - self.began
+        log_path = self.folder / f"{task}.log"
+        self.log.close()
+        self.log, self.task = self.pipeline_log, None
+        if outcome == "SUCCESS":
+            self._say(f"  {task}: done in {seconds:.1f} s")
+            return
+        tail = log_path.read_text(encoding="utf-8").splitlines()[-FAILED_TAIL:]
+        self._say(f"  {task}: FAILED after {seconds:.1f} s; the end of {log_path}:")
+        for line in tail:
+            self._say(f"    | {line}")
+
+    def _say(self, text: str) -> None:
+        """Straight to the console: kfp.local indents `print` while a task runs."""
+        self.console.write(text + "\n")
+        self.console.flush()
 
 
 def ignored_locally(std: Standard) -> list[str]:

@@ -1,7 +1,8 @@
 """The `data.checks` limits: examples a split repeats, validation/test examples train already holds,
-sub-words the vocabulary does not know, and gold spans that start or end inside a word.
+examples holding control characters, sub-words the vocabulary does not know, and gold spans that start
+or end inside a word; and the warning when an example limit keeps fewer labels than its split has.
 
-The first two are counted from the records alone, without a tokenizer, so `nlpstd validate` refuses
+The first three are counted from the records alone, without a tokenizer, so `nlpstd validate` refuses
 what data-prep refuses, with the same words: data-prep's report (`nlpstd.data.report`) shows the same
 figures, and `violations` reads them from either. The last two need the tokenizer, so only data-prep
 judges them, when its report could measure them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nlpstd.data.hygiene import control_characters
 from nlpstd.errors import DataError
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -86,12 +88,12 @@ def duplicates(records: list[dict]) -> tuple[list[int], int]:
     return repeats, conflicting
 
 
-def overlap(train: list[dict], records: list[dict], train_file: int | None = None) -> dict:
+def overlap(train: list[dict], records: list[dict], train_file: int | None = None, sample: str = "head") -> dict:
     """The examples of `records` that train contains, exactly or once normalized; each with the
     index and line of its first copy in train and whether the two carry the same labels.
 
     `train` is what is trained on; `train_file` is how many examples the train file holds, when
-    `data.max_train_examples` kept fewer, so the figures say what they were compared with."""
+    `data.max_train_examples` kept fewer (chosen by `sample`), so the figures say what they were compared with."""
     exact_index: dict[tuple, int] = {}
     normalized_index: dict[tuple, int] = {}
     for index, record in enumerate(train):
@@ -110,27 +112,31 @@ def overlap(train: list[dict], records: list[dict], train_file: int | None = Non
     total = len(records)
     return {"examples": total, "exact": exact, "exact_share": share(exact, total), "normalized": len(items),
             "normalized_share": share(len(items), total), "train_examples": len(train),
-            "train_file_examples": max(len(train), train_file or 0),
+            "train_file_examples": max(len(train), train_file or 0), "train_sample": sample,
             "indices": [item["index"] for item in items], "items": items}
 
 
 def compared_with(seen: dict) -> str:
-    """What an overlap was measured against, in words: `train`, or `the first 1,000 of 14,041 train examples`."""
+    """What an overlap was measured against, in words: `train`, or `the first 1,000 of 14,041 train examples`
+    (`a random sample of ...` when data.sample drew them)."""
     kept, whole = seen.get("train_examples"), seen.get("train_file_examples")
     if kept is None or whole is None or kept >= whole:
         return "train"
-    return f"the first {kept:,} of {whole:,} train examples (data.max_train_examples; the rest were not compared)"
+    sample = seen.get("train_sample", "head")
+    chosen = "the first" if sample == "head" else f"a {sample} sample of"
+    return f"{chosen} {kept:,} of {whole:,} train examples (data.max_train_examples; the rest were not compared)"
 
 
-def figures(splits: dict[str, list[dict]], read: dict[str, int] | None = None) -> dict:
+def figures(splits: dict[str, list[dict]], read: dict[str, int] | None = None, sample: str = "head") -> dict:
     """What the checks compare, shaped as the data report's `splits` and `overlap` sections; `read` is
-    each split's examples in its file, before the limits (`PreparedData.read`)."""
+    each split's examples in its file, before the limits (`PreparedData.read`), chosen by `sample`."""
     counted = {}
     for split, records in splits.items():
         repeats, _ = duplicates(records)
-        counted[split] = {"examples": len(records), "duplicates": len(repeats), "duplicate_share": share(len(repeats), len(records))}
+        counted[split] = {"examples": len(records), "duplicates": len(repeats), "duplicate_share": share(len(repeats), len(records)),
+                          "control": control_characters(records)}
     train_file = (read or {}).get("train")
-    overlaps = {split: overlap(splits["train"], splits[split], train_file) for split in EVAL_SPLITS if split in splits}
+    overlaps = {split: overlap(splits["train"], splits[split], train_file, sample) for split in EVAL_SPLITS if split in splits}
     return {"splits": counted, "overlap": overlaps}
 
 
@@ -155,6 +161,7 @@ def violations(found: dict, checks: DataChecks) -> list[tuple[str, str, str]]:
                 exceeded.append((split, "max_duplicates", (
                     f"{stats['duplicates']:,} of {stats['examples']:,} {split} examples ({stats['duplicate_share']:.2%}) repeat "
                     f"an earlier {split} example, above data.checks.max_duplicates {checks.max_duplicates:g}")))
+    exceeded += _control_violations(found, checks)
     # Measured with a tokenizer, so only data-prep's report holds these (`nlpstd validate` loads none).
     limit = checks.max_unknown_share
     if limit is not None:
@@ -177,6 +184,46 @@ def violations(found: dict, checks: DataChecks) -> list[tuple[str, str, str]]:
                     f"start or end inside a word (first: line {first['line']}, {first['label']} {first['span']!r}), above "
                     f"data.checks.max_unaligned_spans {limit:g}: they are tagged on whole words, not as annotated")))
     return exceeded
+
+
+def _control_violations(found: dict, checks: DataChecks) -> list[tuple[str, str, str]]:
+    """Splits whose share of examples holding control characters exceeds `max_control_characters`."""
+    limit = checks.max_control_characters
+    if limit is None:
+        return []
+    exceeded = []
+    for split, stats in found["splits"].items():
+        control = stats.get("control")
+        if control and control["share"] > limit:
+            first = control["items"][0]
+            exceeded.append((split, "max_control_characters", (
+                f"{control['with_control']:,} of {control['examples']:,} {split} examples ({control['share']:.2%}) hold "
+                f"control characters ({control['characters']:,} in all; first: line {first['line']}, "
+                f"{', '.join(first['characters'][:3])}), above data.checks.max_control_characters {limit:g}: remove them "
+                "as the file is read (data.control_characters: remove) or clean the file")))
+    return exceeded
+
+
+def limit_warnings(limits: dict[str, dict]) -> list[str]:
+    """One message per split whose example limit kept fewer labels (classes, or entity types) than the
+    split has (`PreparedData.limits`): never an error, since a quick run may mean it, but a score
+    or a model that has never seen a label says little about it."""
+    return [limit_warning(split, found) for split, found in limits.items() if found["missing"]]
+
+
+def limit_warning(split: str, found: dict) -> str:
+    """The message, with what to do about it for the way the examples were chosen (`data.sample`)."""
+    missing = found["missing"]
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    kept = f"data.{found['setting']} keeps {found['kept']:,} of {found['examples']:,} {split} examples"
+    lacking = f"with {found['labels'] - len(missing)} of its {found['labels']} labels (missing: {shown})"
+    if found["sample"] == "head":
+        advice = "the first ones are kept (data.sample: head) and the file may be sorted by label; data.sample: stratified keeps every label"
+    elif found["sample"] == "random":
+        advice = "a random sample can miss a rare label; data.sample: stratified keeps every label"
+    else:
+        advice = f"a stratified sample keeps every label only when it holds at least {found['labels']} examples"
+    return f"{kept} {lacking}: {advice}"
 
 
 def enforce(exceeded: list[tuple[str, str, str]], checks: DataChecks, sources: dict[str, str]) -> list[str]:

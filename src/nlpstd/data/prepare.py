@@ -20,15 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 from nlpstd.data import checks as data_checks
 from nlpstd.data import corpus as corpus_mod
+from nlpstd.data.columnar import content_hash
+from nlpstd.data.jsonl import span_labels
+from nlpstd.data.labelmap import describe
 from nlpstd.data.readers import apply_limit, read_all
-from nlpstd.data.textfile import read_lines, regular_file
+from nlpstd.data.sampling import carve, labels_of
+from nlpstd.data.textfile import read_lines
 from nlpstd.errors import DataError
-from nlpstd.hashing import sha256_file, sha256_text
+from nlpstd.hashing import sha256_text
 from nlpstd.jsonio import write_json
 from nlpstd.spans import entity_spans
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
-    from nlpstd.spec import DataSpec, Standard
+    from nlpstd.spec import DataFile, DataSpec, Standard
 
 _INTEGER = re.compile(r"-?\d+")
 
@@ -39,8 +43,10 @@ class PreparedData:
     labels: list[str]  # the label set of train, in a stable order
     splits: dict[str, list[dict]]  # "train", "validation", optionally "test"
     fingerprint: str
-    sources: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from
-    read: dict[str, int] = field(default_factory=dict, compare=False)  # split -> examples in its file, before the limits
+    sources: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from (train's, for a carved split)
+    read: dict[str, int] = field(default_factory=dict, compare=False)  # split -> examples in its file (or cut), before the limits
+    carved: dict[str, dict] = field(default_factory=dict)  # split -> how it was cut from train (`split_from_train`)
+    limits: dict[str, dict] = field(default_factory=dict, compare=False)  # split -> what its limit kept (`limit_record`)
 
 
 @dataclass
@@ -76,31 +82,66 @@ def check_data(std: Standard, keep_documents: bool = False) -> CheckedData:
     Data-prep keeps the corpus documents; `nlpstd validate` only decodes and counts them, a file
     at a time."""
     prepared = prepare(std)
-    found = data_checks.figures(prepared.splits, prepared.read)
+    found = data_checks.figures(prepared.splits, prepared.read, std.data.sample)
     warnings = data_checks.enforce(data_checks.violations(found, std.data.checks), std.data.checks, prepared.sources)
+    warnings += data_checks.limit_warnings(prepared.limits)
     training = corpus_mod.TrainingText(prepared.sources["train"], prepared.splits["train"])
     corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents, training) if std.pretrain.enabled else None
     return CheckedData(prepared, corpus, warnings)
 
 
 def prepare(std: Standard) -> PreparedData:
-    """Read and check every split, then apply the example limits.
+    """Read and check every split (cutting held-out splits from train first, when asked), then apply
+    the example limits.
 
-    Labels come from the whole train file and every split is checked whole, so a quick run
+    Labels come from the whole train split and every split is checked whole, so a quick run
     with `max_*_examples` has the same label map, and fails on the same rows, as a full run.
-    What is trained on is the cut train split, so it is the cut that must hold two classes
+    What is trained on is the limited train split, so it is that which must hold two classes
     (or an entity).
     """
     data, task = std.data, std.task
     full = {split: read_all(data, split, task) for split in data.files()}
-    splits = {split: apply_limit(data, split, records) for split, records in full.items()}
+    carved = {}
+    if data.split_from_train is not None:
+        full, carved = cut_from_train(data, full, std.seed)
+    splits = {split: apply_limit(data, split, records, std.seed) for split, records in full.items()}
     _check_learnable(data, task, full["train"], splits["train"])  # first: with no class or type, every label is unknown
     labels = label_set(task, full["train"])
     for split, records in full.items():
         if split != "train":
             _check_known(data, split, task, records, labels)
-    return PreparedData(task, labels, splits, fingerprint(data, std.seed), {split: f.path for split, f in data.files().items()},
-                        {split: len(records) for split, records in full.items()})
+    sources = {split: _file_of(data, split).path for split in full}
+    limits = {split: limit_record(data, split, full[split], kept) for split, kept in splits.items() if len(kept) < len(full[split])}
+    return PreparedData(task, labels, splits, fingerprint(data, std.seed), sources,
+                        {split: len(records) for split, records in full.items()}, carved, limits)
+
+
+def cut_from_train(data: DataSpec, full: dict[str, list[dict]], seed: int) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """The splits with validation/test cut from train (`data.split_from_train`), in the order train,
+    validation, test; and, per cut split, where it came from, for the report and summary.json."""
+    whole = full["train"]
+    parts = carve(data, whole, seed)
+    settings = data.split_from_train
+    carved = {split: {"from": "train", "file": data.train.path, "share": getattr(settings, split), "examples": len(records),
+                      "train_examples": len(whole), "stratified": settings.stratify, "seed": seed}
+              for split, records in parts.items() if split != "train"}
+    merged = {**full, **parts}
+    return {split: merged[split] for split in ("train", "validation", "test") if split in merged}, carved
+
+
+def limit_record(data: DataSpec, split: str, records: list[dict], kept: list[dict]) -> dict:
+    """What a limit kept of a split: how many examples, how chosen, and the labels (classes, or entity
+    types) the split has that the kept examples lack."""
+    setting = "max_train_examples" if split == "train" else "max_eval_examples"
+    present = {label for record in records for label in labels_of(record)}
+    left = present - {label for record in kept for label in labels_of(record)}
+    return {"setting": setting, "sample": data.sample, "examples": len(records), "kept": len(kept),
+            "labels": len(present), "missing": sorted(left)}
+
+
+def _file_of(data: DataSpec, split: str) -> DataFile:
+    """The file a split was read from: its own, or train's when it was cut from train."""
+    return data.files().get(split) or data.train
 
 
 def label_set(task: str, records: list[dict]) -> list[str]:
@@ -121,7 +162,7 @@ def _entity_types(records: list[dict]) -> set[str]:
 
 def _check_known(data: DataSpec, split: str, task: str, records: list[dict], labels: list[str]) -> None:
     """A label that train never shows could never be predicted: reject it at its exact line."""
-    path = data.files()[split].path
+    path = _file_of(data, split).path
     if task == "sequence-classification":
         known = set(labels)
         for record in records:
@@ -137,20 +178,23 @@ def _check_known(data: DataSpec, split: str, task: str, records: list[dict], lab
                     message = f"entity type {tag[2:]!r} of tag {tag!r} is not in train's types ({', '.join(types)})"
                     raise DataError(path, record["line"] + offset, "tag", message)
         elif any(span[2] not in types for span in record["spans"]):
-            index, label = _first_unknown_entity(data, split, record["line"], set(types))
+            where, label = _first_unknown_entity(data, split, record, set(types))
             message = f"entity type {label!r} is not in train's types ({', '.join(types)})"
-            raise DataError(path, record["line"], f"{data.entities_field}[{index}].label", message)
+            raise DataError(path, record["line"], where, message)
 
 
-def _first_unknown_entity(data: DataSpec, split: str, line: int, known: set[str]) -> tuple[int, str]:
-    """Index in the file's own order (records hold spans sorted), found by re-reading the line."""
-    lines = read_lines(data.files()[split].path, data.encoding_of(split))
-    entities = json.loads(next(islice(lines, line - 1, None)))[data.entities_field]
-    for index, item in enumerate(entities):
-        label = (item["label"] if isinstance(item, dict) else item[2]).strip()
+def _first_unknown_entity(data: DataSpec, split: str, record: dict, known: set[str]) -> tuple[str, str]:
+    """Where the first unknown type is written and the type, in the file's own order (records hold
+    spans sorted), found by re-reading a JSON Lines line; a columnar row is named by its field."""
+    if data.format != "jsonl":
+        return data.entities_field, next(span[2] for span in record["spans"] if span[2] not in known)
+    data_file = _file_of(data, split)
+    lines = read_lines(data_file.path, data_file.encoding or data.encoding)
+    entities = json.loads(next(islice(lines, record["line"] - 1, None)))[data.entities_field]
+    for where, label in span_labels(data.entities_field, entities):
         if label not in known:
-            return index, label
-    raise AssertionError("a record with an unknown entity type has one in its line")
+            return where, label
+    return data.entities_field, next(span[2] for span in record["spans"] if span[2] not in known)  # a numbered label, named since
 
 
 def _check_learnable(data: DataSpec, task: str, records: list[dict], kept: list[dict]) -> None:
@@ -169,7 +213,7 @@ def _check_learnable(data: DataSpec, task: str, records: list[dict], kept: list[
         else:
             message = (f"the training examples kept by data.max_train_examples ({len(kept):,}) all have the label {label!r}, "
                        f"while line {other['line']} has {other['label']!r}; a classifier needs at least two classes: raise "
-                       "max_train_examples, or shuffle the file")
+                       "max_train_examples, or set data.sample: stratified")
         raise DataError(path, first, data.label_column, message)
     if any(_has_entity(record) for record in kept):
         return
@@ -181,7 +225,7 @@ def _check_learnable(data: DataSpec, task: str, records: list[dict], kept: list[
     else:
         message = (f"the training examples kept by data.max_train_examples ({len(kept):,}) hold no entity ({empty}), while "
                    f"line {other['line']} has one; a tagger needs at least one entity to learn: raise max_train_examples, "
-                   "or shuffle the file")
+                   "or set data.sample: stratified")
     raise DataError(path, first, field, message)
 
 
@@ -192,7 +236,7 @@ def _has_entity(record: dict) -> bool:
 def fingerprint(data: DataSpec, seed: int = 0) -> str:
     """sha256 over each split's bytes and the reader options that shape the examples (`seed` counts when
     it draws a sample or cuts splits from train)."""
-    lines = [f"{split}:{sha256_file(regular_file(data_file.path))}\n" for split, data_file in data.files().items()]
+    lines = [f"{split}:{content_hash(data_file)}\n" for split, data_file in data.files().items()]
     options = {
         "format": data.format,
         "encodings": {split: data.encoding_of(split) for split in data.files()},
@@ -214,6 +258,8 @@ def fingerprint(data: DataSpec, seed: int = 0) -> str:
                     for key, value in _changed(data_file, ("split", "subset")).items()})
     if data.sample != "head" or data.split_from_train is not None:
         options["seed"] = seed
+    if data.label_map is not None:  # a names file counts by its names, not by its path
+        options["label_names"] = describe(data.label_map)["names"]
     return sha256_text("".join(lines) + json.dumps(options, sort_keys=True))
 
 
@@ -241,6 +287,7 @@ def save(prepared: PreparedData, out_dir: Path) -> None:
         "task": prepared.task,
         "fingerprint": prepared.fingerprint,
         "sources": prepared.sources,
+        **({"carved": prepared.carved} if prepared.carved else {}),
         "examples": {split: len(records) for split, records in prepared.splits.items()},
         "label_counts": {split: label_counts(records) for split, records in prepared.splits.items()},
     }
@@ -274,4 +321,5 @@ def load(data_dir: Path) -> PreparedData:
     for split in summary["examples"]:
         with open(data_dir / f"{split}.jsonl", encoding="utf-8") as handle:
             splits[split] = [json.loads(line) for line in handle if line.strip()]
-    return PreparedData(summary["task"], labels, splits, summary["fingerprint"], summary.get("sources", {}))
+    return PreparedData(summary["task"], labels, splits, summary["fingerprint"], summary.get("sources", {}),
+                        carved=summary.get("carved", {}))

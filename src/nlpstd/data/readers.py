@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from nlpstd.data.columnar import read_columnar
+from nlpstd.data.columnar import read_columnar, shown_path
 from nlpstd.data.conll import read_conll
 from nlpstd.data.hygiene import remove_control_characters
 from nlpstd.data.jsonl import class_record, json_objects, span_record
@@ -41,11 +41,11 @@ def apply_limit(data: DataSpec, split: str, records: list[dict], seed: int = 0) 
 def read_all(data: DataSpec, split: str, task: str) -> list[dict]:
     """Every record of a split, limits ignored (so a quick run validates what a full run would), with
     numbered labels named (`data.label_map`) and control characters removed when the standard says so."""
-    path = data.files()[split].path
+    path = shown_path(data.files()[split])
     records = _read(data, split, task, path)
     records = apply_label_map(data, path, task, records)
     if data.control_characters == "remove":
-        records = remove_control_characters(records)
+        records = remove_control_characters(records, path)
     return records
 
 
@@ -54,7 +54,7 @@ def _read(data: DataSpec, split: str, task: str, path: str) -> list[dict]:
         return read_columnar(data, split, task)
     lines = read_lines(path, data.encoding_of(split))
     if data.format == "conll":
-        return read_conll(path, lines, re.compile(data.token_pattern) if data.token_pattern else None)
+        return read_conll(path, lines, re.compile(data.token_pattern) if data.token_pattern else None, data.conll)
     if data.format in ("tsv", "csv"):
         return read_table(path, lines, data)
     read = span_record if task == "token-classification" else class_record

@@ -3,8 +3,9 @@
 Sizes, labels (entities per type, or examples per class), lengths in words (characters for
 scripts written without spaces, such as Chinese) and sub-words, truncation at `data.max_length`,
 how well the tokenizer's vocabulary fits the text (sub-words that are its unknown token,
-characters only unknown pieces hold), gold spans that fall inside a word, empty and repeated
-examples, and the validation and test examples that train already contains. A score on examples the model was trained on measures
+characters only unknown pieces hold), gold spans that fall inside a word, control characters, empty
+and repeated examples, which examples a limit kept and which splits were cut from train, and the
+validation and test examples that train already contains. A score on examples the model was trained on measures
 memory, not generalisation: the evaluate stage reads the overlap written here and scores the
 rest apart (`test_clean`).
 
@@ -25,9 +26,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from transformers import PreTrainedTokenizerFast
 
-from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates, enforce, overlap, violations
+from nlpstd.data.checks import EVAL_SPLITS, REPORT_MD, compared_with, duplicates, enforce, limit_warnings, overlap, violations
 from nlpstd.data.checks import share as _share
 from nlpstd.data.encode import record_words, unrepresentable_spans
+from nlpstd.data.hygiene import control_characters
 from nlpstd.data.prepare import PreparedData, label_counts
 from nlpstd.evaluate.report import save_figure, table_header, table_row
 from nlpstd.jsonio import write_json
@@ -218,6 +220,7 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
         "duplicates": len(repeats),
         "duplicate_share": _share(len(repeats), total),
         "conflicting_duplicates": conflicting,
+        "control": control_characters(records),
     }
     if records and "tags" in records[0]:
         out["stray_tags"] = stray_tags(records)
@@ -253,6 +256,7 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
                 splits[split]["alignment"] = unaligned_spans(tokenizer, records, word_unit)
     train = prepared.splits["train"]
     train_file = prepared.read.get("train", len(train))
+    sample = prepared.limits.get("train", {}).get("sample", "head")
     return {
         "standard": name,
         "task": prepared.task,
@@ -264,7 +268,10 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
         "tokenizer": {"measured": tokenizer is not None, "note": tokenizer_note},
         "label_unit": "entities" if prepared.task == "token-classification" else "examples",
         "splits": splits,
-        "overlap": {split: overlap(train, prepared.splits[split], train_file)
+        "sources": prepared.sources,
+        "carved": prepared.carved,
+        "limits": prepared.limits,
+        "overlap": {split: overlap(train, prepared.splits[split], train_file, sample)
                     for split in EVAL_SPLITS if split in prepared.splits},
         "checks": {},
     }
@@ -275,14 +282,16 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
 
 
 def check(report: dict, checks: DataChecks, sources: dict[str, str]) -> list[str]:
-    """Compare the report with `data.checks`; record the settings and what exceeds them in the report.
+    """Compare the report with `data.checks`; record the settings and what exceeds them in the report,
+    with the warnings about labels a limit left out (`limit_warnings`, never an error).
 
-    Returns one message per violation (on_violation: warn); with on_violation: fail, the first
-    violation raises a DataError naming the split's file, the share, the limit and the setting
+    Returns one message per violation and warning (on_violation: warn); with on_violation: fail, the
+    first violation raises a DataError naming the split's file, the share, the limit and the setting
     (`nlpstd.data.checks.enforce`, which data-prep has already run on the same figures)."""
     exceeded = violations(report, checks)
-    report["checks"] = {**checks.model_dump(mode="json"), "violations": [message for _, _, message in exceeded]}
-    return enforce(exceeded, checks, sources)
+    notes = limit_warnings(report.get("limits", {}))
+    report["checks"] = {**checks.model_dump(mode="json"), "violations": [message for _, _, message in exceeded] + notes}
+    return enforce(exceeded, checks, sources) + notes
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,8 +308,12 @@ def write(report: dict, out_dir: Path) -> list[Path]:
 
 
 def overlap_indices(data_dir: Path) -> dict[str, list[int]]:
-    """Per evaluated split, the indices (positions in `<split>.jsonl`) of examples train also holds."""
-    report = json.loads((Path(data_dir) / REPORT_JSON).read_text(encoding="utf-8"))
+    """Per evaluated split, the indices (positions in `<split>.jsonl`) of examples train also holds; none
+    for a folder without a report (prepared before reports existed)."""
+    path = Path(data_dir) / REPORT_JSON
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text(encoding="utf-8"))
     return {split: found["indices"] for split, found in report.get("overlap", {}).items()}
 
 
@@ -310,8 +323,10 @@ def markdown(report: dict, plots: list[str]) -> str:
     lines = [title, "", *_checks_section(report["checks"]), "",
              f"Task: {report['task']}. Sub-words: {report['tokenizer']['note']}.", ""]
     lines += _splits_section(report)
+    lines += _origin_section(report)
     lines += _vocabulary_section(report)
     lines += _alignment_section(report)
+    lines += _control_section(report)
     lines += _labels_section(report)
     lines += _overlap_section(report["overlap"])
     if plots:
@@ -323,6 +338,7 @@ def _checks_section(checks: dict) -> list[str]:
     if not checks:
         return ["**Checks: not run**"]
     keys = ("max_overlap", "max_duplicates", "max_unknown_share", "max_unaligned_spans")
+    keys += ("max_control_characters",) if checks.get("max_control_characters") is not None else ()  # listed once set
     limits = ", ".join(f"{key} {'off' if checks[key] is None else f'{checks[key]:g}'}" for key in keys if key in checks)
     violations = checks["violations"]
     if not violations:
@@ -359,6 +375,48 @@ def _splits_section(report: dict) -> list[str]:
     elif measured and report["task"] == "token-classification":
         lines += ["A truncated sentence's words beyond the cut are predicted O in evaluation."]
     return lines
+
+
+def _origin_section(report: dict) -> list[str]:
+    """Which splits were cut from train, and which examples the limits kept."""
+    carved, limits = report.get("carved") or {}, report.get("limits") or {}
+    lines = []
+    if carved:
+        lines += ["", "## Splits cut from train", "", *table_header(["split", "from", "examples", "share", "stratified", "seed"])]
+        lines += [table_row([split, cut["file"], f"{cut['examples']:,} of {cut['train_examples']:,}", f"{cut['share']:g}",
+                             "yes" if cut["stratified"] else "no", cut["seed"]]) for split, cut in carved.items()]
+        lines += ["", "data.split_from_train: these splits are cut from the train file before any limit, and their lines "
+                  "are lines of that file; train is what remains."]
+    if limits:
+        lines += ["", "## Example limits", "", *table_header(["split", "setting", "kept", "chosen by", "labels kept"])]
+        lines += [table_row([split, found["setting"], f"{found['kept']:,} of {found['examples']:,}", f"data.sample: {found['sample']}",
+                             f"{found['labels'] - len(found['missing'])} of {found['labels']}"]) for split, found in limits.items()]
+    return lines
+
+
+def _control_section(report: dict) -> list[str]:
+    """Examples holding control characters, per split, the first few located as `file:line`."""
+    found = {split: stats["control"] for split, stats in report["splits"].items() if "control" in stats}
+    if not any(control["with_control"] for control in found.values()):
+        return []
+    lines = ["", "## Control characters", "", *table_header(["split", "examples holding them", "characters", "kinds"])]
+    lines += [table_row([split, _count(c["with_control"], c["share"]), f"{c['characters']:,}",
+                         ", ".join(f"{kind} x{n:,}" for kind, n in c["kinds"].items())]) for split, c in found.items()]
+    lines += ["", "Control characters (Unicode Cc; tabs and line breaks excepted) are invisible to a reader, and a tokenizer "
+              "drops them or reads them as unknown: `data.control_characters: remove` takes them out as the files are read."]
+    sources = report.get("sources", {})
+    for split, control in found.items():
+        shown = control["items"][:UNALIGNED_ROWS]
+        if shown:
+            lines += ["", f"{split}, first examples holding them ({len(shown)} of {control['with_control']:,}; more in {REPORT_JSON}): "
+                      + ", ".join(f"{_located(sources.get(split), item['line'])} ({' '.join(item['characters'][:3])})" for item in shown)]
+    return lines
+
+
+def _located(path: str | None, line: int | None) -> str:
+    """`file:line` by the file's name, or what of it is known."""
+    name = Path(path).name if path else "line"
+    return f"{name}:{line}" if line is not None else name
 
 
 def _vocabulary_section(report: dict) -> list[str]:

@@ -22,6 +22,15 @@ def check_files(std: Standard, path: str | Path) -> list[str]:
     checked = []
     for split, data_file in std.data.files().items():
         loc = ("data", split)
+        if std.data.format == "datasets":  # a saved dataset is a folder, or a hub id
+            from nlpstd.data.columnar import check_source
+
+            try:
+                check_source(data_file)
+            except NlpstdError as exc:
+                raise StandardError(path, _line_of(loc, lines), _dotted(loc), str(exc)) from None
+            checked.append(data_file.path)
+            continue
         if data_file.path.startswith("s3://"):
             from nlpstd import storage
 

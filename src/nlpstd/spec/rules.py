@@ -25,7 +25,7 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
             fail(("evaluate", "metrics", index), f"unknown metric {metric!r} for {std.task} (known: {', '.join(known)})")
     if std.evaluate.gate.metric not in known:
         fail(("evaluate", "gate", "metric"), f"unknown metric {std.evaluate.gate.metric!r} (known: {', '.join(known)})")
-    if std.evaluate.gate.split == "test" and std.data.test is None:
+    if std.evaluate.gate.split == "test" and not _has_test(std):
         fail(("evaluate", "gate", "split"), "the gate reads the test split, but data.test is not set")
     _check_model(std, fail)
     for section in ("finetune", "pretrain"):
@@ -66,19 +66,39 @@ def _check_layout(std: Standard, fail: Callable[[tuple, str], None]) -> None:
         fail(("data", "validation"), "required: a file, or a share of train (data.split_from_train.validation: 0.1)")
     if carved and (carved.validation or 0) + (carved.test or 0) >= 0.9:
         fail(("data", "split_from_train"), "validation and test together would leave less than a tenth of train to train on")
-    tabular = data.format in ("tsv", "csv")
-    if not data.header and not tabular:
-        fail(("data", "header"), "a header row is a TSV/CSV matter; this format names its columns itself")
-    if not data.header and not data.columns:
-        fail(("data", "columns"), "without a header row, name the columns in order (data.columns: [label, text])")
-    if data.delimiter is not None and not tabular:
-        fail(("data", "delimiter"), "a delimiter is a TSV/CSV matter")
-    if isinstance(data.text_column, list) and std.task == "token-classification":
-        fail(("data", "text_column"), "several text columns apply to sequence-classification; spans index one text")
+    _check_columns(std, fail)
     if data.label_map is not None and std.task == "token-classification" and data.format == "conll":
         fail(("data", "label_map"), "CoNLL tags are names already")
     if data.sample == "stratified" and data.max_train_examples is None and data.max_eval_examples is None:
         fail(("data", "sample"), "a sample is drawn only under a limit: set max_train_examples or max_eval_examples")
+
+
+def _check_columns(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Header, column names, delimiter and several text columns are TSV/CSV (and columnar) matters."""
+    data = std.data
+    tabular = data.format in ("tsv", "csv")
+    for key, given in (("header", not data.header), ("columns", data.columns is not None), ("delimiter", data.delimiter is not None)):
+        if given and not tabular:
+            fail(("data", key), f"a TSV/CSV setting; format {data.format} names its columns itself")
+    if not data.header and not data.columns:
+        fail(("data", "columns"), "without a header row, name the columns in order (data.columns: [label, text])")
+    if not data.header and data.columns:
+        named = [("text_column", name) for name in _as_list(data.text_column)] + [("label_column", data.label_column)]
+        named += [("text_pair_column", data.text_pair_column)] if data.text_pair_column else []
+        for key, name in named:
+            if name not in data.columns:
+                fail(("data", key), f"{name!r} is not one of data.columns ({', '.join(data.columns)})")
+    if isinstance(data.text_column, list) and (std.task == "token-classification" or data.format in ("jsonl", "conll")):
+        fail(("data", "text_column"), "several text columns are joined for sequence-classification from TSV, CSV, Parquet or datasets")
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def _has_test(std: Standard) -> bool:
+    """A test split, from a file or cut from train."""
+    return std.data.test is not None or bool(std.data.split_from_train and std.data.split_from_train.test)
 
 
 def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -116,7 +136,7 @@ def _check_export(std: Standard, fail: Callable[[tuple, str], None]) -> None:
         fail(("export", "formats"), "a format is listed twice")
     if std.export.serving.format not in formats:
         fail(("export", "serving", "format"), f"serves {std.export.serving.format!r}, which export.formats does not list")
-    if std.export.parity.split == "test" and std.data.test is None:
+    if std.export.parity.split == "test" and not _has_test(std):
         fail(("export", "parity", "split"), "parity reads the test split, but data.test is not set")
 
 

@@ -46,6 +46,8 @@ def _resolve_path(value: str, info: ValidationInfo, object_key: bool = True) -> 
     URI must be well formed (and, for a file, name an object) before any request is made."""
     if not value:
         raise ValueError("must not be empty")
+    if value.startswith("hf:") and "://" not in value:  # a Hugging Face hub dataset id (format: datasets)
+        return value
     if "://" in value and not value.startswith("s3://"):
         # any other scheme would be taken for a relative folder named `gs:` and fail much later
         raise ValueError("s3:// is the only remote scheme; other paths are local files")
@@ -161,6 +163,9 @@ class LabelMap(_Section):
         given = [key for key in ("names", "file", "ids") if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of names, file or ids (got {', '.join(given) or 'none'})")
+        twice = sorted({name for name in self.names or [] if self.names.count(name) > 1})
+        if twice:
+            raise ValueError(f"names must differ: {', '.join(map(repr, twice))} listed more than once")
         return self
 
 
