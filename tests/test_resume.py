@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from conftest import killed_at_step, wait_for_checkpoint
@@ -21,8 +22,22 @@ def _slow_enough(standard: Path) -> None:
     standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], "))
 
 
-def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_run(ner_standard: Path, tmp_path: Path):
+def _with_precision(standard: Path, precision: str) -> None:
+    """Explicit, so each case trains in its precision on any CPU (bf16 autocast runs, emulated, without native bf16)."""
+    standard.write_text(standard.read_text().replace("runtime: {", f"runtime: {{precision: {precision}, "))
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    """The training loss curve a finished finetune wrote: (step, mean loss) per log line."""
+    history = json.loads((out / "finetune" / "history.json").read_text())
+    return [(point["step"], point["loss"]) for point in history if "loss" in point]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_run(ner_standard: Path, tmp_path: Path,
+                                                                                  precision: str):
     _slow_enough(ner_standard)
+    _with_precision(ner_standard, precision)
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "nlpstd.cli", "run", str(ner_standard), "--out", str(out), "--no-tracking"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -44,6 +59,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_ru
     metrics = json.loads((out / "finetune" / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == killed_at
     assert metrics["steps"] == metrics["total_steps"]
+    assert metrics["precision"] == precision
 
     # -- and the result equals a run that was never interrupted
     reference = tmp_path / "reference"
@@ -51,6 +67,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches_an_uninterrupted_ru
     resumed = load_file(out / "finetune" / "model" / "model.safetensors")
     straight = load_file(reference / "finetune" / "model" / "model.safetensors")
     assert all((resumed[k] - straight[k]).abs().max() < 1e-5 for k in straight)
+    assert _losses(out) == _losses(reference)  # the same loss curve, step for step, the line the kill split included
 
 
 def test_checkpoint_of_another_recipe_is_not_resumed(ner_standard: Path, tmp_path: Path):

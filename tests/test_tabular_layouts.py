@@ -125,3 +125,23 @@ def test_hub_id_offline_without_a_cache_is_a_located_error(tmp_path, monkeypatch
         read_split(data, "train", CLASS)
     assert str(caught.value).startswith("hf:nlpstd-tests/no-such-dataset: ")
     assert "the hub cannot be reached offline" in str(caught.value)
+
+
+def test_the_label_names_reach_the_data_report_and_the_prepared_label_set(tmp_path):
+    import json
+
+    from nlpstd.spec import load_standard
+    from nlpstd.stages import data_prep
+
+    write(tmp_path, "labels.txt", "negative\npositive\n")
+    rows = "".join(f"{i % 2 + 1},review number {i} was {'good' if i % 2 else 'bad'}\n" for i in range(12))
+    write(tmp_path, "train.csv", rows)
+    write(tmp_path, "standard.yaml", "name: named\ntask: sequence-classification\nmodel: {base: minilm-l6}\n"
+          "data:\n  format: csv\n  train: train.csv\n  header: false\n  columns: [label, text]\n"
+          "  split_from_train: {validation: 0.25}\n  label_map: {file: labels.txt, base: 1}\n")
+    data_prep.run(load_standard(tmp_path / "standard.yaml"), tmp_path / "out")
+
+    assert json.loads((tmp_path / "out" / "labels.json").read_text()) == ["negative", "positive"]  # the model's id2label
+    report = (tmp_path / "out" / "data_report.md").read_text()
+    assert "## Label names" in report and "| 1 | negative |" in report and "| 2 | positive |" in report
+    assert "## Splits cut from train" in report

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,8 @@ if TYPE_CHECKING:  # annotations only, so the training path imports without pyda
     from nlpstd.spec import RuntimeSpec
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_CPUINFO = Path("/proc/cpuinfo")
+_NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 instructions that compute bf16 in hardware
 
 
 def resolve_device(runtime: RuntimeSpec) -> torch.device:
@@ -28,12 +31,33 @@ def resolve_device(runtime: RuntimeSpec) -> torch.device:
 
 
 def resolve_precision(runtime: RuntimeSpec, device: torch.device) -> str:
-    """auto: bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on the CPU."""
+    """auto: bf16 on a GPU that supports it, fp16 on an older GPU; on the CPU bf16 where it computes
+    bf16 natively (same scores, faster), fp32 elsewhere, where emulated bf16 would only be slower.
+    An explicit `runtime.precision` (fp32 to opt out) always wins."""
     if runtime.precision != "auto":
         return runtime.precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this machine's CPU has bf16 instructions (AVX-512 BF16, AMX-BF16), read from Linux's
+    /proc/cpuinfo; False where that file is missing or unreadable (other systems), so auto stays fp32."""
+    try:
+        return cpuinfo_has_native_bf16(_CPUINFO.read_text(errors="replace"))
+    except OSError:
+        return False
+
+
+def cpuinfo_has_native_bf16(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text's first `flags` line names a native bf16 instruction set (every
+    core of a machine lists the same flags)."""
+    for line in cpuinfo.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() == "flags":
+            return not _NATIVE_BF16_FLAGS.isdisjoint(value.split())
+    return False
 
 
 def should_compile(runtime: RuntimeSpec, device: torch.device) -> bool:

@@ -236,7 +236,7 @@ def split_report(records: list[dict], subwords: list[int] | None, specials: int,
 
 
 def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tokenizer_note: str, max_length: int,
-          name: str = "", stride: int | None = None, word_unit: WordUnit = "word") -> dict:
+          name: str = "", stride: int | None = None, word_unit: WordUnit = "word", label_map: dict | None = None) -> dict:
     """The whole report as plain JSON data (checks are added by `check`). With `stride` (data.stride),
     examples over max_length are split into windows rather than cut; the report says which.
 
@@ -270,6 +270,7 @@ def build(prepared: PreparedData, tokenizer: PreTrainedTokenizerFast | None, tok
         "splits": splits,
         "sources": prepared.sources,
         "carved": prepared.carved,
+        "label_map": label_map,
         "limits": prepared.limits,
         "overlap": {split: overlap(train, prepared.splits[split], train_file, sample)
                     for split in EVAL_SPLITS if split in prepared.splits},
@@ -391,6 +392,12 @@ def _origin_section(report: dict) -> list[str]:
         lines += ["", "## Example limits", "", *table_header(["split", "setting", "kept", "chosen by", "labels kept"])]
         lines += [table_row([split, found["setting"], f"{found['kept']:,} of {found['examples']:,}", f"data.sample: {found['sample']}",
                              f"{found['labels'] - len(found['missing'])} of {found['labels']}"]) for split, found in limits.items()]
+    named = report.get("label_map")
+    if named:
+        source = f"the file {named['file']}" if named.get("file") else f"data.label_map.{named['source']}"
+        lines += ["", "## Label names", "", f"The data writes labels as numbers; their names come from {source}.", "",
+                  *table_header(["number", "name"])]
+        lines += [table_row([number, name]) for number, name in named["names"].items()]
     return lines
 
 

@@ -529,7 +529,9 @@ def _role(role: Literal["recipe", "speed"], applied: Literal["local", "cluster"]
 class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=_role(RECIPE, LOCAL))
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 elsewhere; fp16 trains with dynamic loss scaling.",
+        "auto", description="auto: bf16 on a GPU that has it (else fp16), bf16 on a CPU with native bf16 "
+                            "(AVX-512 BF16 or AMX, read from Linux's /proc/cpuinfo), fp32 elsewhere; fp32 opts out. "
+                            "fp16 trains with dynamic loss scaling.",
         json_schema_extra=_role(RECIPE, LOCAL),
     )
     threads: int | None = Field(None, gt=0, le=4096, description="CPU threads for torch; default: all cores.",

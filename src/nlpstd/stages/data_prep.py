@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from nlpstd.data import corpus as corpus_mod
 from nlpstd.data import prepare as prep
 from nlpstd.data import report as data_report
+from nlpstd.data.labelmap import describe
 from nlpstd.errors import NlpstdError
 from nlpstd.jsonio import read_json
 from nlpstd.spec import Standard
@@ -40,7 +41,8 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
 
     # -- the data report, which records the checks' figures and warnings
     tokenizer, note = report_tokenizer(std)
-    report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride, std.data.word_unit)
+    named = describe(std.data.label_map) if std.data.label_map else None
+    report = data_report.build(prepared, tokenizer, note, std.data.max_length, std.name, std.data.stride, std.data.word_unit, named)
     warnings = data_report.check(report, std.data.checks, prepared.sources)
 
     # -- outputs

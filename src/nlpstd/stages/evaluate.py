@@ -100,7 +100,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                 for name, row in (m.get("per_type") or m.get("per_label") or {}).items()}
     tracker.log_metrics({**flat, **per_name})
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
-                      **decision_tags(decision.to_dict())})
+                      "nlpstd.precision": precision, **decision_tags(decision.to_dict())})
     if not gate.passed:  # export will not run, so this keep is final: it joins the champion history here
         registry.record(std.export.register_as or std.name, history_entry(
             "keep", decision.to_dict(), run_id=tracker.run_id, candidate_version=None, data_fingerprint=data.fingerprint))

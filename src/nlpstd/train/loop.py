@@ -68,6 +68,7 @@ class LoopState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     train_flops: float = 0.0  # model FLOPs of the optimizer steps so far, all processes
+    window_loss: float = 0.0  # the sum of the step losses since the last log line, when the checkpoint was written
     history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr"} and {"step", "eval_<metric>", ...}
 
 
@@ -210,7 +211,8 @@ class _Run:
         self.meter = Meter(self.model.config, self.engine.peak_flops or device_peak_flops(self.device, self.precision))
         self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=self.desc, unit="step",
                              dynamic_ncols=True, disable=not self.main)
-        self.window_loss, self.clock = torch.zeros((), device=self.device), _Stopwatch(self.device)
+        # a run resumed between two log lines carries on the sum it had, so its next line is the true mean
+        self.window_loss, self.clock = torch.tensor(self.state.window_loss, device=self.device), _Stopwatch(self.device)
 
     def finished(self) -> bool:
         return self.state.step >= self.total_steps or self.state.stopped_early
@@ -316,6 +318,7 @@ class _Run:
     def save(self) -> None:
         """The resumable checkpoint (the main process writes it)."""
         if self.main:
+            self.state.window_loss = self.window_loss.item()  # float32 to float and back is exact
             checkpoint.save_checkpoint(self.last_dir, self.model, self.optimizer, self.scheduler, asdict(self.state), self.scaler)
 
     def finish(self, resumed_from: int | None) -> TrainResult:
