@@ -22,7 +22,10 @@ def trainer_arguments(recipe, out_dir: Path, *, seed: int, precision: str, use_c
                       max_steps: int | None = None, **overrides) -> TrainingArguments:
     """`recipe`: anything with the fields of nlpstd's `FinetuneSpec` (lr, batch_size, eval_batch_size,
     epochs, max_steps, weight_decay, warmup_ratio, grad_clip, group_by_length). No saving, no
-    evaluation while training, no reporting; `overrides` go to `TrainingArguments` as they are."""
+    evaluation while training, no reporting; `overrides` go to `TrainingArguments` as they are.
+    `precision` is what `nlpstd.runtime.resolve_precision` picked, so both sides train alike; `use_cpu` must
+    be True on a CPU (resolved, not only an explicit `device: cpu`): transformers refuses bf16 without a GPU
+    unless told it runs on the CPU, where it then trains in bf16 autocast as nlpstd does."""
     arguments = dict(
         output_dir=str(out_dir),
         learning_rate=recipe.lr,

@@ -120,6 +120,18 @@ def test_head_on_a_sorted_file_keeps_one_class_and_warns(tmp_path):
     assert "file may be sorted" in warning and "data.sample: stratified" in warning
 
 
+def test_validate_prints_the_limit_warning_without_tying_it_to_on_violation(tmp_path, capsys):
+    from nlpstd.cli import main
+
+    standard(tmp_path, {"train": SORTED, "validation": DEV})  # writes the data files
+    (tmp_path / "standard.yaml").write_text("name: t\ntask: sequence-classification\nmodel: {base: minilm-l6}\ndata:\n"
+                                            "  format: csv\n  train: train.csv\n  validation: validation.csv\n"
+                                            "  max_train_examples: 70\n  checks: {max_overlap: null}\n", encoding="utf-8")
+    assert main(["validate", str(tmp_path / "standard.yaml")]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert line.startswith("warning: data.max_train_examples keeps 70 of 100 train examples") and "on_violation" not in line
+
+
 def test_stratified_on_a_sorted_file_keeps_every_class_without_warning(tmp_path):
     std = standard(tmp_path, {"train": SORTED, "validation": DEV}, sample="stratified", max_train_examples=10,
                    checks={"max_overlap": None})

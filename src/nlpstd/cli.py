@@ -170,14 +170,16 @@ def _model_commands(commands: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> int:
     """What `run` checks before training, in its order: the standard, its files, then every row and
     corpus file as data-prep reads them (`check_data`), with no tokenizer, weights or torch."""
+    from nlpstd.data.checks import limit_warnings
     from nlpstd.data.prepare import check_data
     from nlpstd.preflight import preflight
 
     std, _ = preflight(args.standard, check_corpus=False)  # check_data reads the corpus next, keeping nothing
     checked = check_data(std)
     print(f"ok: {std.name} ({std.task}), {checked.summary()}, spec hash {std.spec_hash()[:12]}")
+    about_limits = set(limit_warnings(checked.prepared.limits))  # always warnings, whatever on_violation says
     for message in checked.warnings:
-        print(f"warning: {message} (data.checks.on_violation: warn)")
+        print(f"warning: {message}" + ("" if message in about_limits else " (data.checks.on_violation: warn)"))
     return 0
 
 
