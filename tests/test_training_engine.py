@@ -281,3 +281,32 @@ def test_the_gpu_tests_load_without_mlflow_kfp_seqeval_or_boto3():
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "tests/test_gpu.py::test_training_steps_do_not_wait_for_the_gpu" in done.stdout
+
+
+# -- the allocator keeps large freed blocks (glibc), so a gradient made anew each step reuses its memory
+
+
+def _mapped_bytes() -> int:
+    """Bytes glibc currently holds in blocks mapped one by one (mallinfo2's hblkhd)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        pytest.skip("not glibc 2.33 or later: no mallinfo2 to read")
+    mallinfo2.restype = MallInfo2
+    return mallinfo2().hblkhd
+
+
+def test_a_large_tensor_comes_from_the_heap_once_freed_memory_is_kept():
+    from nlpstd.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    before = _mapped_bytes()
+    block = torch.ones(64 << 20, dtype=torch.uint8)  # above glibc's largest mapping threshold (32 MiB)
+
+    assert _mapped_bytes() - before < block.numel()  # not a mapping of its own, which freeing would unmap

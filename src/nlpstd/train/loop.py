@@ -37,6 +37,7 @@ from nlpstd.tracking import NullTracker, Tracker
 from nlpstd.train import checkpoint
 from nlpstd.train.batching import without_full_mask
 from nlpstd.train.config import EngineConfig, LoopConfig, Selection
+from nlpstd.train.dropout import using_bit_dropout
 from nlpstd.train.loader import micro_batches
 from nlpstd.train.meter import Meter, device_peak_flops
 
@@ -135,7 +136,8 @@ def train(
     resumed_from = run.resume(identity)  # from the last checkpoint of the same identity, if any
     run.start(tracker)
     state = run.state
-    try:  # the bar ends its line whatever stops the loop, so an error prints on a line of its own
+    # the bar ends its line whatever stops the loop, so an error prints on a line of its own
+    with run.progress, using_bit_dropout(model) if run.bit_dropout else contextlib.nullcontext():
         while not run.finished():
             for end, count, batches in run.epoch():  # the rest of the epoch, one optimizer step at a time
                 grad_norm = run.step(batches, count)
@@ -158,8 +160,6 @@ def train(
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-    finally:
-        run.progress.close()
     return run.finish(resumed_from)
 
 
@@ -185,6 +185,8 @@ class _Run:
         step = self.ddp or _Loss(model, objective)
         mode = compile_mode(engine.compile, engine.cuda_graphs, self.device, self.world)
         self.forward = _EagerOnFailure(step, mode) if mode else step
+        # on a CPU, dropout masks from random bits (`train.dropout`), unless the compiler draws its own
+        self.bit_dropout = self.device.type == "cpu" and mode is None
         self.optimizer = adamw(param_groups(model, loop.weight_decay), loop.lr)
         self.scheduler = get_scheduler(loop.schedule, self.optimizer, round(loop.warmup_ratio * self.total_steps), self.total_steps)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op)
@@ -207,6 +209,8 @@ class _Run:
     def start(self, tracker: Tracker | None) -> None:
         """Training mode, and what watches the run: tracker (main process only), meter, progress bar, clock."""
         self.model.train()
+        if self.device.type == "cpu":
+            runtime.keep_freed_memory()  # the large gradients made each step reuse their memory
         self.tracker = tracker if tracker is not None and self.main else NullTracker()
         self.meter = Meter(self.model.config, self.engine.peak_flops or device_peak_flops(self.device, self.precision))
         self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc=self.desc, unit="step",
