@@ -119,6 +119,17 @@ def test_held_out_fraction_is_seeded_and_disjoint(tmp_path: Path):
     assert len(first.held_out[0]) + len(first.train[0]) == 400
 
 
+def test_the_fingerprint_is_the_same_without_keeping_the_documents(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i}" for i in range(400)))
+    corpus_spec = spec(tmp_path, files=["a.txt"], held_out_fraction=0.1)
+
+    kept = corpus.prepare(corpus_spec, seed=7)
+    counted = corpus.prepare(corpus_spec, seed=7, keep_documents=False)
+
+    assert counted.fingerprint == kept.fingerprint
+    assert counted.train == [[]] and counted.held_out == [[]]  # nothing of the text stays in memory
+
+
 def test_fingerprint_follows_content_not_paths(tmp_path: Path):
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
