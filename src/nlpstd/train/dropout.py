@@ -45,7 +45,7 @@ class BitDropout(torch.nn.Dropout):
     """`nn.Dropout` whose mask comes from `bit_dropout`; in eval mode the identity, as before."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bit_dropout(x, self.p) if self.training and self.p > 0 else x
+        return bit_dropout(x, self.p) if self.training else x  # p that rounds to 0 returns x as it is
 
 
 def bit_dropout_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -86,6 +86,7 @@ def using_bit_dropout(model: torch.nn.Module) -> Iterator[None]:
             setattr(parent, name, child)
         for config in configs:
             config._attn_implementation = "sdpa"
+
 
 def _attention(module: torch.nn.Module) -> str | None:
     """The attention implementation a module's config names, if it has one."""
