@@ -18,19 +18,30 @@ def spec(tmp_path: Path, **fields) -> CorpusSpec:
     return CorpusSpec.model_validate(fields, context={"base_dir": str(tmp_path)})
 
 
+def documents_of(path: Path, encoding: str = "auto") -> list[str]:
+    """The documents of one file as pretraining reads them, in the codec the check resolved."""
+    return list(corpus.documents(str(path), corpus.read_corpus_file(str(path), encoding).encoding))
+
+
+def parts(prepared: corpus.Corpus, training: corpus.TrainingText | None = None) -> dict[str, list[list[str]]]:
+    """The streamed documents per part, per file (files without a document of that part left out)."""
+    grouped: dict[str, dict[int, list[str]]] = {"train": {}, "held_out": {}}
+    for part, file, document in prepared.stream(training):
+        grouped[part].setdefault(file, []).append(document)
+    return {part: list(files.values()) for part, files in grouped.items()}
+
+
 def test_auto_encoding_falls_back_to_latin1_per_file_and_says_which(tmp_path: Path):
     (tmp_path / "utf8.txt").write_text("Cæsar in UTF-8.\n", encoding="utf-8")
     (tmp_path / "latin.txt").write_bytes("Cæsar in Latin-1.\n".encode("latin-1"))
     prepared = corpus.prepare(spec(tmp_path, files=["*.txt"], held_out_fraction=0.5), seed=0)
     assert corpus.fallbacks(prepared) == [str(tmp_path / "latin.txt")]
-    texts = [doc for docs in prepared.train + prepared.held_out for doc in docs]
-    assert sorted(texts) == ["Cæsar in Latin-1.", "Cæsar in UTF-8."]
+    assert sorted(document for _, _, document in prepared.stream()) == ["Cæsar in Latin-1.", "Cæsar in UTF-8."]
 
 
 def test_crlf_is_normalised_and_paragraphs_are_documents(tmp_path: Path):
     (tmp_path / "a.txt").write_bytes(b"First line\r\nof one paragraph.\r\n\r\nSecond paragraph.\r\n")
-    text = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
-    assert text.documents == ["First line of one paragraph.", "Second paragraph."]
+    assert documents_of(tmp_path / "a.txt") == ["First line of one paragraph.", "Second paragraph."]
 
 
 def test_declared_utf8_rejects_a_latin1_file_at_the_bad_line(tmp_path: Path):
@@ -82,22 +93,21 @@ def test_a_glob_leaves_out_what_is_not_a_regular_file(tmp_path: Path):
 def test_documents_are_paragraphs_whatever_the_line_ends(tmp_path: Path):
     text = "\ufeffOne\r\n  para\tgraph\r\n \t\r\nTwo\rlines\r\r\x0c\nstill two\n\n\n\nThree"
     (tmp_path / "a.txt").write_bytes(text.encode())
-    assert corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto").documents == [
-        "One para graph", "Two lines", "still two", "Three"]
+    assert documents_of(tmp_path / "a.txt") == ["One para graph", "Two lines", "still two", "Three"]
 
 
-def test_documents_are_counted_alike_kept_or_not(tmp_path: Path):
+def test_the_check_counts_the_documents_the_stream_reads(tmp_path: Path):
     (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i}" for i in range(50)))
-    kept = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
-    counted = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto", keep=False)
-    assert (counted.documents, counted.count, counted.chars, counted.sha256) == ([], 50, kept.chars, kept.sha256)
-    assert kept.count == len(kept.documents) and kept.chars == sum(len(d) for d in kept.documents)
+    counted = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
+    streamed = documents_of(tmp_path / "a.txt")
+    assert (counted.count, counted.chars) == (50, sum(map(len, streamed))) and len(streamed) == 50
+    assert counted.size == (tmp_path / "a.txt").stat().st_size
 
 
 def test_a_latin1_byte_past_the_first_block_still_falls_back(tmp_path: Path):
     (tmp_path / "a.txt").write_bytes(b"plain ascii line\n" * 100_000 + "C\xe6sar\n".encode("latin-1"))
     text = corpus.read_corpus_file(str(tmp_path / "a.txt"), "auto")
-    assert text.fell_back and text.encoding == "latin-1" and text.documents[-1].endswith("Cæsar")
+    assert text.fell_back and text.encoding == "latin-1" and documents_of(tmp_path / "a.txt")[-1].endswith("Cæsar")
 
 
 def test_check_decodes_every_file_and_returns_their_paths(tmp_path: Path):
@@ -111,23 +121,30 @@ def test_check_decodes_every_file_and_returns_their_paths(tmp_path: Path):
 
 def test_held_out_fraction_is_seeded_and_disjoint(tmp_path: Path):
     (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i}" for i in range(400)))
-    first = corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=7)
-    again = corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=7)
-    assert first.held_out == again.held_out and first.fingerprint == again.fingerprint
-    assert 20 <= len(first.held_out[0]) <= 60
-    assert not set(first.held_out[0]) & set(first.train[0])
-    assert len(first.held_out[0]) + len(first.train[0]) == 400
+    first = parts(corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=7))
+    again = parts(corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=7))
+    other = parts(corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=8))
+    assert first == again and first != other
+    assert 20 <= len(first["held_out"][0]) <= 60
+    assert not set(first["held_out"][0]) & set(first["train"][0])
+    assert len(first["held_out"][0]) + len(first["train"][0]) == 400
 
 
-def test_the_fingerprint_is_the_same_without_keeping_the_documents(tmp_path: Path):
+def test_the_manifest_counts_the_documents_of_each_part_the_stream_yields(tmp_path: Path):
     (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i}" for i in range(400)))
-    corpus_spec = spec(tmp_path, files=["a.txt"], held_out_fraction=0.1)
+    (tmp_path / "b.txt").write_text("\n\n".join(f"more {i}" for i in range(100)))
+    prepared = corpus.prepare(spec(tmp_path, files=["a.txt", "b.txt"], held_out_fraction=0.1), seed=7)
+    streamed = {part: sum(map(len, files)) for part, files in parts(prepared).items()}
+    assert prepared.documents == streamed and streamed["held_out"] > 0
 
-    kept = corpus.prepare(corpus_spec, seed=7)
-    counted = corpus.prepare(corpus_spec, seed=7, keep_documents=False)
 
-    assert counted.fingerprint == kept.fingerprint
-    assert counted.train == [[]] and counted.held_out == [[]]  # nothing of the text stays in memory
+def test_the_stream_refuses_a_file_changed_after_it_was_checked(tmp_path: Path):
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n")
+    prepared = corpus.prepare(spec(tmp_path, files=["a.txt"], held_out_fraction=0.1), seed=0)
+    (tmp_path / "a.txt").write_text("one\n\ntwo, edited\n")
+    with pytest.raises(DataError, match="changed after data-prep") as caught:
+        list(prepared.stream())
+    assert caught.value.file == str(tmp_path / "a.txt")
 
 
 def test_fingerprint_follows_content_not_paths(tmp_path: Path):
@@ -147,14 +164,14 @@ def test_training_text_adds_the_training_examples_without_their_labels(tmp_path:
                {"tokens": ["\ufe0f"], "tags": ["O"], "line": 6}]
     training = corpus.TrainingText("train.conll", records)
     prepared = corpus.prepare(spec(tmp_path, files=["a.txt"], training_text=True, held_out=["a.txt"]), 0, training=training)
-    assert prepared.train == [["Corpus text."], ["李 明 来 了", "\ufe0f"]]
+    assert parts(prepared, training)["train"] == [["Corpus text."], ["李 明 来 了", "\ufe0f"]]
     assert [f["path"] for f in prepared.files if f["part"] == "train"] == [str(tmp_path / "a.txt"), "train.conll (training text)"]
 
 
 def test_training_text_alone_is_a_corpus_and_its_fingerprint_follows_the_examples(tmp_path: Path):
     texts = [corpus.TrainingText("train.jsonl", [{"text": text, "label": "pos"}]) for text in ("one", "two")]
     first, second = (corpus.prepare(spec(tmp_path, training_text=True, held_out_fraction=0.5), 0, training=t) for t in texts)
-    assert [doc for docs in first.train + first.held_out for doc in docs] == ["one"]
+    assert [document for _, _, document in first.stream(texts[0])] == ["one"]
     assert first.fingerprint != second.fingerprint
 
 
@@ -169,13 +186,20 @@ def test_a_corpus_of_neither_files_nor_training_text_is_refused(tmp_path: Path):
         load_standard(write_standard(tmp_path, body))
 
 
-def test_save_and_load_round_trip(tmp_path: Path):
+def test_the_manifest_round_trips_and_streams_the_same_documents(tmp_path: Path):
     (tmp_path / "a.txt").write_text("one\n\ntwo\n")
     (tmp_path / "b.txt").write_text("three\n")
     prepared = corpus.prepare(spec(tmp_path, files=["a.txt", "b.txt"], held_out=["b.txt"]), seed=0)
     corpus.save(prepared, tmp_path / "out")
     loaded = corpus.load(tmp_path / "out")
-    assert (loaded.train, loaded.held_out, loaded.fingerprint) == (prepared.train, prepared.held_out, prepared.fingerprint)
+    assert loaded == prepared
+    assert list(loaded.stream()) == [("train", 0, "one"), ("train", 0, "two"), ("train", 1, "three"), ("held_out", 2, "three")]
+    assert not any(path.name != corpus.MANIFEST for path in (tmp_path / "out").iterdir()), "no copy of the text"
+
+
+def test_a_folder_without_a_manifest_is_not_a_prepared_corpus(tmp_path: Path):
+    with pytest.raises(DataError, match="not a prepared corpus"):
+        corpus.load(tmp_path)
 
 
 @needs_real_data
@@ -183,5 +207,5 @@ def test_shared_corpus_traps_latin1_books_and_crlf_are_handled():
     shared = spec(DATA / "corpus", files=["gutenberg/*.txt"], held_out=["wikitext-2/valid.txt"])
     prepared = corpus.prepare(shared, seed=0)
     assert sorted(Path(p).name for p in corpus.fallbacks(prepared)) == ["chesterton-ball.txt", "shakespeare-caesar.txt"]
-    assert len(prepared.train) == 13, "the glob leaves the README out"
-    assert not any("\r" in doc for docs in prepared.train for doc in docs)
+    assert len([f for f in prepared.files if f["part"] == "train"]) == 13, "the glob leaves the README out"
+    assert not any("\r" in document for _, _, document in prepared.stream())

@@ -121,13 +121,27 @@ def test_held_out_measure_is_fixed_between_calls(tokenizer, blocks: Blocks):
 
 def test_blocks_are_cached_by_corpus_and_tokenizer(tokenizer, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path))
-    files = [corpus_text(10).split("\n\n")]
-    first = cached_blocks(tokenizer, files, 32, False, "fingerprint-a", "train")
-    assert len(list((tmp_path / "blocks").glob("*.npz"))) == 1
-    again = cached_blocks(tokenizer, [["ignored: the cache answers"]], 32, False, "fingerprint-a", "train")
-    assert np.array_equal(first.ids, again.ids)
-    cached_blocks(tokenizer, files, 32, False, "fingerprint-b", "train")
-    assert len(list((tmp_path / "blocks").glob("*.npz"))) == 2
+    texts = corpus_text(10).split("\n\n")
+    documents = lambda: [("train", 0, text) for text in texts] + [("held_out", 1, texts[0])]  # noqa: E731
+    first = cached_blocks(tokenizer, documents, 32, False, "fingerprint-a")
+    assert len(list((tmp_path / "blocks").glob("*/blocks.json"))) == 2  # train and held-out
+    again = cached_blocks(tokenizer, lambda: iter(()), 32, False, "fingerprint-a")  # the cache answers
+    assert np.array_equal(first["train"].take(range(len(first["train"])), 32), again["train"].take(range(len(again["train"])), 32))
+    cached_blocks(tokenizer, documents, 32, False, "fingerprint-b")
+    assert len(list((tmp_path / "blocks").glob("*/blocks.json"))) == 4
+    assert not list((tmp_path / "blocks").glob("*.tmp")), "no partial entry is left"
+
+
+def test_a_failed_build_leaves_no_cache_entry(tokenizer, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path))
+
+    def broken():
+        yield "train", 0, "some text " * 50
+        raise OSError("the disk went away")
+
+    with pytest.raises(OSError, match="went away"):
+        cached_blocks(tokenizer, broken, 32, False, "fingerprint-a")
+    assert not list((tmp_path / "blocks").iterdir())
 
 
 def test_trained_wordpiece_has_the_bert_specials_and_round_trips(tmp_path: Path):

@@ -42,7 +42,7 @@ def test_from_scratch_pretraining_lowers_perplexity_and_hands_its_encoder_to_fin
 def test_pretraining_on_the_training_text_alone_builds_its_vocabulary_from_the_examples(pretrain_standard: Path, tmp_path: Path):
     _edit(pretrain_standard, "corpus: {files: [corpus/*.txt], held_out: [held.txt]}", "corpus: {training_text: true, held_out_fraction: 0.2}")
     summary = run_standard(pretrain_standard, tmp_path / "out", stages=["data-prep", "pretrain"], tracking=False)
-    described = json.loads((tmp_path / "out" / "data-prep" / "corpus" / "corpus.json").read_text())
+    described = json.loads((tmp_path / "out" / "data-prep" / "corpus" / "manifest.json").read_text())
     assert [f["path"] for f in described["files"]] == [str(tmp_path / "train.txt") + " (training text)"]
     vocabulary = AutoTokenizer.from_pretrained(tmp_path / "out" / "pretrain" / "model").get_vocab()
     assert "berlin" in vocabulary and "loc" not in vocabulary, "the words are learnt, never the tags (B-LOC)"

@@ -155,9 +155,7 @@ def current_versions(std: Standard) -> dict[str, str]:
         if std.pretrain.corpus.training_text:  # the examples data-prep trained on, read as it read them
             prepared = prepare(std)
             training = corpus.TrainingText(prepared.sources["train"], prepared.splits["train"])
-        # the fingerprint hashes the files' bytes: the documents need not be kept (a corpus may be gigabytes)
-        current["corpus fingerprint"] = corpus.prepare(std.pretrain.corpus, std.seed, keep_documents=False,
-                                                       training=training).fingerprint
+        current["corpus fingerprint"] = corpus.prepare(std.pretrain.corpus, std.seed, training=training).fingerprint
     return current
 
 

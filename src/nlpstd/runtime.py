@@ -76,10 +76,14 @@ def loader_workers(runtime: RuntimeSpec, device: torch.device) -> int:
     return max(0, min(4, cores_per_process() - 1))
 
 
+def cores() -> int:
+    """This machine's cores usable by this process (its CPU affinity, which a container's limit sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cores_per_process() -> int:
     """This machine's cores usable by this process, shared evenly by the training processes on it."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def peak_flops(runtime: RuntimeSpec) -> float | None:

@@ -1,4 +1,4 @@
-"""The pretraining corpus: raw text files in, clean documents out, with a held-out part.
+"""The pretraining corpus: raw text files in, a manifest out, documents streamed back on demand.
 
 Each file is decoded on its own, line by line as it is read: `encoding: auto` reads UTF-8 and
 falls back to Latin-1 for a file that is not valid UTF-8 (and says which files did). CRLF and CR
@@ -6,13 +6,20 @@ line ends are line ends like LF. A document is a paragraph: lines up to the next
 Files that cannot be corpus text (missing, not a regular file, empty, binary, undecodable in the
 declared encoding) fail before anything is written, each with a one-line error that names the
 file and the standard's key that lists it (`pretrain.corpus.files[0]`).
+
+Nothing of the text is kept: data-prep checks and counts every file and writes a manifest (each
+file's codec, size, sha256, document count, and the held-out rule); pretraining streams the
+documents from the files again, in the same order, checking that every file is the one data-prep
+read. Memory stays that of one line, whatever the size of the corpus.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -27,29 +34,49 @@ if TYPE_CHECKING:  # annotations only, so the training path imports without pyda
     from nlpstd.spec import CorpusFile, CorpusSpec
 
 _BINARY_SAMPLE = 8192
+MANIFEST = "manifest.json"
+TRAINING_TEXT = "training_text"  # the `source` of the file made of the training examples
 
 
 @dataclass
 class CorpusText:
-    """One decoded file: where it came from, how it was decoded, its documents."""
+    """One checked file: where it came from, how it decodes, what it holds."""
 
     path: str
     encoding: str
     fell_back: bool  # `auto` found invalid UTF-8 and read Latin-1
-    documents: list[str]  # empty when read only to be checked
     sha256: str
-    count: int = 0  # documents, kept or not
+    count: int = 0  # documents
     chars: int = 0  # characters of the documents
+    size: int = 0  # bytes
+    source: str = "file"  # or TRAINING_TEXT
 
 
 @dataclass
 class Corpus:
-    """Documents per training file (blocks stay inside a file) and the held-out documents."""
+    """The manifest of a checked corpus: its files in order (blocks stay inside a file), the
+    held-out rule, the document counts per part, and the fingerprint. `stream` reads the
+    documents back."""
 
-    train: list[list[str]]
-    held_out: list[list[str]]
-    files: list[dict] = field(default_factory=list)  # per file: path, part, encoding, fell_back, documents, chars
-    fingerprint: str = ""
+    files: list[dict]  # per file: path, part, source, encoding, fell_back, bytes, sha256, documents, chars
+    fingerprint: str
+    held_out_fraction: float | None = None  # a seeded share of the training files' documents is held out
+    seed: int | None = None
+    documents: dict[str, int] = field(default_factory=dict)  # part -> documents, after the held-out draw
+
+    def stream(self, training: TrainingText | None = None) -> Iterator[tuple[str, int, str]]:
+        """(part, file index, document) for every document, file by file in the manifest's order.
+
+        With `held_out_fraction`, each training file's document is held out when the seeded draw
+        says so; the draws run in the same order as when data-prep counted, so the parts are the
+        ones it reported. A file whose bytes changed since data-prep is an error once it is read."""
+        draw = random.Random(self.seed).random if self.held_out_fraction else None
+        for index, described in enumerate(self.files):
+            for document in _verified_documents(described, training):
+                part = described["part"]
+                if draw is not None and part == "train" and draw() < self.held_out_fraction:
+                    part = "held_out"
+                yield part, index, document
 
 
 def expand(entries: list[CorpusFile], default_encoding: str, key: str = "pretrain.corpus.files") -> list[tuple[str, str, str]]:
@@ -71,51 +98,60 @@ def expand(entries: list[CorpusFile], default_encoding: str, key: str = "pretrai
     return found
 
 
-def read_corpus_file(path: str, encoding: str, key: str | None = None, keep: bool = True) -> CorpusText:
-    """Decode one file, a line at a time; refuse what is not text. `key` is the standard's key that
-    lists the file, for the error; with `keep` false the documents are counted, not kept."""
+def read_corpus_file(path: str, encoding: str, key: str | None = None) -> CorpusText:
+    """Decode one file, a line at a time, counting its documents; refuse what is not text. `key`
+    is the standard's key that lists the file, for the error."""
     local = regular_file(path, key)  # before opening: a named pipe would block, /dev/zero never end
     with open(local, "rb") as handle:
         if b"\x00" in handle.read(_BINARY_SAMPLE):
             raise DataError(path, None, key, "this is a binary file (NUL bytes), not text; leave it out of the corpus")
         codec = "utf-8" if encoding == "auto" else encoding
         try:
-            documents, count, chars = _paragraphs(handle, codec, keep)
+            count, chars = _count(handle, codec)
         except Undecodable as bad:
             if encoding != "auto":
                 raise DataError(path, bad.line, "encoding", f"byte 0x{bad.byte:02x} is not valid {encoding}; "
                                 "set encoding: auto (UTF-8, else Latin-1) or the file's codec") from None
             codec = "latin-1"  # decodes any byte: the file is read again from its start
-            documents, count, chars = _paragraphs(handle, codec, keep)
+            count, chars = _count(handle, codec)
         handle.seek(0)
         sha256 = sha256_handle(handle)
+        size = handle.tell()
     if not count:
         raise DataError(path, None, key, "the corpus file is empty (no text, only whitespace)")
-    return CorpusText(path, codec, codec == "latin-1" and encoding == "auto", documents, sha256, count, chars)
+    return CorpusText(path, codec, codec == "latin-1" and encoding == "auto", sha256, count, chars, size)
 
 
-def _paragraphs(handle: IO[bytes], codec: str, keep: bool) -> tuple[list[str], int, int]:
-    """(documents if `keep`, how many, their characters) of an open file, read from its start. A
-    document is a paragraph with each run of whitespace made one space; a line of nothing but
-    spaces and tabs ends it."""
+def _count(handle: IO[bytes], codec: str) -> tuple[int, int]:
+    """(documents, their characters) of an open file, read from its start."""
     handle.seek(0)
-    documents, count, chars = [], 0, 0
+    count = chars = 0
+    for document in paragraphs(handle, codec):
+        count, chars = count + 1, chars + len(document)
+    return count, chars
+
+
+def paragraphs(handle: IO[bytes], codec: str) -> Iterator[str]:
+    """The documents of an open binary file, from where it stands: each paragraph with every run
+    of whitespace made one space; a line of nothing but spaces and tabs ends it."""
     words: list[str] = []
     for line in chain(decode_lines(handle, codec), ["\n"]):  # a blank line after the last ends the last paragraph
         if line.strip(" \t\r\n"):
             words += line.split()
         elif words:
-            document, words = " ".join(words), []
-            count, chars = count + 1, chars + len(document)
-            if keep:
-                documents.append(document)
-    return documents, count, chars
+            yield " ".join(words)
+            words = []
+
+
+def documents(path: str, codec: str) -> Iterator[str]:
+    """The documents of one corpus file (local or s3://) in a codec data-prep resolved."""
+    with open(regular_file(path), "rb") as handle:
+        yield from paragraphs(handle, codec)
 
 
 def check(spec: CorpusSpec, training: TrainingText | None = None) -> list[str]:
-    """Read and decode every corpus file (the checks `prepare` would fail on), keeping no document;
-    returns the paths."""
-    return [described["path"] for described in prepare(spec, seed=0, keep_documents=False, training=training).files]
+    """Read and decode every corpus file (the checks `prepare` would fail on); returns the paths."""
+    return [described["path"] for described in prepare(spec, seed=0, training=training).files]
 
 
 @dataclass
@@ -134,41 +170,45 @@ def training_document(record: dict) -> str:
     return " ".join(part for part in (record["text"], record.get("text_pair", "")) if part.strip())
 
 
-def read_training_text(training: TrainingText, keep: bool = True) -> CorpusText:
-    """The training examples as corpus documents, one per example; named `<train file> (training text)`."""
-    documents = [document for document in map(training_document, training.records) if document.strip()]
-    digest = sha256_text("\n".join(documents))
-    return CorpusText(f"{training.path} (training text)", "utf-8", False, documents if keep else [], digest,
-                      len(documents), sum(map(len, documents)))
+def training_documents(training: TrainingText) -> Iterator[str]:
+    """The training examples as corpus documents, one per example with any text."""
+    return (document for document in map(training_document, training.records) if document.strip())
 
 
-def prepare(spec: CorpusSpec, seed: int, keep_documents: bool = True, training: TrainingText | None = None) -> Corpus:
-    """Decode every file and set the held-out documents aside (held-out files, or a seeded share).
-    Without `keep_documents` every file is decoded and counted but no document is kept (validate).
-    With `training_text`, the training examples (`training`) are one more file of the corpus."""
-    texts = [read_corpus_file(p, e, k, keep_documents) for p, e, k in expand(spec.files, spec.encoding)]
+def read_training_text(training: TrainingText) -> CorpusText:
+    """The training examples as one more corpus file, named `<train file> (training text)`."""
+    digest, count, chars = hashlib.sha256(), 0, 0
+    for document in _hashed(training_documents(training), digest):
+        count, chars = count + 1, chars + len(document)
+    return CorpusText(f"{training.path} (training text)", "utf-8", False, digest.hexdigest(), count, chars,
+                      source=TRAINING_TEXT)
+
+
+def prepare(spec: CorpusSpec, seed: int, training: TrainingText | None = None) -> Corpus:
+    """Check every file and count its documents, and the documents the held-out rule sets aside
+    (held-out files, or a seeded share). With `training_text`, the training examples
+    (`training`) are one more file of the corpus. Keeps no document."""
+    texts = [read_corpus_file(p, e, k) for p, e, k in expand(spec.files, spec.encoding)]
     if spec.training_text:
         if training is None:
             raise ValueError("pretrain.corpus.training_text needs the training examples")
-        texts.append(read_training_text(training, keep_documents))
-    held_texts = [read_corpus_file(p, e, k, keep_documents)
-                  for p, e, k in expand(spec.held_out, spec.encoding, "pretrain.corpus.held_out")]
-    if spec.held_out_fraction:
-        rng = random.Random(seed)
-        train, held = [], []
-        for text in texts:
-            picks = [rng.random() < spec.held_out_fraction for _ in text.documents]
-            train.append([d for d, p in zip(text.documents, picks) if not p])
-            held.append([d for d, p in zip(text.documents, picks) if p])
-    else:
-        train, held = [t.documents for t in texts], [t.documents for t in held_texts]
-    files = [_describe(t, "train") for t in texts] + [_describe(t, "held_out") for t in held_texts]
-    return Corpus(train=train, held_out=held, files=files, fingerprint=fingerprint(spec, texts, held_texts, seed))
+        texts.append(read_training_text(training))
+    held_texts = [read_corpus_file(p, e, k) for p, e, k in expand(spec.held_out, spec.encoding, "pretrain.corpus.held_out")]
+    train_count = sum(text.count for text in texts)
+    held_count = sum(text.count for text in held_texts)
+    if spec.held_out_fraction:  # the draws `Corpus.stream` makes, in its order
+        draw = random.Random(seed).random
+        held_count = sum(draw() < spec.held_out_fraction for _ in range(train_count))
+        train_count -= held_count
+    return Corpus(files=[_describe(t, "train") for t in texts] + [_describe(t, "held_out") for t in held_texts],
+                  fingerprint=fingerprint(spec, texts, held_texts, seed),
+                  held_out_fraction=spec.held_out_fraction or None, seed=seed if spec.held_out_fraction else None,
+                  documents={"train": train_count, "held_out": held_count})
 
 
 def _describe(text: CorpusText, part: str) -> dict:
-    return {"path": text.path, "part": part, "encoding": text.encoding, "fell_back": text.fell_back,
-            "documents": text.count, "chars": text.chars}
+    return {"path": text.path, "part": part, "source": text.source, "encoding": text.encoding, "fell_back": text.fell_back,
+            "bytes": text.size, "sha256": text.sha256, "documents": text.count, "chars": text.chars}
 
 
 def fingerprint(spec: CorpusSpec, texts: list[CorpusText], held_texts: list[CorpusText], seed: int) -> str:
@@ -183,35 +223,64 @@ def fallbacks(corpus: Corpus) -> list[str]:
     return [f["path"] for f in corpus.files if f["fell_back"]]
 
 
+def _verified_documents(described: dict, training: TrainingText | None) -> Iterator[str]:
+    """A manifest file's documents, read again; once read to its end, a file whose sha256 is not the
+    one data-prep recorded is an error (its blocks are then never cached)."""
+    if described["source"] == TRAINING_TEXT:
+        if training is None:
+            raise ValueError("this corpus includes the training examples: pass them to `stream`")
+        digest = hashlib.sha256()
+        yield from _hashed(training_documents(training), digest)
+    else:
+        with open(regular_file(described["path"]), "rb") as handle:
+            reader = _Hashing(handle)
+            yield from paragraphs(reader, described["encoding"])
+        digest = reader.digest
+    if digest.hexdigest() != described["sha256"]:
+        raise DataError(described["path"], None, None, "the file changed after data-prep read it (its sha256 differs); "
+                        "run data-prep again")
+
+
+def _hashed(documents: Iterator[str], digest: hashlib._Hash) -> Iterator[str]:
+    """The documents, each added to `digest` as it passes: the digest of the documents joined by newlines."""
+    for count, document in enumerate(documents):
+        digest.update(b"\n" if count else b"")
+        digest.update(document.encode())
+        yield document
+
+
+class _Hashing:
+    """A binary file that hashes what is read from it, for `decode_lines`."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.handle.readline(size)
+        self.digest.update(data)
+        return data
+
+
 # ---------------------------------------------------------------------------------------
-# Save / load: one JSON line per document, `{"file": i, "text": ...}`
+# The manifest data-prep writes and pretrain reads: `corpus/manifest.json`
 
 
 def save(corpus: Corpus, out_dir: Path) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for part in ("train", "held_out"):
-        with open(out_dir / f"{part}.jsonl", "w", encoding="utf-8") as handle:
-            for index, documents in enumerate(getattr(corpus, part)):
-                for document in documents:
-                    handle.write(json.dumps({"file": index, "text": document}, ensure_ascii=False) + "\n")
-    summary = {"fingerprint": corpus.fingerprint, "files": corpus.files,
-               "parts": {"train": len(corpus.train), "held_out": len(corpus.held_out)}}
-    write_json(out_dir / "corpus.json", summary)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out_dir) / MANIFEST, {"fingerprint": corpus.fingerprint, "held_out_fraction": corpus.held_out_fraction,
+                                          "seed": corpus.seed, "documents": corpus.documents, "files": corpus.files})
 
 
 def load(corpus_dir: Path) -> Corpus:
-    corpus_dir = Path(corpus_dir)
+    path = Path(corpus_dir) / MANIFEST
     try:
-        summary = json.loads((corpus_dir / "corpus.json").read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(corpus_dir, None, None, f"not a prepared corpus ({exc}); run data-prep with pretraining enabled") from None
-    parts: dict[str, list[list[str]]] = {}
-    for part, count in summary["parts"].items():
-        documents: list[list[str]] = [[] for _ in range(count)]
-        with open(corpus_dir / f"{part}.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                row = json.loads(line)
-                documents[row["file"]].append(row["text"])
-        parts[part] = documents
-    return Corpus(train=parts["train"], held_out=parts["held_out"], files=summary["files"], fingerprint=summary["fingerprint"])
+        raise DataError(path, None, None, f"not a prepared corpus ({exc}); run data-prep with pretraining enabled") from None
+    return Corpus(files=manifest["files"], fingerprint=manifest["fingerprint"], held_out_fraction=manifest["held_out_fraction"],
+                  seed=manifest["seed"], documents=manifest["documents"])

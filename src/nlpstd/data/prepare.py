@@ -51,8 +51,8 @@ class PreparedData:
 
 @dataclass
 class CheckedData:
-    """What `check_data` read: the prepared splits, the corpus (without its documents unless they
-    were asked for), and a message per `data.checks` limit exceeded under on_violation: warn."""
+    """What `check_data` read: the prepared splits, the corpus manifest, and a message per
+    `data.checks` limit exceeded under on_violation: warn."""
 
     prepared: PreparedData
     corpus: corpus_mod.Corpus | None
@@ -75,18 +75,17 @@ class CheckedData:
         return text
 
 
-def check_data(std: Standard, keep_documents: bool = False) -> CheckedData:
+def check_data(std: Standard) -> CheckedData:
     """Everything data-prep refuses before it loads a tokenizer, in the order it refuses it: every
     split (`prepare`), the `data.checks` limits under on_violation: fail, then the corpus files.
 
-    Data-prep keeps the corpus documents; `nlpstd validate` only decodes and counts them, a file
-    at a time."""
+    The corpus is decoded and counted a file at a time; no document is kept."""
     prepared = prepare(std)
     found = data_checks.figures(prepared.splits, prepared.read, std.data.sample)
     warnings = data_checks.enforce(data_checks.violations(found, std.data.checks), std.data.checks, prepared.sources)
     warnings += data_checks.limit_warnings(prepared.limits)
     training = corpus_mod.TrainingText(prepared.sources["train"], prepared.splits["train"])
-    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, keep_documents, training) if std.pretrain.enabled else None
+    corpus = corpus_mod.prepare(std.pretrain.corpus, std.seed, training) if std.pretrain.enabled else None
     return CheckedData(prepared, corpus, warnings)
 
 

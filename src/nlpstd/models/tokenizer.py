@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
@@ -12,6 +10,7 @@ from tokenizers.trainers import WordPieceTrainer
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from nlpstd.spec import TokenizerSpec
+from nlpstd.train.tokenizing import sequential_tokenizers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -27,7 +26,7 @@ def train_wordpiece(documents: Iterator[str], spec: TokenizerSpec) -> PreTrained
     # Ties between equal counts are broken in hash order, so two trainings can differ in a few
     # pieces; training on one thread and sorting the ids keeps those differences small. The
     # pretrain stage saves the trained tokenizer before training, so a resumed run reuses it.
-    with _sequential():
+    with sequential_tokenizers():
         tokenizer.train_from_iterator(documents, trainer=trainer)
     tokenizer.model = WordPiece(_stable_ids(tokenizer.get_vocab()), unk_token="[UNK]")
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -42,16 +41,3 @@ def _stable_ids(vocab: dict[str, int]) -> dict[str, int]:
     """Specials first, then the pieces sorted: the same corpus always gives the same ids."""
     pieces = sorted(set(vocab) - set(SPECIAL_TOKENS))
     return {token: index for index, token in enumerate(SPECIAL_TOKENS + pieces)}
-
-
-@contextlib.contextmanager
-def _sequential() -> Iterator[None]:
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous

@@ -1,6 +1,6 @@
 """Stage 1, data-prep: read and validate every split, fix the label set, fingerprint the data, and
 write the data report (lengths, labels, duplicates, overlap between splits) checked against
-`data.checks`; with pretraining enabled, also decode the corpus and set its held-out part aside."""
+`data.checks`; with pretraining enabled, also check the corpus files and write their manifest."""
 
 from __future__ import annotations
 
@@ -28,15 +28,16 @@ log = logging.getLogger(__name__)
 
 def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     """Writes `<split>.jsonl`, `labels.json`, `summary.json`, `data_report.{md,json}`, `plots/*.png` and
-    `metrics.json` into `out_dir`, and `corpus/` (documents per file, held-out part, `corpus.json`)
-    when pretraining is enabled. With `data.checks.on_violation: fail`, a check the data does not
-    pass stops the stage here, before anything is written."""
+    `metrics.json` into `out_dir`, and `corpus/manifest.json` (the corpus files, their codecs, sizes
+    and hashes, the held-out rule) when pretraining is enabled: pretrain reads the files themselves.
+    With `data.checks.on_violation: fail`, a check the data does not pass stops the stage here,
+    before anything is written."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
 
     # -- inputs: every bad row, unlearnable train split, failed data check (on_violation: fail) or bad
     # corpus file fails here, before a tokenizer loads or anything is written; `nlpstd validate` runs the same
-    checked = prep.check_data(std, keep_documents=True)
+    checked = prep.check_data(std)
     prepared, corpus = checked.prepared, checked.corpus
 
     # -- the data report, which records the checks' figures and warnings
@@ -50,8 +51,9 @@ def run(std: Standard, out_dir: Path, tracker: Tracker | None = None) -> dict:
     metrics["num_labels"] = len(prepared.labels)
     metrics.update(report_metrics(report))
     if corpus is not None:
-        metrics["corpus_train_documents"] = sum(len(docs) for docs in corpus.train)
-        metrics["corpus_heldout_documents"] = sum(len(docs) for docs in corpus.held_out)
+        metrics["corpus_train_documents"] = corpus.documents["train"]
+        metrics["corpus_heldout_documents"] = corpus.documents["held_out"]
+        metrics["corpus_bytes"] = sum(described["bytes"] for described in corpus.files)
         fallbacks = corpus_mod.fallbacks(corpus)
         metrics["corpus_latin1_fallbacks"] = len(fallbacks)
         for path in fallbacks:
@@ -116,6 +118,7 @@ def track(out_dir: Path, tracker: Tracker) -> None:
     tracker.log_artifact(out_dir / data_report.REPORT_MD)
     tracker.log_artifact(out_dir / data_report.REPORT_JSON)
     tracker.log_artifact(out_dir / "plots", "plots")
-    if (out_dir / "corpus" / "corpus.json").is_file():
-        tracker.set_tags({"nlpstd.corpus_fingerprint": read_json(out_dir / "corpus" / "corpus.json")["fingerprint"]})
-        tracker.log_artifact(out_dir / "corpus" / "corpus.json")
+    manifest = out_dir / "corpus" / corpus_mod.MANIFEST
+    if manifest.is_file():
+        tracker.set_tags({"nlpstd.corpus_fingerprint": read_json(manifest)["fingerprint"]})
+        tracker.log_artifact(manifest)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -46,14 +47,16 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     ctx = begin(std, data_dir, tracker, allow_other_inputs=allow_other_inputs)
     tracker, device, precision, spec = ctx.tracker, ctx.device, ctx.precision, std.pretrain
     corpus = corpus_mod.load(Path(data_dir) / "corpus")
+    training = _training_text(corpus, data_dir)
 
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         # -- tokenizer and blocks (both cached; a checkpoint made with another vocabulary is not resumed);
-        #    under torchrun the main process fills the caches, the others read them
+        #    under torchrun the main process fills the caches on every core, the others then map them
         with runtime.main_first():
-            tokenizer = _tokenizer(std, corpus)
-            train_blocks = cached_blocks(tokenizer, corpus.train, spec.max_length, spec.corpus.cross_file_blocks, corpus.fingerprint, "train")
-            held_blocks = cached_blocks(tokenizer, corpus.held_out, spec.max_length, False, corpus.fingerprint, "held_out")
+            tokenizer = _tokenizer(std, corpus, training)
+            blocks = cached_blocks(tokenizer, lambda: corpus.stream(training), spec.max_length, spec.corpus.cross_file_blocks,
+                                   corpus.fingerprint, workers=runtime.cores(), total=sum(corpus.documents.values()))
+        train_blocks, held_blocks = blocks["train"], blocks["held_out"]
         resume_key = f"{std.spec_hash()}:{corpus.fingerprint}:{tokenizer_fingerprint(tokenizer)[:16]}"
         fit = _vocabulary_fit(std, tokenizer, data_dir) if std.tokenizer.train and runtime.is_main() else {}
         log.info(f"pretrain: {len(train_blocks):,} training blocks, {len(held_blocks):,} held-out blocks of up to {spec.max_length} tokens")
@@ -119,7 +122,15 @@ def _vocabulary_fit(std: Standard, tokenizer: PreTrainedTokenizerFast, data_dir:
     return fit
 
 
-def _tokenizer(std: Standard, corpus: corpus_mod.Corpus) -> PreTrainedTokenizerFast:
+def _training_text(corpus: corpus_mod.Corpus, data_dir: Path) -> corpus_mod.TrainingText | None:
+    """The training examples data-prep saved, when the corpus includes their text (`training_text`)."""
+    if not any(described["source"] == corpus_mod.TRAINING_TEXT for described in corpus.files):
+        return None
+    prepared = prepare.load(Path(data_dir))
+    return corpus_mod.TrainingText(prepared.sources["train"], prepared.splits["train"])
+
+
+def _tokenizer(std: Standard, corpus: corpus_mod.Corpus, training: corpus_mod.TrainingText | None) -> PreTrainedTokenizerFast:
     """The base's tokenizer, or one trained on the training documents.
 
     Training breaks ties in hash order, so two trainings on the same corpus can differ in a few
@@ -132,13 +143,13 @@ def _tokenizer(std: Standard, corpus: corpus_mod.Corpus) -> PreTrainedTokenizerF
     key = hashlib.sha256(f"{corpus.fingerprint}:{settings}".encode()).hexdigest()[:24]
     folder = cache_dir() / "tokenizers" / key
     if not (folder / "tokenizer.json").is_file():
-        _train_tokenizer(std, corpus, folder)
+        _train_tokenizer(std, corpus.stream(training), folder)
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)  # loaded the same way on every run: a stable fingerprint
 
 
-def _train_tokenizer(std: Standard, corpus: corpus_mod.Corpus, folder: Path) -> None:
-    documents = (doc for docs in corpus.train for doc in docs)
-    tokenizer = train_wordpiece(documents, std.tokenizer)
+def _train_tokenizer(std: Standard, stream: Iterator[tuple[str, int, str]], folder: Path) -> None:
+    """A vocabulary trained on the training documents, read as a stream (held-out ones left out)."""
+    tokenizer = train_wordpiece((document for part, _, document in stream if part == "train"), std.tokenizer)
     tokenizer.model_max_length = std.pretrain.max_length
     log.info(f"pretrain: trained a WordPiece vocabulary of {len(tokenizer):,} pieces")
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,72 +22,54 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from nlpstd.cache import cache_dir
 from nlpstd.data.encode import IGNORE
-from nlpstd.fsutil import atomic_file
+from nlpstd.fsutil import replace_dir
 from nlpstd.hashing import sha256_json, sha256_text
 from nlpstd.runtime import autocast
 from nlpstd.train.batching import epoch_batches, without_full_mask
+from nlpstd.train.blocks import META, Blocks, MappedBlocks, MemorySink, ShardWriter, id_dtype
+from nlpstd.train.tokenizing import build_blocks
 
-_MIN_BLOCK = 8  # a file's last, short block is kept only if it has this many tokens
+PARTS = ("train", "held_out")
 
-
-@dataclass
-class Blocks:
-    """Token blocks of at most `max_length` ([CLS] ... [SEP]), right-padded into one array."""
-
-    ids: np.ndarray  # (N, max_length) int32
-    lengths: np.ndarray  # (N,) int32
-
-    def __len__(self) -> int:
-        return len(self.lengths)
+_FORMAT = "arrow-1"  # in the cache key: blocks cut or stored another way are another entry
 
 
-def make_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_length: int, cross_files: bool, desc: str) -> Blocks:
-    """Tokenize each file's documents, concatenate them, and cut the stream into blocks.
-
-    A block never spans two files unless `cross_files` is set (then the files form one stream).
-    """
-    body = max_length - 2
-    streams: list[list[int]] = []
-    progress = tqdm(total=sum(len(docs) for docs in files), desc=desc, unit="doc", dynamic_ncols=True)
-    for documents in files:
-        stream: list[int] = []
-        for start in range(0, len(documents), 1000):
-            chunk = documents[start : start + 1000]
-            for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
-                stream.extend(ids)
-            progress.update(len(chunk))
-        if cross_files and streams:
-            streams[0].extend(stream)
-        else:
-            streams.append(stream)
-    progress.close()
-    rows = [s[i : i + body] for s in streams for i in range(0, len(s), body)]
-    rows = [r for r in rows if len(r) >= _MIN_BLOCK]
-    ids = np.full((len(rows), max_length), tokenizer.pad_token_id, dtype=np.int32)
-    lengths = np.zeros(len(rows), dtype=np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row) + 2] = [tokenizer.cls_token_id, *row, tokenizer.sep_token_id]
-        lengths[i] = len(row) + 2
-    return Blocks(ids, lengths)
+def make_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_length: int, cross_files: bool,
+                desc: str = "tokenize") -> Blocks:
+    """Blocks in memory from documents per file (tests, benchmarks); pretraining caches them on disk."""
+    sink = MemorySink(max_length, id_dtype(len(tokenizer)))
+    documents = (("train", index, document) for index, texts in enumerate(files) for document in texts)
+    build_blocks(tokenizer, documents, {"train": sink}, max_length, cross_files, total=sum(map(len, files)), desc=desc)
+    return sink.blocks()
 
 
-def cached_blocks(tokenizer: PreTrainedTokenizerFast, files: list[list[str]], max_length: int, cross_files: bool,
-                  corpus_fingerprint: str, part: str) -> Blocks:
-    """`make_blocks`, computed once per (corpus, tokenizer, max_length, cross_files) and kept in the cache.
+def cached_blocks(tokenizer: PreTrainedTokenizerFast, documents: Callable[[], Iterable[tuple[str, int, str]]], max_length: int,
+                  cross_files: bool, corpus_fingerprint: str, workers: int = 1, total: int | None = None) -> dict[str, MappedBlocks]:
+    """The training and held-out blocks of a corpus, memory-mapped from the cache; on a miss,
+    `documents()` is streamed once through `workers` processes to make both.
 
-    The cache lives in `$NLPSTD_CACHE` (default `~/.cache/nlpstd`); entries are written to a
-    temporary name and renamed, so a killed run never leaves half an entry.
-    """
+    The cache lives in `$NLPSTD_CACHE` (default `~/.cache/nlpstd`), one folder per (corpus,
+    tokenizer, max_length, cross_files, part). Each is written under a temporary name and renamed
+    when complete, so a killed run never leaves half an entry."""
     tokenizer_hash = tokenizer_fingerprint(tokenizer)
-    key = sha256_text(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{cross_files}:{part}")[:24]
-    path = cache_dir() / "blocks" / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            return Blocks(saved["ids"], saved["lengths"])
-    blocks = make_blocks(tokenizer, files, max_length, cross_files, desc=f"tokenize {part}")
-    with atomic_file(path) as out:
-        np.savez(out, ids=blocks.ids, lengths=blocks.lengths)
-    return blocks
+    folders = {}
+    for part in PARTS:
+        crossing = cross_files and part == "train"
+        key = sha256_text(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{crossing}:{part}:{_FORMAT}")[:24]
+        folders[part] = cache_dir() / "blocks" / key
+    if not all((folder / META).is_file() for folder in folders.values()):
+        dtype = id_dtype(len(tokenizer))
+        writers = {part: ShardWriter(folder.with_name(f"{folder.name}.{os.getpid()}.tmp"), max_length, dtype)
+                   for part, folder in folders.items()}
+        try:
+            build_blocks(tokenizer, documents(), writers, max_length, cross_files, workers, total, desc="tokenize corpus")
+            for part, writer in writers.items():
+                writer.close()
+                replace_dir(writer.folder, folders[part])
+        finally:
+            for writer in writers.values():
+                shutil.rmtree(writer.folder, ignore_errors=True)
+    return {part: MappedBlocks(folder) for part, folder in folders.items()}
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
@@ -144,7 +128,7 @@ class Masker:
 class MaskedLM:
     """The training objective the shared loop runs: batches of blocks, masked afresh every epoch."""
 
-    def __init__(self, blocks: Blocks, masker: Masker, micro_batch: int, seed: int):
+    def __init__(self, blocks: Blocks | MappedBlocks, masker: Masker, micro_batch: int, seed: int):
         self.blocks, self.masker, self.micro_batch, self.seed = blocks, masker, micro_batch, seed
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -158,9 +142,9 @@ class MaskedLM:
         return masked_lm_loss(model, batch)
 
 
-def mask_batch(blocks: Blocks, indices: list[int], masker: Masker, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def mask_batch(blocks: Blocks | MappedBlocks, indices: list[int], masker: Masker, generator: torch.Generator) -> dict[str, torch.Tensor]:
     width = int(blocks.lengths[indices].max())
-    ids = torch.from_numpy(blocks.ids[indices, :width].astype(np.int64))
+    ids = torch.from_numpy(blocks.take(indices, width).astype(np.int64))
     attention = (torch.arange(width)[None, :] < torch.from_numpy(blocks.lengths[indices])[:, None]).long()
     masked, positions, labels = masker(ids, generator)
     return {"input_ids": masked, "attention_mask": attention, "mlm_positions": positions, "mlm_labels": labels}
@@ -181,23 +165,30 @@ def masked_lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], reduc
 
 
 class HeldOut:
-    """Held-out MLM loss and perplexity on fixed masks, so every evaluation is comparable."""
+    """Held-out MLM loss and perplexity on fixed masks, so every evaluation is comparable. The masks
+    are drawn again at each evaluation from the same seed, in the same order, so they are the same
+    without being kept: a large held-out part costs no memory."""
 
-    def __init__(self, blocks: Blocks, masker: Masker, batch_size: int, seed: int, device: torch.device, precision: str,
-                 max_blocks: int | None = None):
+    def __init__(self, blocks: Blocks | MappedBlocks, masker: Masker, batch_size: int, seed: int, device: torch.device,
+                 precision: str, max_blocks: int | None = None):
         chosen = np.arange(len(blocks))
         if max_blocks and len(blocks) > max_blocks:  # spread over the whole held-out text, not its first pages
             chosen = np.linspace(0, len(blocks) - 1, max_blocks).round().astype(int)
-        generator = torch.Generator().manual_seed(seed + 1)
-        self.batches = [without_full_mask(mask_batch(blocks, chosen[s : s + batch_size].tolist(), masker, generator))
-                        for s in range(0, len(chosen), batch_size)]
+        self.chosen, self.source, self.masker, self.batch_size, self.seed = chosen, blocks, masker, batch_size, seed
         self.blocks, self.device, self.precision = len(chosen), device, precision
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        for start in range(0, len(self.chosen), self.batch_size):
+            indices = self.chosen[start : start + self.batch_size].tolist()
+            yield without_full_mask(mask_batch(self.source, indices, self.masker, generator))
 
     @torch.no_grad()
     def __call__(self, model: PreTrainedModel) -> dict[str, float]:
         model.eval()
         total, count = 0.0, 0
-        for batch in tqdm(self.batches, desc="held-out", leave=False, dynamic_ncols=True):
+        batches = -(-len(self.chosen) // self.batch_size)
+        for batch in tqdm(self.batches(), total=batches, desc="held-out", leave=False, dynamic_ncols=True):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with autocast(self.device, self.precision):
                 total += float(masked_lm_loss(model, batch, reduction="sum"))
