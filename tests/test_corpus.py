@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, needs_real_data
+from conftest import DATA, corpus_text, needs_real_data
 from nlpstd.data import corpus
 from nlpstd.errors import DataError
 from nlpstd.spec import CorpusSpec
+
+pytest_plugins = ["tests.servers"]
 
 
 def spec(tmp_path: Path, **fields) -> CorpusSpec:
@@ -209,3 +211,52 @@ def test_shared_corpus_traps_latin1_books_and_crlf_are_handled():
     assert sorted(Path(p).name for p in corpus.fallbacks(prepared)) == ["chesterton-ball.txt", "shakespeare-caesar.txt"]
     assert len([f for f in prepared.files if f["part"] == "train"]) == 13, "the glob leaves the README out"
     assert not any("\r" in document for _, _, document in prepared.stream())
+
+
+# ---------------------------------------------------------------------------------------
+# Corpora on S3: a prefix or pattern of many objects, read an object at a time
+
+
+def put_corpus(s3_server, bucket: str, count: int) -> list[str]:
+    """`count` small corpus objects under `corpus/` (plus a folder marker and one other object)."""
+    s3 = s3_server.client()
+    s3.put_object(Bucket=bucket, Key="corpus/", Body=b"")
+    texts = [corpus_text(6, seed=i) for i in range(count)]
+    for i, text in enumerate(texts):
+        s3.put_object(Bucket=bucket, Key=f"corpus/part-{i:03d}.txt", Body=text.encode())
+    s3.put_object(Bucket=bucket, Key="other/readme.md", Body=b"not corpus\n")
+    return texts
+
+
+def test_an_s3_prefix_names_every_object_under_it_in_key_order(s3_server, bucket, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path / "cache"))
+    texts = put_corpus(s3_server, bucket, 21)
+    prepared = corpus.prepare(spec(tmp_path, files=[f"s3://{bucket}/corpus/"], held_out_fraction=0.1), seed=0)
+    assert [f["path"] for f in prepared.files] == [f"s3://{bucket}/corpus/part-{i:03d}.txt" for i in range(21)]
+    streamed = [document for _, _, document in prepared.stream()]
+    assert streamed == [" ".join(p.split()) for text in texts for p in text.split("\n\n") if p.strip()]
+
+
+def test_an_s3_pattern_keeps_the_matching_keys_and_one_matching_nothing_is_an_error(s3_server, bucket, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path / "cache"))
+    put_corpus(s3_server, bucket, 12)
+    prepared = corpus.prepare(spec(tmp_path, files=[f"s3://{bucket}/corpus/part-00*.txt"], held_out_fraction=0.1), seed=0)
+    assert len(prepared.files) == 10
+    with pytest.raises(DataError, match=r"pretrain\.corpus\.files\[0\]: the prefix or pattern matches no object"):
+        corpus.prepare(spec(tmp_path, files=[f"s3://{bucket}/corpus/*.json"], held_out_fraction=0.1), seed=0)
+
+
+def test_streaming_an_s3_corpus_keeps_the_download_cache_within_its_budget(s3_server, bucket, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path / "cache"))
+    texts = put_corpus(s3_server, bucket, 24)
+    largest = max(len(text.encode()) for text in texts)
+    budget = 3 * largest
+    monkeypatch.setenv("NLPSTD_S3_CACHE_GB", str(budget / 1e9))
+    prepared = corpus.prepare(spec(tmp_path, files=[f"s3://{bucket}/corpus/"], held_out_fraction=0.1), seed=0)
+
+    def cached() -> int:
+        return sum(path.stat().st_size for path in (tmp_path / "cache" / "s3").rglob("*") if path.is_file())
+
+    seen = [cached() for _ in prepared.stream()]  # the next object downloads meanwhile, before the cache is trimmed
+    assert len(seen) > 24 and max(seen) <= budget + largest and cached() <= budget
+    assert sum(len(text.encode()) for text in texts) > 5 * budget, "the whole corpus was never on the local disk"

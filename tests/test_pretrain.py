@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoConfig, AutoTokenizer
 
-from conftest import killed_at_step, wait_for_checkpoint
+from conftest import corpus_text, killed_at_step, wait_for_checkpoint
 from nlpstd import cli
 from nlpstd.runner import run_standard
+
+pytest_plugins = ["tests.servers"]
 
 
 def _edit(standard: Path, old: str, new: str) -> None:
@@ -50,6 +52,25 @@ def test_pretraining_on_the_training_text_alone_builds_its_vocabulary_from_the_e
     assert metrics["train_unknown_share"] < 0.05, "a vocabulary trained on the training words reads them"
     assert "validation_unknown_share" in metrics
     assert metrics["heldout_perplexity"] < metrics["initial_heldout_perplexity"]
+
+
+def test_pretraining_streams_a_corpus_of_s3_objects_keeping_the_download_cache_within_its_budget(
+        pretrain_standard: Path, tmp_path: Path, s3_server, bucket: str, monkeypatch):
+    texts = [corpus_text(12, seed=i).encode() for i in range(24)]
+    for i, text in enumerate(texts):
+        s3_server.client().put_object(Bucket=bucket, Key=f"corpus/part-{i:03d}.txt", Body=text)
+    budget = 4 * max(map(len, texts))
+    monkeypatch.setenv("NLPSTD_S3_CACHE_GB", str(budget / 1e9))
+    _edit(pretrain_standard, "files: [corpus/*.txt]", f"files: ['s3://{bucket}/corpus/']")
+
+    summary = run_standard(pretrain_standard, tmp_path / "out", stages=["data-prep", "pretrain"], tracking=False)
+
+    manifest = json.loads((tmp_path / "out" / "data-prep" / "corpus" / "manifest.json").read_text())
+    assert [f["path"] for f in manifest["files"] if f["part"] == "train"] == [f"s3://{bucket}/corpus/part-{i:03d}.txt" for i in range(24)]
+    metrics = summary["stages"]["pretrain"]["metrics"]
+    assert metrics["train_blocks"] > 24 and metrics["heldout_perplexity"] < metrics["initial_heldout_perplexity"]
+    cached = sum(path.stat().st_size for path in (tmp_path / "cache" / "s3").rglob("*") if path.is_file())
+    assert 0 < cached <= budget < sum(map(len, texts))
 
 
 def test_continued_pretraining_starts_from_the_base_and_keeps_its_vocabulary(pretrain_standard: Path, tiny_base: Path, tmp_path: Path):

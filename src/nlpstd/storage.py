@@ -70,27 +70,64 @@ def client() -> Any:
     return boto3.client("s3", config=config)
 
 
-def fetch(uri: str, cache_dir: Path | None = None) -> Path:
+def fetch(uri: str, cache_dir: Path | None = None, budget: int | None = None) -> Path:
     """A local path for `uri`: local paths as they are; an S3 object downloaded into the cache,
-    or the cached copy when the object's ETag is unchanged (one HEAD request to find out)."""
+    or the cached copy when the object's ETag is unchanged (one HEAD request to find out).
+
+    The cache keeps at most `budget` bytes (default `cache.s3_cache_bytes()`): after a download,
+    the least recently used objects go until the rest fits, never the one just fetched. A corpus
+    larger than the budget is then read an object at a time, never whole on the local disk."""
     if not is_remote(uri):
         return Path(uri)
     bucket, key = _split(uri)
-    if cache_dir is None:
-        from nlpstd.cache import cache_dir as nlpstd_cache
+    from nlpstd import cache
 
-        cache_dir = nlpstd_cache() / "s3"
+    root = cache_dir if cache_dir is not None else cache.cache_dir() / "s3"
     s3 = client()
     with _located(uri):
         head = _head(s3, bucket, key)
         if head is None:
             raise NlpstdError(f"{uri}: no such object: check the key")
-        path = cache_dir.joinpath(bucket, head["ETag"].strip('"'), *_safe_parts(key))
-        if not path.is_file():
-            with atomic_file(path) as out:
-                _stream(s3, bucket, key, out, head["ContentLength"], head["ETag"])
-            log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
+        path = root.joinpath(bucket, head["ETag"].strip('"'), *_safe_parts(key))
+        if path.is_file():
+            os.utime(path)  # recently used: evicted last
+            return path
+        with atomic_file(path) as out:
+            _stream(s3, bucket, key, out, head["ContentLength"], head["ETag"])
+        log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
+    evict(root, cache.s3_cache_bytes() if budget is None else budget, keep=path)
     return path
+
+
+def evict(root: Path, budget: int, keep: Path) -> None:
+    """Remove the least recently used files under `root` until the rest holds at most `budget`
+    bytes; `keep` and downloads still in progress (atomic_file's hidden .tmp names) stay. A file
+    removed while a reader has it open stays readable to that reader."""
+    files = []
+    for path in root.rglob("*"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # another process evicted it meanwhile
+            continue
+        if path.is_file() and path != keep and not path.name.endswith(".tmp"):
+            files.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in files) + (keep.stat().st_size if keep.is_file() else 0)
+    for _, size, path in sorted(files):
+        if total <= budget:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+
+
+def list_objects(uri: str) -> list[tuple[str, int]]:
+    """(s3:// URI, size) of every object under the prefix `uri`, at any depth, in key order; the
+    empty "folder" objects some tools write (keys ending in `/`) are left out."""
+    bucket, prefix = _split(uri)
+    found = []
+    with _located(uri):
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [(f"s3://{bucket}/{item['Key']}", item["Size"]) for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+    return sorted(found)
 
 
 def upload_folder(folder: Path, uri: str, multipart_threshold: int = 64 * MB) -> dict[str, Any]:

@@ -15,11 +15,13 @@ read. Memory stays that of one line, whatever the size of the corpus.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -71,24 +73,32 @@ class Corpus:
         says so; the draws run in the same order as when data-prep counted, so the parts are the
         ones it reported. A file whose bytes changed since data-prep is an error once it is read."""
         draw = random.Random(self.seed).random if self.held_out_fraction else None
-        for index, described in enumerate(self.files):
-            for document in _verified_documents(described, training):
-                part = described["part"]
-                if draw is not None and part == "train" and draw() < self.held_out_fraction:
-                    part = "held_out"
-                yield part, index, document
+        with ThreadPoolExecutor(max_workers=1) as downloads:  # the next S3 object downloads while this one is read
+            ahead = downloads.submit(_local, self.files[0]) if self.files else None
+            for index, described in enumerate(self.files):
+                local = ahead.result()
+                ahead = downloads.submit(_local, self.files[index + 1]) if index + 1 < len(self.files) else None
+                for document in _verified_documents(described, local, training):
+                    part = described["part"]
+                    if draw is not None and part == "train" and draw() < self.held_out_fraction:
+                        part = "held_out"
+                    yield part, index, document
 
 
 def expand(entries: list[CorpusFile], default_encoding: str, key: str = "pretrain.corpus.files") -> list[tuple[str, str, str]]:
     """(path, encoding, key of the entry) for every file the entries name, globs sorted; an entry
     matching nothing is an error. A glob keeps regular files only: a folder or a pipe among the
-    matches is not text."""
+    matches is not text. On S3, a prefix ending in `/` names every object under it, and a pattern
+    (`s3://bucket/corpus/*.txt`) the objects whose keys match it, in key order."""
     found: list[tuple[str, str, str]] = []
     for index, entry in enumerate(entries):
         encoding, where = entry.encoding or default_encoding, f"{key}[{index}]"
-        if glob.has_magic(entry.path) and entry.path.startswith("s3://"):
-            raise DataError(entry.path, None, where, "patterns do not apply to s3:// objects: list each object")
-        if glob.has_magic(entry.path):
+        if entry.path.startswith("s3://") and (glob.has_magic(entry.path) or entry.path.endswith("/")):
+            matches = _objects(entry.path)
+            if not matches:
+                raise DataError(entry.path, None, where, "the prefix or pattern matches no object")
+            found += [(uri, encoding, where) for uri in matches]
+        elif glob.has_magic(entry.path):
             matches = sorted(p for p in glob.glob(entry.path, recursive=True) if Path(p).is_file())
             if not matches:
                 raise DataError(entry.path, None, where, "the pattern matches no file")
@@ -96,6 +106,15 @@ def expand(entries: list[CorpusFile], default_encoding: str, key: str = "pretrai
         else:
             found.append((entry.path, encoding, where))
     return found
+
+
+def _objects(pattern: str) -> list[str]:
+    """The S3 objects under a prefix, or matching a pattern (`*` matches across `/` too), in key order."""
+    from nlpstd import storage  # boto3 only when a corpus is on S3
+
+    magic = next((i for i, char in enumerate(pattern) if char in "*?["), len(pattern))
+    prefix = pattern[: pattern.rfind("/", 0, magic) + 1]
+    return [uri for uri, _ in storage.list_objects(prefix) if magic == len(pattern) or fnmatch.fnmatchcase(uri, pattern)]
 
 
 def read_corpus_file(path: str, encoding: str, key: str | None = None) -> CorpusText:
@@ -223,7 +242,12 @@ def fallbacks(corpus: Corpus) -> list[str]:
     return [f["path"] for f in corpus.files if f["fell_back"]]
 
 
-def _verified_documents(described: dict, training: TrainingText | None) -> Iterator[str]:
+def _local(described: dict) -> Path | None:
+    """The local file behind a manifest entry (an S3 object fetched into the cache); None for the training text."""
+    return None if described["source"] == TRAINING_TEXT else regular_file(described["path"])
+
+
+def _verified_documents(described: dict, local: Path | None, training: TrainingText | None) -> Iterator[str]:
     """A manifest file's documents, read again; once read to its end, a file whose sha256 is not the
     one data-prep recorded is an error (its blocks are then never cached)."""
     if described["source"] == TRAINING_TEXT:
@@ -232,7 +256,7 @@ def _verified_documents(described: dict, training: TrainingText | None) -> Itera
         digest = hashlib.sha256()
         yield from _hashed(training_documents(training), digest)
     else:
-        with open(regular_file(described["path"]), "rb") as handle:
+        with open(local, "rb") as handle:
             reader = _Hashing(handle)
             yield from paragraphs(reader, described["encoding"])
         digest = reader.digest

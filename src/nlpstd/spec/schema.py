@@ -334,7 +334,8 @@ CorpusEncoding = Annotated[str, AfterValidator(lambda v: v if v == "auto" else _
 class CorpusFile(_Section):
     """A corpus file or glob; a plain string in YAML is shorthand for `{path: ...}`."""
 
-    path: PathStr = Field(description="File or glob (`corpus/*.txt`), relative to the standard.")
+    path: FolderStr = Field(description="File or glob (`corpus/*.txt`), relative to the standard; or an s3:// object, "
+                            "prefix ending in `/` (every object under it) or pattern (`s3://bucket/corpus/*.txt`).")
     encoding: CorpusEncoding | None = Field(
         None, description="auto (UTF-8, else Latin-1) or a codec name; defaults to corpus.encoding."
     )
