@@ -3,6 +3,8 @@ scaling, and loader workers that collate ahead."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -179,6 +181,7 @@ def test_loader_workers_are_none_on_a_cpu_and_spare_cores_on_a_gpu(monkeypatch, 
     from nlpstd.spec import RuntimeSpec
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(runtime, "CGROUP", Path("/nonexistent"))
     assert runtime.loader_workers(RuntimeSpec(loader_workers=setting), torch.device(device)) == expected
 
 
@@ -187,8 +190,21 @@ def test_loader_workers_split_the_cores_between_training_processes(monkeypatch):
     from nlpstd.spec import RuntimeSpec
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(runtime, "CGROUP", Path("/nonexistent"))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert runtime.loader_workers(RuntimeSpec(), torch.device("cuda")) == 1
+
+
+@pytest.mark.parametrize("cpu_max, expected", [("400000 100000\n", 4), ("150000 100000\n", 1), ("50000 100000\n", 1),
+                                               ("max 100000\n", 64), (None, 64)])
+def test_cores_are_the_containers_cpu_limit_when_lower_than_the_affinity(monkeypatch, tmp_path: Path, cpu_max, expected):
+    from nlpstd import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    if cpu_max is not None:
+        (tmp_path / "cpu.max").write_text(cpu_max)
+    monkeypatch.setattr(runtime, "CGROUP", tmp_path)
+    assert runtime.cores() == expected
 
 
 # -- attention masks: left out where no row is padded

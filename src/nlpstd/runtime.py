@@ -76,9 +76,19 @@ def loader_workers(runtime: RuntimeSpec, device: torch.device) -> int:
     return max(0, min(4, cores_per_process() - 1))
 
 
+CGROUP = Path("/sys/fs/cgroup")  # this process's cgroup (v2), as a container sees it
+
+
 def cores() -> int:
-    """This machine's cores usable by this process (its CPU affinity, which a container's limit sets)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """This machine's cores usable by this process: its CPU affinity, or its container's CPU limit
+    when lower. A pod limited to 4 CPUs on a 64-core node sees all 64 in its affinity; starting 64
+    workers there would only queue them behind the quota."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # cgroup v2: "<quota> <period>" in microseconds, or "max <period>" without a limit
+        quota, period = (CGROUP / "cpu.max").read_text().split()[:2]
+        return max(1, min(available, int(quota) // int(period)))
+    except (OSError, ValueError):
+        return available
 
 
 def cores_per_process() -> int:
