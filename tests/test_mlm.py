@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,27 @@ def test_a_failed_build_leaves_no_cache_entry(tokenizer, tmp_path: Path, monkeyp
     with pytest.raises(OSError, match="went away"):
         cached_blocks(tokenizer, broken, 32, False, "fingerprint-a")
     assert not list((tmp_path / "blocks").iterdir())
+
+
+def test_a_build_killed_before_it_finished_is_cleared_by_the_next(tokenizer, tmp_path: Path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("NLPSTD_CACHE", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    cached_blocks(tokenizer, lambda: [("train", 0, "words " * 40)], 32, False, "fingerprint-a")
+    done = next((tmp_path / "blocks").glob("*/blocks.json")).parent
+    killed = done.with_name(f"{done.name}.{gone}.tmp")  # what a build killed by its process's death leaves
+    (killed / "blocks-00000.arrow").parent.mkdir()
+    (killed / "blocks-00000.arrow").write_bytes(b"half")
+    running = done.with_name(f"{done.name}.{os.getppid()}.tmp")  # a build still under way elsewhere is left alone
+    running.mkdir()
+    for meta in (tmp_path / "blocks").glob("*/blocks.json"):
+        meta.unlink()
+
+    cached_blocks(tokenizer, lambda: [("train", 0, "words " * 40)], 32, False, "fingerprint-a")
+
+    assert not killed.exists() and running.exists()
 
 
 def test_trained_wordpiece_has_the_bert_specials_and_round_trips(tmp_path: Path):

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ def cached_blocks(tokenizer: PreTrainedTokenizerFast, documents: Callable[[], It
         key = sha256_text(f"{corpus_fingerprint}:{tokenizer_hash}:{max_length}:{crossing}:{part}:{_FORMAT}")[:24]
         folders[part] = cache_dir() / "blocks" / key
     if not all((folder / META).is_file() for folder in folders.values()):
+        for folder in folders.values():
+            _remove_abandoned(folder)
         dtype = id_dtype(len(tokenizer))
         writers = {part: ShardWriter(folder.with_name(f"{folder.name}.{os.getpid()}.tmp"), max_length, dtype)
                    for part, folder in folders.items()}
@@ -70,6 +73,25 @@ def cached_blocks(tokenizer: PreTrainedTokenizerFast, documents: Callable[[], It
             for writer in writers.values():
                 shutil.rmtree(writer.folder, ignore_errors=True)
     return {part: MappedBlocks(folder) for part, folder in folders.items()}
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove what a build of `folder` killed before it finished left (`<name>.<pid>.tmp`, its process
+    gone): a killed build of a large corpus would otherwise leave gigabytes behind."""
+    for partial in folder.parent.glob(f"{folder.name}.*.tmp"):
+        pid = partial.name.removeprefix(f"{folder.name}.").removesuffix(".tmp")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
