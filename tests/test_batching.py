@@ -10,6 +10,12 @@ _RNG = random.Random(1)
 LENGTHS = [_RNG.randint(5, 120) for _ in range(1000)]
 
 
+def test_an_epoch_is_the_seeded_shuffle_of_every_example_cut_into_batches():
+    order = list(range(len(LENGTHS)))
+    random.Random(7 * 100_003 + 3).shuffle(order)  # the order resumed runs and earlier versions rely on
+    assert [list(batch) for batch in epoch_batches(LENGTHS, 32, 7, 3, False)] == [order[s : s + 32] for s in range(0, len(order), 32)]
+
+
 def test_same_seed_and_epoch_give_the_same_batches():
     assert epoch_batches(LENGTHS, 32, 7, 3, True) == epoch_batches(LENGTHS, 32, 7, 3, True)
 

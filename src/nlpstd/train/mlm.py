@@ -12,7 +12,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +153,8 @@ class MaskedLM:
     def __init__(self, blocks: Blocks | MappedBlocks, masker: Masker, micro_batch: int, seed: int):
         self.blocks, self.masker, self.micro_batch, self.seed = blocks, masker, micro_batch, seed
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        return epoch_batches(self.blocks.lengths.tolist(), self.micro_batch, self.seed, epoch, group_by_length=False)
+    def batches(self, epoch: int) -> list[Sequence[int]]:
+        return epoch_batches(self.blocks.lengths, self.micro_batch, self.seed, epoch, group_by_length=False)
 
     def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + position)
