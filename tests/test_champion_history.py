@@ -86,6 +86,25 @@ def test_promote_then_keep_are_both_in_the_history_with_their_scores(ner_standar
     assert promote["time"] < keep["time"] and keep["time"].endswith("Z")
 
 
+def test_with_promote_set_a_candidate_its_interval_does_not_clear_keeps_the_champion_and_says_the_interval(
+        ner_standard: Path, mlflow_server, tmp_path: Path):
+    name = unique(ner_standard)
+    ner_standard.write_text(ner_standard.read_text().replace("gate: {metric: f1, min: 0.0}",
+                                                             "gate: {metric: f1, min: 0.0, promote: {confidence: 0.95}}"))
+    run_standard(ner_standard, tmp_path / "run1")
+    ner_standard.write_text(ner_standard.read_text().replace("epochs: 3", "max_steps: 3"))
+    second = run_standard(ner_standard, tmp_path / "run2")["stages"]
+
+    promote, keep = MlflowRegistry().history(name)
+    assert promote["action"] == "promote" and keep["action"] == "keep"
+    assert "95% interval [" in keep["reason"] and "does not lie above min_delta" in keep["reason"], keep["reason"]
+    decision = json.loads((tmp_path / "run2" / "evaluate" / "champion.json").read_text())
+    low, high = decision["interval"]
+    assert low <= second["evaluate"]["metrics"]["test_f1"] - decision["champion"] <= high and decision["confidence"] == 0.95
+    report = (tmp_path / "run2" / "evaluate" / "report.md").read_text()
+    assert "95% interval [" in report and "In brackets: the 95% interval of each figure" in report
+
+
 def test_a_failed_gate_is_recorded_as_keep_by_evaluate(ner_standard: Path, mlflow_server, tmp_path: Path):
     name = unique(ner_standard)
     ner_standard.write_text(ner_standard.read_text().replace("epochs: 3", "max_steps: 2").replace("min: 0.0", "min: 0.99"))

@@ -52,18 +52,24 @@ class Decision:
     champion_version: str | None
     min_delta: float
     reason: str
+    interval: list[float] | None = None  # the difference to the champion, at `confidence` (gate.promote)
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def decide(metric: str, split: str, candidate: float, minimum: float, min_delta: float,
-           champion: float | None = None, champion_version: str | None = None, promote_ties: bool = False) -> Decision:
+           champion: float | None = None, champion_version: str | None = None, promote_ties: bool = False,
+           interval: tuple[float, float] | None = None, confidence: float | None = None) -> Decision:
     """Promote when the candidate meets `minimum` and beats the champion (if any) by at least `min_delta`.
     A candidate that only ties the champion (the same score: an identical rerun) is not better, so it
-    keeps the champion unless `promote_ties`."""
+    keeps the champion unless `promote_ties`. With `interval` (the difference to the champion at
+    `confidence`, from a paired bootstrap), beating it means the whole interval lies above `min_delta`:
+    a lead the noise could explain keeps the champion."""
     def made(promote: bool, reason: str) -> Decision:
-        return Decision(promote, metric, split, candidate, champion, champion_version, min_delta, reason)
+        return Decision(promote, metric, split, candidate, champion, champion_version, min_delta, reason,
+                        list(interval) if interval and champion is not None else None, confidence if interval else None)
 
     if candidate < minimum:
         return made(False, f"{metric} {candidate:.4f} on {split} is below min {minimum:.4f}")
@@ -73,6 +79,12 @@ def decide(metric: str, split: str, candidate: float, minimum: float, min_delta:
     if margin == 0 and not promote_ties:
         return made(False, f"{metric} {candidate:.4f} only ties champion v{champion_version} on {split}; "
                            "a tie keeps the champion (evaluate.gate.promote_ties: false)")
+    if interval is not None:
+        low, high = interval
+        sure = low > min_delta or (margin == 0 and promote_ties)
+        return made(sure, f"{metric} {candidate:.4f} against champion v{champion_version} ({champion:.4f}) on {split}: "
+                          f"difference {margin:+.4f}, {confidence:.0%} interval [{low:+.4f}, {high:+.4f}] "
+                          f"{'lies above' if low > min_delta else 'does not lie above'} min_delta {min_delta:.4f}")
     if margin >= min_delta:
         return made(True, f"{metric} {candidate:.4f} beats champion v{champion_version} ({champion:.4f}) "
                           f"by {margin:+.4f} >= min_delta {min_delta:.4f} on {split}")

@@ -179,12 +179,22 @@ def _with_clean_rows(scores: dict[str, dict], clean: dict[str, dict]) -> dict[st
 
 
 def _headline_table(scores: dict[str, dict]) -> list[str]:
+    """A row per split; a figure with a bootstrap interval reads `0.8835 (0.8741-0.8926)`, with a
+    line under the table saying how the intervals were made."""
     rows = {split: headline(metrics) for split, metrics in scores.items()}
     columns = list(dict.fromkeys(key for row in rows.values() for key in row))
     table = table_header(["split", *columns])
     for split, row in rows.items():
-        table.append(table_row([split, *(f"{row[c]:.4f}" if c in row else "" for c in columns)]))
+        bounds = scores[split].get("intervals", {})
+        table.append(table_row([split, *(_with_interval(row[c], bounds.get(c)) if c in row else "" for c in columns)]))
+    confidence = next((metrics["intervals"]["confidence"] for metrics in scores.values() if "intervals" in metrics), None)
+    if confidence:
+        table += ["", f"In brackets: the {confidence:.0%} interval of each figure, from a bootstrap over the split's examples."]
     return table
+
+
+def _with_interval(value: float, bounds: list[float] | None) -> str:
+    return f"{value:.4f}" if bounds is None else f"{value:.4f} ({bounds[0]:.4f}-{bounds[1]:.4f})"
 
 
 def _detail_table(per_name: dict) -> list[str]:

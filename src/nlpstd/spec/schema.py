@@ -415,6 +415,11 @@ class FinetuneSpec(LoopRecipe):
     lora: LoraSpec = Field(default_factory=LoraSpec)
 
 
+class PromoteSpec(_Section):
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="The paired-bootstrap interval's confidence.")
+    resamples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples of the split's examples.")
+
+
 class GateSpec(_Section):
     metric: str = Field("f1", description="Metric the gate reads.")
     min: float = Field(0.0, description="The model passes when the metric is at least this.")
@@ -422,6 +427,9 @@ class GateSpec(_Section):
     promote_ties: bool = Field(False, description="Let a candidate that only ties the champion (same score) take the "
                                "alias; by default a tie keeps the champion, so an identical rerun changes nothing.")
     split: Literal["validation", "test"] | None = Field(None, description="Default: test if present, else validation.")
+    promote: PromoteSpec | None = Field(None, description="Promote only when the interval of the difference to the "
+                                        "champion (paired bootstrap over the same examples) lies above min_delta; "
+                                        "unset: a margin of min_delta suffices, however noisy.")
 
 
 class EvaluateSpec(_Section):

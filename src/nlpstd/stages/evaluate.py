@@ -10,7 +10,7 @@ from pathlib import Path
 from nlpstd import jsonio
 from nlpstd.data.encode import encode_data, words_and_offsets
 from nlpstd.data.report import overlap_indices
-from nlpstd.evaluate import report
+from nlpstd.evaluate import report, significance
 from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import Scored, score, subset_metrics
@@ -55,15 +55,28 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
     clean = clean_scores(scored_by_split, overlap_indices(data_dir), std.task, data.labels)
+    promote = std.evaluate.gate.promote
+    confidence, resamples = (promote.confidence, promote.resamples) if promote else (0.95, significance.RESAMPLES)
+    counts = {split: significance.example_counts(scored, std.task, data.labels) for split, scored in scored_by_split.items()}
+    for split, split_counts in counts.items():  # how sure each headline figure is, for the report
+        bounds = significance.intervals(split_counts, std.task, confidence, std.seed, resamples)
+        scores[split]["intervals"] = {"confidence": confidence, **{metric: list(pair) for metric, pair in bounds.items()}}
 
     # -- the champion, scored on the same split of the same data
     with tempfile.TemporaryDirectory(prefix="nlpstd-champion-") as downloads:
-        champion, champion_score = registry.champion(std.export.register_as or std.name, Path(downloads)), None
+        champion, champion_score, difference = registry.champion(std.export.register_as or std.name, Path(downloads)), None, None
         if champion is not None:
             scored, _ = score_split(*load(champion.model_dir), gate.split, f"champion v{champion.version}")
             champion_score = float(scored.metrics[gate.metric])
+            if promote and gate.metric not in significance.HEADLINE:
+                log.warning(f"evaluate: gate.promote has no interval for {gate.metric!r} (only {', '.join(significance.HEADLINE)}); "
+                            "the plain margin decides")
+            elif promote:
+                difference = significance.paired_difference(counts[gate.split], significance.example_counts(scored, std.task, data.labels),
+                                                            std.task, gate.metric, confidence, std.seed, resamples)
     decision = decide(gate.metric, gate.split, gate.value, gate.threshold, std.evaluate.gate.min_delta,
-                      champion_score, champion.version if champion else None, std.evaluate.gate.promote_ties)
+                      champion_score, champion.version if champion else None, std.evaluate.gate.promote_ties,
+                      difference, confidence if difference else None)
 
     # -- outputs
     with staged(out_dir) as tmp:
