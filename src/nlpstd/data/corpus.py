@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from nlpstd.data.textfile import Undecodable, decode_lines, regular_file
 from nlpstd.errors import DataError
-from nlpstd.hashing import sha256_handle, sha256_text
+from nlpstd.hashing import sha256_text
 from nlpstd.jsonio import write_json
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -126,28 +126,27 @@ def read_corpus_file(path: str, encoding: str, key: str | None = None) -> Corpus
             raise DataError(path, None, key, "this is a binary file (NUL bytes), not text; leave it out of the corpus")
         codec = "utf-8" if encoding == "auto" else encoding
         try:
-            count, chars = _count(handle, codec)
+            count, chars, reader = _count(handle, codec)
         except Undecodable as bad:
             if encoding != "auto":
                 raise DataError(path, bad.line, "encoding", f"byte 0x{bad.byte:02x} is not valid {encoding}; "
                                 "set encoding: auto (UTF-8, else Latin-1) or the file's codec") from None
             codec = "latin-1"  # decodes any byte: the file is read again from its start
-            count, chars = _count(handle, codec)
-        handle.seek(0)
-        sha256 = sha256_handle(handle)
-        size = handle.tell()
+            count, chars, reader = _count(handle, codec)
+        sha256, size = reader.digest.hexdigest(), handle.tell()
     if not count:
         raise DataError(path, None, key, "the corpus file is empty (no text, only whitespace)")
     return CorpusText(path, codec, codec == "latin-1" and encoding == "auto", sha256, count, chars, size)
 
 
-def _count(handle: IO[bytes], codec: str) -> tuple[int, int]:
-    """(documents, their characters) of an open file, read from its start."""
+def _count(handle: IO[bytes], codec: str) -> tuple[int, int, _Hashing]:
+    """(documents, their characters, the reader holding the bytes' sha256) of an open file, read
+    once from its start."""
     handle.seek(0)
-    count = chars = 0
-    for document in paragraphs(handle, codec):
+    reader, count, chars = _Hashing(handle), 0, 0
+    for document in paragraphs(reader, codec):
         count, chars = count + 1, chars + len(document)
-    return count, chars
+    return count, chars, reader
 
 
 def paragraphs(handle: IO[bytes], codec: str) -> Iterator[str]:
