@@ -61,18 +61,21 @@ class Decision:
 
 def decide(metric: str, split: str, candidate: float, minimum: float, min_delta: float,
            champion: float | None = None, champion_version: str | None = None, promote_ties: bool = False,
-           interval: tuple[float, float] | None = None, confidence: float | None = None) -> Decision:
+           interval: tuple[float, float] | None = None, confidence: float | None = None, refused: str | None = None) -> Decision:
     """Promote when the candidate meets `minimum` and beats the champion (if any) by at least `min_delta`.
     A candidate that only ties the champion (the same score: an identical rerun) is not better, so it
     keeps the champion unless `promote_ties`. With `interval` (the difference to the champion at
     `confidence`, from a paired bootstrap), beating it means the whole interval lies above `min_delta`:
-    a lead the noise could explain keeps the champion."""
+    a lead the noise could explain keeps the champion. `refused` is another check the model failed
+    (robustness), which keeps the champion whatever the scores."""
     def made(promote: bool, reason: str) -> Decision:
         return Decision(promote, metric, split, candidate, champion, champion_version, min_delta, reason,
                         list(interval) if interval and champion is not None else None, confidence if interval else None)
 
     if candidate < minimum:
         return made(False, f"{metric} {candidate:.4f} on {split} is below min {minimum:.4f}")
+    if refused:
+        return made(False, refused)
     if champion is None:
         return made(True, f"no champion yet; {metric} {candidate:.4f} on {split} meets min {minimum:.4f}")
     margin = candidate - champion

@@ -142,6 +142,10 @@ def write_report(
         detail_key, title = ("per_type", "Per entity type") if "per_type" in metrics else ("per_label", "Per label")
         if metrics.get(detail_key):
             lines += ["", f"## {title} ({split})", "", *_detail_table(metrics[detail_key])]
+        if metrics.get("robustness"):
+            lines += ["", f"## Robustness ({split})", "", "The split scored again with its text perturbed; "
+                      "drop = the clean score minus the perturbed one, on the gate's metric.", ""]
+            lines += _robustness_table(metrics["robustness"], headline(metrics))
         if "confusion_matrix" in metrics:
             lines += ["", f"## Confusion matrix ({split})", "", "Rows are gold labels, columns predicted.", ""]
             lines += _confusion_table(metrics["confusion_matrix"], metrics["labels"])
@@ -195,6 +199,14 @@ def _headline_table(scores: dict[str, dict]) -> list[str]:
 
 def _with_interval(value: float, bounds: list[float] | None) -> str:
     return f"{value:.4f}" if bounds is None else f"{value:.4f} ({bounds[0]:.4f}-{bounds[1]:.4f})"
+
+
+def _robustness_table(rows: dict[str, dict], clean: dict[str, float]) -> list[str]:
+    columns = [key for key in clean if key in next(iter(rows.values()))]
+    table = table_header(["text", *columns, "drop"])
+    table.append(table_row(["as given", *(f"{clean[c]:.4f}" for c in columns), ""]))
+    table += [table_row([name, *(f"{row[c]:.4f}" for c in columns), f"{row['drop']:+.4f}"]) for name, row in rows.items()]
+    return table
 
 
 def _detail_table(per_name: dict) -> list[str]:

@@ -432,9 +432,25 @@ class GateSpec(_Section):
                                         "unset: a margin of min_delta suffices, however noisy.")
 
 
+Perturbation = Literal["typos", "lowercase", "uppercase", "punctuation", "entity_swap"]
+
+
+class RobustnessSpec(_Section):
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: ["typos", "lowercase", "uppercase", "punctuation", "entity_swap"], min_length=1,
+        description="How the text is perturbed; each keeps the gold labels true (entity_swap: NER on words only; "
+                    "span data takes typos and casing only).")
+    rate: float = Field(0.1, gt=0, le=1, description="Share of words (of 4 letters or more) a typo hits.")
+    splits: list[Literal["validation", "test"]] | None = Field(None, description="Default: the gate's split.")
+    max_drop: float | None = Field(None, ge=0, description="Fail the gate when the gate metric drops by more than this "
+                                   "under any perturbation.")
+
+
 class EvaluateSpec(_Section):
     metrics: list[str] = Field(default_factory=lambda: ["f1", "precision", "recall", "accuracy"], min_length=1)
     gate: GateSpec = Field(default_factory=GateSpec)
+    robustness: RobustnessSpec | None = Field(None, description="Score held-out splits again under perturbed text and "
+                                              "report each drop (off when unset).")
     iob_repair: IobRepair = Field("start", description="Token classification: a predicted I-X that continues no X entity "
                                   "starts one (start, as seqeval and conlleval read it) or is read as O (drop). Scores, "
                                   "evaluate's predictions and every exported model decode entities this one way.")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from nlpstd import jsonio
 from nlpstd.data.encode import encode_data, words_and_offsets
 from nlpstd.data.report import overlap_indices
-from nlpstd.evaluate import report, significance
-from nlpstd.evaluate.gate import apply_gate
+from nlpstd.evaluate import report, robustness, significance
+from nlpstd.evaluate.gate import GateResult, apply_gate
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import Scored, score, subset_metrics
 from nlpstd.models.build import load_model, load_tokenizer
@@ -39,8 +41,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     def load(folder: Path) -> tuple:
         return load_tokenizer(str(folder)), load_model(folder, std.task).to(device)
 
-    def score_split(tokenizer, model, split: str, desc: str):
-        encoded = encode_data(tokenizer, std.data, std.task, data.splits[split], data.labels)
+    def score_split(tokenizer, model, split: str, desc: str, records: list[dict] | None = None):
+        encoded = encode_data(tokenizer, std.data, std.task, data.splits[split] if records is None else records, data.labels)
         scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
                        device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc,
                        iob_repair=std.evaluate.iob_repair)
@@ -54,6 +56,12 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             scored_by_split[split], truncation[split] = score_split(*candidate, split, f"evaluate {split}")
             scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
+    refused = None
+    if std.evaluate.robustness:
+        for split in std.evaluate.robustness.splits or [gate.split]:
+            scores[split]["robustness"] = _robustness(std, data, split, scores[split], gate.metric,
+                                                      lambda records, desc, s=split: score_split(*candidate, s, desc, records)[0])
+        gate, refused = _robustness_gate(gate, scores, std.evaluate.robustness.max_drop)
     clean = clean_scores(scored_by_split, overlap_indices(data_dir), std.task, data.labels)
     promote = std.evaluate.gate.promote
     confidence, resamples = (promote.confidence, promote.resamples) if promote else (0.95, significance.RESAMPLES)
@@ -76,7 +84,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                                                             std.task, gate.metric, confidence, std.seed, resamples)
     decision = decide(gate.metric, gate.split, gate.value, gate.threshold, std.evaluate.gate.min_delta,
                       champion_score, champion.version if champion else None, std.evaluate.gate.promote_ties,
-                      difference, confidence if difference else None)
+                      difference, confidence if difference else None, refused)
 
     # -- outputs
     with staged(out_dir) as tmp:
@@ -111,6 +119,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
 
     per_name = {f"{split}_f1_{name}": row["f1"] for split, m in scores.items()
                 for name, row in (m.get("per_type") or m.get("per_label") or {}).items()}
+    per_name.update({f"{split}_{name}_{key}": row[key] for split, m in scores.items()
+                     for name, row in m.get("robustness", {}).items() for key in (gate.metric, "drop")})
     tracker.log_metrics({**flat, **per_name})
     tracker.set_tags({"nlpstd.gate": "passed" if gate.passed else "failed", "nlpstd.gate_reason": gate.reason,
                       "nlpstd.precision": precision, **decision_tags(decision.to_dict())})
@@ -123,6 +133,28 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     log.info(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
     log.info(f"evaluate: champion {'PROMOTE, if export succeeds' if decision.promote else 'KEEP'}: {decision.reason}")
     return {**flat, "gate_passed": gate.passed, "stage_seconds": seconds}
+
+
+def _robustness(std: Standard, data, split: str, clean: dict, metric: str, scored: Callable[[list[dict], str], Scored]) -> dict:
+    """Per perturbation that applies to the split: its headline scores and the drop of `metric` from the clean score."""
+    spec, records = std.evaluate.robustness, data.splits[split]
+    results = {}
+    for name in robustness.applicable(spec.perturbations, records, std.task):
+        perturbed = robustness.perturb(records, name, spec.rate, std.seed, data.splits["train"])
+        metrics = headline(scored(perturbed, f"robustness {split} {name}").metrics)
+        results[name] = {**metrics, "drop": clean[metric] - metrics[metric]}
+        log.info(f"evaluate: {split} under {name}: {metric} {metrics[metric]:.4f} (drop {results[name]['drop']:+.4f})")
+    return results
+
+
+def _robustness_gate(gate: GateResult, scores: dict[str, dict], max_drop: float | None) -> tuple[GateResult, str | None]:
+    """The gate, failed when the worst drop under a perturbation exceeds `max_drop`; and why, if so."""
+    drops = [(row["drop"], name, split) for split, m in scores.items() for name, row in m.get("robustness", {}).items()]
+    if max_drop is None or not drops or max(drops)[0] <= max_drop:
+        return gate, None
+    drop, name, split = max(drops)
+    why = f"{gate.metric} drops {drop:.4f} on {split} under {name}, more than robustness.max_drop {max_drop:.4f}"
+    return replace(gate, passed=False, reason=f"{gate.reason}; but {why}"), why
 
 
 def clean_scores(scored_by_split: dict[str, Scored], overlap: dict[str, list[int]], task: str,
