@@ -70,13 +70,13 @@ def client() -> Any:
     return boto3.client("s3", config=config)
 
 
-def fetch(uri: str, cache_dir: Path | None = None, budget: int | None = None) -> Path:
+def fetch(uri: str, cache_dir: Path | None = None) -> Path:
     """A local path for `uri`: local paths as they are; an S3 object downloaded into the cache,
     or the cached copy when the object's ETag is unchanged (one HEAD request to find out).
 
-    The cache keeps at most `budget` bytes (default `cache.s3_cache_bytes()`): after a download,
-    the least recently used objects go until the rest fits, never the one just fetched. A corpus
-    larger than the budget is then read an object at a time, never whole on the local disk."""
+    The cache keeps at most `cache.s3_cache_bytes()`: after a download, the least recently used
+    objects go until the rest fits, never the one just fetched. A corpus larger than that budget
+    is then read an object at a time, never whole on the local disk."""
     if not is_remote(uri):
         return Path(uri)
     bucket, key = _split(uri)
@@ -95,7 +95,7 @@ def fetch(uri: str, cache_dir: Path | None = None, budget: int | None = None) ->
         with atomic_file(path) as out:
             _stream(s3, bucket, key, out, head["ContentLength"], head["ETag"])
         log.info("downloaded %s (%d bytes)", uri, head["ContentLength"])
-    evict(root, cache.s3_cache_bytes() if budget is None else budget, keep=path)
+    evict(root, cache.s3_cache_bytes(), keep=path)
     return path
 
 
@@ -119,14 +119,14 @@ def evict(root: Path, budget: int, keep: Path) -> None:
         total -= size
 
 
-def list_objects(uri: str) -> list[tuple[str, int]]:
-    """(s3:// URI, size) of every object under the prefix `uri`, at any depth, in key order; the
-    empty "folder" objects some tools write (keys ending in `/`) are left out."""
+def list_objects(uri: str) -> list[str]:
+    """The s3:// URI of every object under the prefix `uri`, at any depth, in key order; the empty
+    "folder" objects some tools write (keys ending in `/`) are left out."""
     bucket, prefix = _split(uri)
     found = []
     with _located(uri):
         for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            found += [(f"s3://{bucket}/{item['Key']}", item["Size"]) for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+            found += [f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", []) if not item["Key"].endswith("/")]
     return sorted(found)
 
 

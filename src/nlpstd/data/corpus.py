@@ -114,7 +114,7 @@ def _objects(pattern: str) -> list[str]:
 
     magic = next((i for i, char in enumerate(pattern) if char in "*?["), len(pattern))
     prefix = pattern[: pattern.rfind("/", 0, magic) + 1]
-    return [uri for uri, _ in storage.list_objects(prefix) if magic == len(pattern) or fnmatch.fnmatchcase(uri, pattern)]
+    return [uri for uri in storage.list_objects(prefix) if magic == len(pattern) or fnmatch.fnmatchcase(uri, pattern)]
 
 
 def read_corpus_file(path: str, encoding: str, key: str | None = None) -> CorpusText:

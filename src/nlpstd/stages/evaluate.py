@@ -41,8 +41,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     def load(folder: Path) -> tuple:
         return load_tokenizer(str(folder)), load_model(folder, std.task).to(device)
 
-    def score_split(tokenizer, model, split: str, desc: str, records: list[dict] | None = None):
-        encoded = encode_data(tokenizer, std.data, std.task, data.splits[split] if records is None else records, data.labels)
+    def score_records(tokenizer, model, records: list[dict], desc: str):
+        encoded = encode_data(tokenizer, std.data, std.task, records, data.labels)
         scored = score(model, encoded, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
                        device=device, precision=precision, pad_id=tokenizer.pad_token_id, desc=desc,
                        iob_repair=std.evaluate.iob_repair)
@@ -53,14 +53,14 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     candidate = load(model_dir)
     for split in ("validation", "test"):
         if split in data.splits:
-            scored_by_split[split], truncation[split] = score_split(*candidate, split, f"evaluate {split}")
+            scored_by_split[split], truncation[split] = score_records(*candidate, data.splits[split], f"evaluate {split}")
             scores[split] = scored_by_split[split].metrics
     gate = apply_gate(std.evaluate.gate, scores, has_test="test" in scores)
     refused = None
     if std.evaluate.robustness:
         for split in std.evaluate.robustness.splits or [gate.split]:
             scores[split]["robustness"] = _robustness(std, data, split, scores[split], gate.metric,
-                                                      lambda records, desc, s=split: score_split(*candidate, s, desc, records)[0])
+                                                      lambda records, desc: score_records(*candidate, records, desc)[0])
         gate, refused = _robustness_gate(gate, scores, std.evaluate.robustness.max_drop)
     clean = clean_scores(scored_by_split, overlap_indices(data_dir), std.task, data.labels)
     promote = std.evaluate.gate.promote
@@ -74,7 +74,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     with tempfile.TemporaryDirectory(prefix="nlpstd-champion-") as downloads:
         champion, champion_score, difference = registry.champion(std.export.register_as or std.name, Path(downloads)), None, None
         if champion is not None:
-            scored, _ = score_split(*load(champion.model_dir), gate.split, f"champion v{champion.version}")
+            scored, _ = score_records(*load(champion.model_dir), data.splits[gate.split], f"champion v{champion.version}")
             champion_score = float(scored.metrics[gate.metric])
             if promote and gate.metric not in significance.HEADLINE:
                 log.warning(f"evaluate: gate.promote has no interval for {gate.metric!r} (only {', '.join(significance.HEADLINE)}); "
