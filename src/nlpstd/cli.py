@@ -147,6 +147,10 @@ def _model_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--split", choices=("tokenizer", "whitespace"), default="tokenizer",
                          help="NER: where words end: as the tokenizer splits (default), or at spaces only, for text "
                               "already split into words (CoNLL-style)")
+    predict.add_argument("--explain", action="store_true",
+                         help="add each word's share in the prediction (integrated gradients; for NER, per entity, at its "
+                              "first word): `attributions` in JSON, a line of signed scores in text; torch models only")
+    predict.add_argument("--explain-steps", type=int, default=32, help="integrated-gradients steps of --explain (default 32)")
 
     champion = commands.add_parser("champion", help="a registered model's champion: the history of its decisions, rollback")
     champion_commands = champion.add_subparsers(dest="action", required=True)
@@ -318,12 +322,17 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nlpstd.predict import Predictor, check_output, check_texts, discard_stdout, predict_records, read_texts, write_jsonl
+    from nlpstd.predict import Predictor, check_output, check_texts, discard_stdout, locate, predict_records, read_texts, write_jsonl
 
     # -- inputs: flags, texts and --output are checked before the model loads, so a typo costs nothing
     for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise NlpstdError(f"{flag}: must be at least 1, got {value}")
+    if not 2 <= args.explain_steps <= 512:  # the range evaluate.explain.steps allows
+        raise NlpstdError(f"--explain-steps: must be from 2 to 512, got {args.explain_steps}")
+    if args.explain and locate(Path(args.model))[1] is not None:
+        raise NlpstdError(f"--explain: needs the torch weights, and {args.model} is an ONNX model (a graph gives no "
+                          "gradients): pass the exported folder itself, e.g. runs/<standard>/export/model")
     if args.output:
         check_output(Path(args.output))
     records = [{"text": text} for text in check_texts(args.texts)]
@@ -334,7 +343,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     # -- model and predictions, streamed in input order
     predictor = Predictor(args.model, batch_size=args.batch_size, threads=args.threads)
-    results = predict_records(predictor, records, progress=bool(args.file), split=args.split)
+    results = predict_records(predictor, records, progress=bool(args.file), split=args.split,
+                              explain_steps=args.explain_steps if args.explain else None)
     if args.output:
         count = write_jsonl(results, Path(args.output))
         print(f"predict: {count} predictions ({predictor.backend}) in {args.output}", file=sys.stderr)
@@ -347,12 +357,23 @@ def _predict(args: argparse.Namespace) -> int:
                 print(result["text"])
                 for e in result["entities"]:
                     print(f"  {e['label']:<6} {e['text']!r} [{e['start']}:{e['end']}] {e['score']:.3f}")
+                    if "attributions" in e:
+                        print(f"         {_attribution_line(e['attributions'])}")
             else:
                 print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+                if "attributions" in result:
+                    print(f"  {_attribution_line(result['attributions'])}")
         sys.stdout.flush()
     except BrokenPipeError:  # `nlpstd predict ... | head`: the reader has what it wanted
         discard_stdout()
     return 0
+
+
+def _attribution_line(attributions: dict) -> str:
+    """`why B-PER: Peter(+1.00)* Smith(+0.31) flew(-0.05)`: each word's signed share, the explained word starred."""
+    words = [f"{word}({score:+.2f}){'*' if i == attributions['word'] else ''}"
+             for i, (word, score) in enumerate(zip(attributions["words"], attributions["scores"]))]
+    return f"why {attributions['target']}: {' '.join(words)}"
 
 
 _COMMANDS = {"validate": _validate, "run": _run, "reproduce": _reproduce, "stage": _stage, "sweep": _sweep, "trial": _trial,

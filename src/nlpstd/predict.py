@@ -92,24 +92,30 @@ class Predictor:
         self.batch_size = batch_size
 
         # -- model
+        self.device, self.model = torch.device(device), None  # the torch model, kept for explanations
         if onnx_file is not None:
             self.backend, self.forward = "onnx", onnx_forward(onnx_file, threads, self.task, len(self.id2label))
         else:
-            model = load_model(self.model_dir, self.task).to(device)
-            self.backend, self.forward = "torch", torch_forward(model, torch.device(device))
+            self.model = load_model(self.model_dir, self.task).to(device)
+            self.backend, self.forward = "torch", torch_forward(self.model, self.device)
 
-    def __call__(self, texts: list[str], split: str = "tokenizer") -> list[dict]:
+    def __call__(self, texts: list[str], split: str = "tokenizer", explain_steps: int | None = None) -> list[dict]:
         """Labels or entities per text. For entities, `split` says where words end: `tokenizer` splits
         as training did (`words_and_offsets`: spaces, punctuation, each CJK ideograph, invisible
         characters left out; every character for a model trained on characters), so entity offsets slice
         the text given; `whitespace` takes text already split into
-        words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled."""
+        words (CoNLL-style, e.g. "U.S.-based" one word) at its spaces, so those words are labelled.
+        With `explain_steps`, each label (each entity, at its first word) carries `attributions`: the
+        words' integrated gradients over that many steps (`nlpstd.evaluate.explain`), torch models only."""
         texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
+        if explain_steps is not None and self.model is None:
+            raise NlpstdError(f"--explain: needs the torch weights ({WEIGHTS}); an ONNX model gives no gradients: "
+                              "pass the exported folder itself, e.g. runs/<standard>/export/model")
         if self.task == "token-classification":
-            return self._entities(texts, split)
-        return self._labels(texts)
+            return self._entities(texts, split, explain_steps)
+        return self._labels(texts, explain_steps)
 
-    def _entities(self, texts: list[str], split: str) -> list[dict]:
+    def _entities(self, texts: list[str], split: str, explain_steps: int | None = None) -> list[dict]:
         pieces = [split_words(self.tokenizer, text, split, self.word_unit) for text in texts]
         records = [{"tokens": [w for w, _ in p], "tags": ["O"] * len(p)} for p in pieces]
         encoded = encode_tokens(self.tokenizer, records, ["O"], self.max_length, stride=self.stride)
@@ -118,10 +124,21 @@ class Predictor:
         for text, piece, per_word in zip(texts, pieces, word_predictions(logits, encoded)):
             tags = [self.id2label[label] if label >= 0 else "O" for label, _ in per_word]
             entities = decode_entities(text, [o for _, o in piece], tags, [p for _, p in per_word], self.iob_repair)
+            for entity in entities if explain_steps else ():
+                entity["attributions"] = self._explain([w for w, _ in piece], explain_steps, entity["words"][0])
             results.append({"text": text, "entities": entities})
         return results
 
-    def _labels(self, texts: list[str]) -> list[dict]:
+    def _explain(self, text_or_words: str | list[str], steps: int, word: int | None = None) -> dict:
+        """Word attributions of a text's predicted label, or (`word` given) of the label at `words[word]`."""
+        from nlpstd.evaluate.explain import explain_text, explain_word
+
+        settings = {"id2label": self.id2label, "steps": steps, "max_length": self.max_length, "device": self.device}
+        if word is None:
+            return explain_text(self.model, self.tokenizer, text_or_words, **settings).to_dict()
+        return explain_word(self.model, self.tokenizer, text_or_words, word, stride=self.stride, **settings).to_dict()
+
+    def _labels(self, texts: list[str], explain_steps: int | None = None) -> list[dict]:
         batch = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         features = [{"input_ids": ids, "labels": -100} for ids in batch["input_ids"]]
         for feature, types in zip(features, batch.get("token_type_ids") or []):
@@ -133,6 +150,8 @@ class Predictor:
             best = int(probs.argmax())
             scores = {self.id2label[i]: round(float(p), 4) for i, p in enumerate(probs)}
             results.append({"text": text, "label": self.id2label[best], "score": round(float(probs[best]), 4), "scores": scores})
+            if explain_steps:
+                results[-1]["attributions"] = self._explain(text, explain_steps)
         return results
 
 
@@ -266,13 +285,13 @@ def write_jsonl(results: Iterable[dict], path: Path) -> int:
 
 
 def predict_records(predictor: Predictor, records: list[dict], chunk: int = 1024, progress: bool = True,
-                    split: str = "tokenizer") -> Iterator[dict]:
+                    split: str = "tokenizer", explain_steps: int | None = None) -> Iterator[dict]:
     """Predictions in input order, `chunk` texts at a time (each cut into batches), so output streams
-    and memory stays flat however long the file."""
+    and memory stays flat however long the file; with `explain_steps`, word attributions too."""
     with tqdm(total=len(records), unit="text", desc="predict", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, len(records), chunk):
             part = records[start : start + chunk]
-            for record, result in zip(part, predictor([r["text"] for r in part], split)):
+            for record, result in zip(part, predictor([r["text"] for r in part], split, explain_steps)):
                 yield {**{k: v for k, v in record.items() if k != "text"}, **result}
             bar.update(len(part))
 

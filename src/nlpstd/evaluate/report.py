@@ -7,15 +7,21 @@ backend the caller chose) is never touched.
 from __future__ import annotations
 
 import base64
+import html
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 
 from nlpstd.evaluate.gate import GateResult
 from nlpstd.evaluate.metrics import headline
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
 # Plots
@@ -89,6 +95,83 @@ def plot_loss_curve(history: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def word_colour(score: float) -> tuple[float, float, float, float]:
+    """RGBA of a word's highlight: green for evidence for the explained label, red against, more opaque
+    as |score| grows (capped, so a word at ±1 stays legible)."""
+    alpha = round(min(abs(score), 1.0) * 0.8, 3)
+    return (0.13, 0.63, 0.27, alpha) if score >= 0 else (0.84, 0.15, 0.16, alpha)
+
+
+def plot_explanation(words: list[str], scores: list[float], path: Path, title: str = "", marked: int | None = None) -> Path:
+    """One explanation as a picture: the words in lines, each on a box coloured by `word_colour`, the
+    `marked` word (the one a token label is explained at) framed and bold, a key at the foot. Matplotlib's
+    default font has no CJK glyphs: Chinese or Japanese words draw as empty boxes here, said in one
+    warning (the HTML snippet shows them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:  # matplotlib warns once per missing glyph
+        warnings.simplefilter("always")
+        FigureCanvasAgg(_explanation_figure(words, scores, title, marked)).print_png(path)
+    if any("missing from font" in str(warning.message) for warning in caught):
+        log.warning(f"{path.name}: some characters have no glyph in matplotlib's font and draw as boxes; "
+                    "the HTML explanations show them")
+    return path
+
+
+def _explanation_figure(words: list[str], scores: list[float], title: str, marked: int | None) -> Figure:
+    """Words placed in pixels, measured with the Agg renderer, so lines wrap where they really end (no
+    tight_layout afterwards)."""
+    dpi, width, size = 100, 900, 12  # pixels, points
+    margin, gap, line = 14, 16, 30  # pixels: the page's edge, between words (their boxes take 4 each side), between lines
+    renderer = FigureCanvasAgg(Figure(dpi=dpi)).get_renderer()
+    titles = _wrapped(title, FontProperties(size=size, weight="bold"), renderer, width - 2 * margin)
+    places, x, y = [], margin, margin + line * (len(titles) + 0.6)
+    for i, word in enumerate(words):
+        font = FontProperties(size=size, weight="bold" if i == marked else "normal")
+        w = renderer.get_text_width_height_descent(word, font, ismath=False)[0]
+        if x > margin and x + w > width - margin:
+            x, y = margin, y + line
+        places.append((x, y))
+        x += w + gap
+    height = y + line + margin
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    for n, text in enumerate(titles):
+        fig.text(margin / width, 1 - (margin + line * (n + 0.5)) / height, text, fontsize=size, fontweight="bold", parse_math=False)
+    for i, (word, score, (x, y)) in enumerate(zip(words, scores, places)):
+        fig.text(x / width, 1 - y / height, word, fontsize=size, parse_math=False, fontweight="bold" if i == marked else "normal",
+                 bbox={"boxstyle": "round,pad=0.25", "facecolor": word_colour(score), "edgecolor": "black" if i == marked else "none"})
+    if not words:
+        fig.text(margin / width, 1 - y / height, "(no words)", fontsize=size, color="gray")
+    fig.text(1 - margin / width, margin / height, "green: for the label explained, red: against; deeper: stronger",
+             fontsize=size - 3, color="gray", ha="right")
+    return fig
+
+
+def _wrapped(text: str, font: FontProperties, renderer, limit: float) -> list[str]:
+    """`text` in lines no wider than `limit` pixels, broken at spaces."""
+    lines: list[str] = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and renderer.get_text_width_height_descent(joined, font, ismath=False)[0] <= limit:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
+def explanation_html(words: list[str], scores: list[float], caption: str = "", marked: int | None = None) -> str:
+    """One explanation as an HTML snippet: the words highlighted as in `plot_explanation`, each score
+    shown on hover, the `marked` word underlined."""
+    spans = []
+    for i, (word, score) in enumerate(zip(words, scores)):
+        r, g, b, a = word_colour(score)
+        mark = "text-decoration:underline;font-weight:bold;" if i == marked else ""
+        spans.append(f'<span title="{score:+.3f}" style="background:rgba({r * 255:.0f},{g * 255:.0f},{b * 255:.0f},{a});'
+                     f'{mark}padding:1px 3px;border-radius:3px">{html.escape(word)}</span>')
+    head = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
+    return f'<div class="explanation">{head}<p style="line-height:2">{" ".join(spans)}</p></div>'
+
+
 def _no_data(ax) -> None:
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
 
@@ -117,10 +200,13 @@ def write_report(
     extra: dict | None = None,
     decision: dict | None = None,
     clean: dict[str, dict] | None = None,
+    explanations: dict | None = None,
 ) -> Path:
     """Verdicts first (the gate, the champion), then headline metrics per split, per-type tables,
-    confusion matrices, plots, facts. `clean` adds a `<split>_clean` headline row per split scored
-    without the examples train also holds ({split: {examples, excluded, metrics}})."""
+    confusion matrices, explanations, plots, facts. `clean` adds a `<split>_clean` headline row per split
+    scored without the examples train also holds ({split: {examples, excluded, metrics}}). `explanations`
+    is the evaluate stage's explanations.json ({split, steps, examples: [{caption, picture, attributions}]},
+    pictures relative to the report's folder)."""
     path = Path(path)
     lines = [
         f"# Evaluation of {standard_name}",
@@ -149,6 +235,8 @@ def write_report(
         if "confusion_matrix" in metrics:
             lines += ["", f"## Confusion matrix ({split})", "", "Rows are gold labels, columns predicted.", ""]
             lines += _confusion_table(metrics["confusion_matrix"], metrics["labels"])
+    if explanations:
+        lines += _explanation_lines(explanations)
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(plot).stem}]({_relative(plot, path.parent)})" for plot in plots]
@@ -158,6 +246,24 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _explanation_lines(explanations: dict) -> list[str]:
+    lines = ["", f"## Explanations ({explanations['split']})", "",
+             f"Integrated gradients over the word embeddings ({explanations['steps']} steps from a baseline of [PAD] "
+             "tokens): a green word pushed the model towards the label it predicted, a red word away from it; the deeper "
+             "the colour, the larger its share (the strongest word of each example reads ±1). change is how far the "
+             "label's logit moves from the baseline to the text; delta, the attributions' sum minus that change, is near 0 "
+             "when the steps suffice (a large delta asks for more steps). The numbers are in explanations.json, the same "
+             "pictures in explanations.html."]
+    kinds = [example["kind"] for example in explanations["examples"]]
+    lines += ["", f"{kinds.count('error')} error(s) and {kinds.count('success')} success(es) of the split, drawn with the standard's seed "
+              "(for NER, one entity each: an error's wrong or missed entity, a success's found one)."]
+    for example in explanations["examples"]:
+        change, delta = example["attributions"]["change"], example["attributions"]["delta"]
+        lines += ["", f"**{example['caption']}** (change {change:+.3g}, delta {delta:+.2g})", "",
+                  f"![{Path(example['picture']).stem}]({example['picture']})"]
+    return lines
 
 
 def _champion_lines(decision: dict) -> list[str]:

@@ -54,19 +54,30 @@ def _apply(record: dict, change: Callable[[str], str], name: str) -> dict:
 
 
 def _typos(text: str, rate: float, rng: random.Random) -> str:
-    """A `rate` share of the words of 4 letters or more get one typo: two inner letters swapped or one
-    replaced. The length stays, so character offsets stay true."""
+    """A `rate` share of the words that can take a typo get one. The length stays, so character
+    offsets stay true."""
     words = text.split(" ")
     for i, word in enumerate(words):
-        if len(word) >= 4 and word.isalpha() and rng.random() < rate:
-            chars, at = list(word), rng.randrange(1, len(word) - 2)
-            if rng.random() < 0.5:
-                chars[at], chars[at + 1] = chars[at + 1], chars[at]
-            else:
-                letter = rng.choice(string.ascii_lowercase)
-                chars[at] = letter.upper() if chars[at].isupper() else letter
-            words[i] = "".join(chars)
+        if typeable(word) and rng.random() < rate:
+            words[i] = typo(word, rng)
     return " ".join(words)
+
+
+def typeable(word: str) -> bool:
+    """Words of 4 letters or more: a shorter word has too few inner letters for a typo to leave it readable."""
+    return len(word) >= 4 and word.isalpha()
+
+
+def typo(word: str, rng: random.Random) -> str:
+    """A `typeable` word with one typo: two inner letters swapped or one replaced, the length kept
+    (training's augmentation makes the typos this report measures)."""
+    chars, at = list(word), rng.randrange(1, len(word) - 2)
+    if rng.random() < 0.5:
+        chars[at], chars[at + 1] = chars[at + 1], chars[at]
+    else:
+        letter = rng.choice(string.ascii_lowercase)
+        chars[at] = letter.upper() if chars[at].isupper() else letter
+    return "".join(chars)
 
 
 def _cased(text: str, method: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nlpstd.sizes import bucket_widths
 from nlpstd.spec.messages import _failing_at
-from nlpstd.spec.schema import FORMATS_FOR_TASK, TASK_METRICS, Standard, _field_names
+from nlpstd.spec.schema import AUGMENT_OPERATIONS, FORMATS_FOR_TASK, TASK_METRICS, Standard, _field_names
 
 
 def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> None:
@@ -38,6 +38,7 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     _check_layout(std, fail)
     _check_export(std, fail)
     _check_token_budget(std, fail)
+    _check_trust(std, fail)
 
 
 def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -112,6 +113,20 @@ def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> No
         fail(("finetune", "token_budget", "buckets"), f"the widest bucket {widths[-1]} is narrower than data.max_length {std.data.max_length}")
     if budget.max_tokens < widths[-1]:
         fail(("finetune", "token_budget", "max_tokens"), f"{budget.max_tokens} does not hold one example of the widest bucket ({widths[-1]} tokens)")
+
+
+def _check_trust(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """Augmentations that keep the task's labels true, and explanations of a split that exists."""
+    augment = std.finetune.augment
+    if augment is not None and augment.operations is not None:
+        allowed = AUGMENT_OPERATIONS[std.task]
+        for index, operation in enumerate(augment.operations):
+            if operation not in allowed:
+                fail(("finetune", "augment", "operations", index),
+                     f"{operation!r} does not keep {std.task} labels true (this task takes: {', '.join(allowed)})")
+    explain = std.evaluate.explain
+    if explain is not None and explain.split == "test" and not _has_test(std):
+        fail(("evaluate", "explain", "split"), "explanations read the test split, but data.test is not set")
 
 
 def _is_field(key: str) -> bool:

@@ -406,6 +406,35 @@ class TokenBudget(_Section):
         None, description="Widths batches are padded to, ascending; default: powers of two from 16, then data.max_length.")
 
 
+AugmentOperation = Literal["delete", "swap", "insert", "typos", "mention_replace", "shuffle_segments"]
+# what an augmentation may do to each task's examples and keep its labels true
+AUGMENT_OPERATIONS = {
+    "sequence-classification": ("delete", "swap", "insert", "typos"),
+    "token-classification": ("mention_replace", "shuffle_segments", "typos"),
+}
+
+
+class AugmentSpec(_Section):
+    """Training examples changed afresh each epoch, seeded by (seed, epoch), their labels kept true."""
+
+    probability: float = Field(0.3, gt=0, le=1, description="Share of the training examples augmented in each epoch.")
+    operations: list[AugmentOperation] | None = Field(
+        None, min_length=1, description="Classification: delete, swap, insert (a word of the same text), typos. "
+        "NER: mention_replace (an entity of the same type from the training set), shuffle_segments (words within "
+        "each run of one label), typos (on words outside entities). Default: all of the task's.")
+    rate: float = Field(0.1, gt=0, le=0.5, description="Share of an example's words an operation touches (at least one).")
+
+
+class AdversarialSpec(_Section):
+    """Training also on word embeddings perturbed towards a higher loss (FGM; PGD in several steps)."""
+
+    method: Literal["fgm", "pgd"] = Field("fgm", description="fgm: one step along the gradient; pgd: `steps` "
+                                          "projected steps.")
+    epsilon: float = Field(1.0, gt=0, le=100, description="Largest L2 norm of an example's perturbation of its "
+                           "word embeddings.")
+    steps: int = Field(3, ge=1, le=20, description="pgd: ascent steps, each of epsilon / steps (fgm takes one).")
+
+
 class FinetuneSpec(LoopRecipe):
     method: Literal["full", "lora"] = "full"
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
@@ -413,6 +442,9 @@ class FinetuneSpec(LoopRecipe):
                                              "batch_size then no longer sets the micro-batches.")
     classifier_dropout: float | None = Field(None, ge=0, lt=1)
     lora: LoraSpec = Field(default_factory=LoraSpec)
+    augment: AugmentSpec | None = Field(None, description="Augment the training examples each epoch (off when unset).")
+    adversarial: AdversarialSpec | None = Field(None, description="Adversarial training on the word embeddings "
+                                                "(off when unset); a step runs the model twice (fgm) or steps + 1 times (pgd).")
 
 
 class PromoteSpec(_Section):
@@ -446,11 +478,21 @@ class RobustnessSpec(_Section):
                                    "under any perturbation.")
 
 
+class ExplainSpec(_Section):
+    """Token attributions (integrated gradients) of a sample of the model's errors and successes."""
+
+    examples: int = Field(3, ge=1, le=50, description="Errors explained, and as many successes.")
+    steps: int = Field(32, ge=2, le=512, description="Integrated-gradients steps from the baseline to the text.")
+    split: Literal["validation", "test"] | None = Field(None, description="Default: the gate's split.")
+
+
 class EvaluateSpec(_Section):
     metrics: list[str] = Field(default_factory=lambda: ["f1", "precision", "recall", "accuracy"], min_length=1)
     gate: GateSpec = Field(default_factory=GateSpec)
     robustness: RobustnessSpec | None = Field(None, description="Score held-out splits again under perturbed text and "
                                               "report each drop (off when unset).")
+    explain: ExplainSpec | None = Field(None, description="Explain a sample of predictions in the report, token by "
+                                        "token (off when unset).")
     iob_repair: IobRepair = Field("start", description="Token classification: a predicted I-X that continues no X entity "
                                   "starts one (start, as seqeval and conlleval read it) or is read as O (drop). Scores, "
                                   "evaluate's predictions and every exported model decode entities this one way.")

@@ -3,14 +3,16 @@ registry's champion on the same data to decide whether this model may take its p
 
 from __future__ import annotations
 
+import html
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from nlpstd import jsonio
-from nlpstd.data.encode import encode_data, words_and_offsets
+from nlpstd.data.encode import encode_data, record_pieces, words_and_offsets
 from nlpstd.data.report import overlap_indices
 from nlpstd.evaluate import report, robustness, significance
 from nlpstd.evaluate.gate import GateResult, apply_gate
@@ -31,8 +33,9 @@ log = logging.getLogger(__name__)
 def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: Tracker | None = None,
         registry: Registry | None = None, allow_other_inputs: bool = False) -> dict:
     """Writes `metrics.json` (per split, the gate, the champion decision), `gate.json`, `champion.json`,
-    `report.md`, `plots/*.png`, `predictions_<split>.jsonl` and `stage.json`. `model_dir` is the `model/`
-    of this recipe's finetune output. The registry defaults to the tracker's."""
+    `report.md`, `plots/*.png`, `predictions_<split>.jsonl` and `stage.json`; with evaluate.explain also
+    `explanations.json`, `explanations.html` and `explanations/*.png`. `model_dir` is the `model/` of this
+    recipe's finetune output. The registry defaults to the tracker's."""
     # -- inputs: this recipe's prepared data and fine-tuned model
     ctx = begin(std, data_dir, tracker, {"finetune": Path(model_dir).parent}, allow_other_inputs)
     tracker, data, device, precision = ctx.tracker, ctx.data, ctx.device, ctx.precision
@@ -62,6 +65,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
             scores[split]["robustness"] = _robustness(std, data, split, scores[split], gate.metric,
                                                       lambda records, desc: score_records(*candidate, records, desc)[0])
         gate, refused = _robustness_gate(gate, scores, std.evaluate.robustness.max_drop)
+    explained = _explain(std, data, gate.split, scored_by_split, *candidate, device)  # None unless evaluate.explain
     clean = clean_scores(scored_by_split, overlap_indices(data_dir), std.task, data.labels)
     promote = std.evaluate.gate.promote
     confidence, resamples = (promote.confidence, promote.resamples) if promote else (0.95, significance.RESAMPLES)
@@ -96,6 +100,7 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                 plots.append(report.plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], tmp / "plots" / f"confusion_{split}.png"))
             _write_predictions(tmp / f"predictions_{split}.jsonl", data.splits[split], scored_by_split[split],
                                candidate[0], std.evaluate.iob_repair, std.data.word_unit)
+        _write_explanations(tmp, explained)
         extra = {"data fingerprint": data.fingerprint, "spec hash": std.spec_hash(), "model": str(model_dir)}
         for split, stats in truncation.items():
             extra[f"truncated ({split})"] = (
@@ -107,7 +112,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
                     f"{stats['windowed']} examples split into windows sharing {std.data.stride} sub-words; "
                     f"truncation would have dropped {stats['kept_by_windows']} of their words")
         report.write_report(tmp / "report.md", standard_name=std.name, task=std.task, scores=scores,
-                            gate=gate, plots=plots, extra=extra, decision=decision.to_dict(), clean=clean)
+                            gate=gate, plots=plots, extra=extra, decision=decision.to_dict(), clean=clean,
+                            explanations=explained)
         jsonio.write_json(tmp / "gate.json", gate.to_dict())
         identity.write(tmp, "evaluate", std, data.fingerprint)
         jsonio.write_json(tmp / "champion.json", {**decision.to_dict(), "data_fingerprint": data.fingerprint})
@@ -127,8 +133,8 @@ def run(std: Standard, data_dir: Path, model_dir: Path, out_dir: Path, tracker: 
     if not gate.passed:  # export will not run, so this keep is final: it joins the champion history here
         registry.record(std.export.register_as or std.name, history_entry(
             "keep", decision.to_dict(), run_id=tracker.run_id, candidate_version=None, data_fingerprint=data.fingerprint))
-    for name in ("report.md", "gate.json", "champion.json", "plots"):
-        tracker.log_artifact(Path(out_dir) / name, "evaluate" if name != "plots" else "evaluate/plots")
+    for name in ("report.md", "gate.json", "champion.json", "plots", *(EXPLANATIONS if explained else ())):
+        tracker.log_artifact(Path(out_dir) / name, f"evaluate/{name}" if (Path(out_dir) / name).is_dir() else "evaluate")
     log.info(f"evaluate: {', '.join(f'{k} {v:.4f}' for k, v in flat.items())}")
     log.info(f"evaluate: gate {'PASSED' if gate.passed else 'FAILED'}: {gate.reason}")
     log.info(f"evaluate: champion {'PROMOTE, if export succeeds' if decision.promote else 'KEEP'}: {decision.reason}")
@@ -145,6 +151,74 @@ def _robustness(std: Standard, data, split: str, clean: dict, metric: str, score
         results[name] = {**metrics, "drop": clean[metric] - metrics[metric]}
         log.info(f"evaluate: {split} under {name}: {metric} {metrics[metric]:.4f} (drop {results[name]['drop']:+.4f})")
     return results
+
+
+EXPLANATIONS = ("explanations.json", "explanations.html", "explanations")  # what evaluate.explain adds
+
+
+def _explain(std: Standard, data, gate_split: str, scored_by_split: dict[str, Scored], tokenizer, model,
+             device) -> dict | None:
+    """With evaluate.explain, the attributions of up to `examples` errors and as many successes of its
+    split (the gate's by default): explanations.json's content, each picture named but not yet drawn.
+    The label explained is the one the model predicts in fp32, which scoring under bf16 may, on a knife
+    edge, not share: each caption names both."""
+    spec = std.evaluate.explain
+    if spec is None:
+        return None
+    from nlpstd.evaluate.explain import explain_text, explain_word, pick_cases
+
+    split = spec.split or gate_split
+    scored, records, started = scored_by_split[split], data.splits[split], time.perf_counter()
+    id2label = dict(enumerate(data.labels))
+    settings = {"id2label": id2label, "steps": spec.steps, "max_length": std.data.max_length, "device": device}
+    examples, numbers = [], {"error": 0, "success": 0}
+    for case in pick_cases(scored.gold, scored.predictions, std.task, spec.examples, std.seed):
+        record, gold, pred = records[case.index], scored.gold[case.index], scored.predictions[case.index]
+        number = numbers[case.kind] + 1
+        name = f"{case.kind} {number}, " + (f"line {record['line']}" if record.get("line") else f"example {case.index + 1}")
+        if std.task == "token-classification":
+            words = record_pieces(tokenizer, record, std.data.word_unit)[0]
+            try:
+                explanation = explain_word(model, tokenizer, words, case.word, stride=std.data.stride, **settings)
+            except ValueError as exc:  # a gold entity missed because truncation cut it away: the model never saw it
+                log.info(f"evaluate: not explaining {name}: {exc}")
+                continue
+            label, first, end = case.entity
+            mention, at = " ".join(words[first:end]), words[case.word]
+            said = f"predicted {label} '{mention}'" if case.found else f"missed {label} '{mention}'"
+            if case.found and case.kind == "error":
+                said += f" (gold tag {gold[case.word]} at '{at}')"
+            caption = f"{name}: {said}; explained: {explanation.target} at '{at}' ({explanation.probability:.2f})"
+            text = _text_and_offsets(tokenizer, record, std.data.word_unit)[0]
+            detail = {"gold": gold[case.word], "predicted": pred[case.word],
+                      "entity": {"label": label, "text": mention, "words": [first, end], "found": case.found}}
+        else:
+            explanation = explain_text(model, tokenizer, record["text"], text_pair=record.get("text_pair"), **settings)
+            caption = f"{name}: gold {gold}, predicted {pred}; explained: {explanation.target} ({explanation.probability:.2f})"
+            text, detail = record["text"], {"gold": gold, "predicted": pred}
+        numbers[case.kind] = number
+        examples.append({"kind": case.kind, "index": case.index, "line": record.get("line"), "text": text, **detail,
+                         "caption": caption, "picture": f"explanations/{case.kind}_{number}.png",
+                         "attributions": explanation.to_dict()})
+    seconds = round(time.perf_counter() - started, 2)
+    log.info(f"evaluate: explained {len(examples)} {split} examples ({spec.steps} steps) in {seconds:.2f}s")
+    return {"split": split, "steps": spec.steps, "seconds": seconds, "examples": examples}
+
+
+def _write_explanations(folder: Path, explained: dict | None) -> None:
+    """explanations.json, a picture per example (what the report and MLflow show) and explanations.html."""
+    if explained is None:
+        return
+    snippets = []
+    for example in explained["examples"]:
+        words, scores, marked = (example["attributions"][key] for key in ("words", "scores", "word"))
+        report.plot_explanation(words, scores, folder / example["picture"], example["caption"], marked)
+        snippets.append(report.explanation_html(words, scores, example["caption"], marked))
+    jsonio.write_json(folder / "explanations.json", explained)
+    page = (f"<!doctype html><meta charset=\"utf-8\"><title>Explanations ({html.escape(explained['split'])})</title>"
+            "<body style=\"font-family:sans-serif;max-width:60em\">" + "\n".join(snippets) + "</body>\n")
+    (folder / "explanations.html").write_text(page, encoding="utf-8")
+    (folder / "explanations").mkdir(exist_ok=True)  # the folder MLflow logs, even with no example to draw
 
 
 def _robustness_gate(gate: GateResult, scores: dict[str, dict], max_drop: float | None) -> tuple[GateResult, str | None]:

@@ -8,21 +8,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlpstd import runtime
+from nlpstd.data.augment import Augmenter, in_words
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
 from nlpstd.spec import Standard, budget_widths
+from nlpstd.spec.schema import AUGMENT_OPERATIONS
 from nlpstd.stages import identity
 from nlpstd.stages.context import begin
 from nlpstd.stages.output import staged
 from nlpstd.stages.training import log_training, write_training
 from nlpstd.tracking import Tracker
-from nlpstd.train.batching import Supervised
+from nlpstd.train.adversarial import adversarial
+from nlpstd.train.batching import Augmented, Supervised
 from nlpstd.train.config import LoopConfig, Selection
 from nlpstd.train.loop import micro_batch, train
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +75,15 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
 
     recipe, loop = std.finetune, LoopConfig.of(std.finetune)
     budget = (recipe.token_budget.max_tokens, budget_widths(std)) if recipe.token_budget else None
-    objective = Supervised(train_set.features, micro_batch(loop, "finetune"), std.seed,
-                           recipe.group_by_length, tokenizer.pad_token_id, budget)
+    batching = {"micro_batch": micro_batch(loop, "finetune"), "seed": std.seed, "group_by_length": recipe.group_by_length,
+                "pad_id": tokenizer.pad_token_id, "budget": budget}
+    augmenter = _augmenter(std, tokenizer, data.splits["train"])
+    if augmenter is None:
+        objective = Supervised(train_set.features, **batching)
+    else:  # each epoch trains on its own augmented records, encoded afresh
+        objective = Augmented(lambda epoch: encode_data(tokenizer, std.data, std.task, augmenter(epoch), data.labels).features,
+                              **batching)
+    objective = adversarial(objective, recipe.adversarial)  # the same objective when finetune.adversarial is unset
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
         result = train(model, objective, evaluate, loop, ctx.engine, Selection(metric),
                        work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", tracker=tracker,
@@ -92,9 +106,23 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             "parameters": total_params,
             "trainable_parameters": trainable_params,
             "train_truncated": train_set.truncated,
+            **(augmenter.counts(range(result.state.epoch + 1)) if augmenter else {}),  # the epochs training began
         })
 
     log_training(tracker, out_dir, metrics)
     state = result.state
     log.info(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
     return metrics
+
+
+def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> Augmenter | None:
+    """The training split's augmentation per epoch (`finetune.augment`; None when unset)."""
+    spec = std.finetune.augment
+    if spec is None:
+        return None
+    operations = tuple(spec.operations or AUGMENT_OPERATIONS[std.task])
+    if std.task == "token-classification":
+        records = in_words(tokenizer, records, std.data.word_unit)
+    log.info(f"finetune: augmenting {spec.probability:.0%} of {len(records):,} training examples per epoch "
+             f"({', '.join(operations)})")
+    return Augmenter(records, operations, spec.probability, spec.rate, std.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import array
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -113,3 +113,32 @@ class Supervised:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**batch).loss
+
+
+class Augmented(Supervised):
+    """`Supervised` on features made afresh for each epoch by `features_of(epoch)` (from that epoch's
+    augmented records); only the current epoch's are kept. Their count may differ a little between
+    epochs (a longer example can split into more windows), which the loop allows."""
+
+    def __init__(self, features_of: Callable[[int], list[dict]], micro_batch: int, seed: int, group_by_length: bool,
+                 pad_id: int, budget: tuple[int, list[int]] | None = None):
+        super().__init__([], micro_batch, seed, group_by_length, pad_id, budget)
+        self.features_of, self.epoch = features_of, None
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        self._prepare(epoch)
+        return super().batches(epoch)
+
+    def collate(self, indices: list[int], epoch: int, position: int) -> dict[str, torch.Tensor]:
+        self._prepare(epoch)  # a loader worker finds the epoch the loop prepared before starting it
+        return super().collate(indices, epoch, position)
+
+    def _prepare(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.features = self.features_of(epoch)
+            self.lengths = [len(f["input_ids"]) for f in self.features]
+            self.epoch = epoch
+
+    def __getstate__(self) -> dict:
+        # a worker started by pickling needs the prepared epoch only, not what makes the next ones
+        return {**self.__dict__, "features_of": None}
