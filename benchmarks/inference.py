@@ -38,7 +38,7 @@ from nlpstd.data.readers import read_all
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
 from nlpstd.inference import Forward, torch_forward
 from nlpstd.models.build import load_model, load_tokenizer
-from nlpstd.predict import task_of
+from nlpstd.models.folder import CONFIG, read_config, task_of
 from nlpstd.spec import load_standard
 from nlpstd.train.batching import collate
 
@@ -56,7 +56,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model)
-    task = task_of(model_dir)
+    task = task_of(read_config(model_dir), Path(model_dir) / CONFIG)
     features, pad_id = held_out_features(args.standard, model_dir, task, args.sentences)
     batches = {size: padded_batches(features, pad_id, size) for size in (1, 32)}
     with tempfile.TemporaryDirectory(prefix="nlpstd-bench-") as scratch:

@@ -52,6 +52,7 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         "",
         "## Use",
         "",
+        *_ensemble(std),
         "```python",
         f"from transformers import {auto_class}, AutoTokenizer",
         "",
@@ -98,6 +99,17 @@ def _format_rows(parity: dict, sizes: dict[str, int]) -> list[str]:
         agree = f"{row['agreement']:.2%}" if "agreement" in row else "(reference)"
         rows.append(table_row([fmt, f"`{file}`", f"{size / 1e6:.1f} MB", f"{row[parity['metric']]:.4f}", diff, agree]))
     return rows
+
+
+def _ensemble(std: Standard) -> list[str]:
+    """How an ensemble (finetune.seeds) is served, and what plain transformers gets of it."""
+    seeds = std.finetune.seeds
+    if not seeds:
+        return []
+    return [f"This model is an ensemble of {len(seeds)} members, fine-tuned alike from seeds {', '.join(map(str, seeds))}, "
+            "whose logits are averaged; its parameters above count every member. `nlpstd predict` on this folder and the "
+            "ONNX graph serve all members averaged. Plain `transformers`, as below, loads the first member only (seed "
+            f"{seeds[0]}); the others are in `members/<seed>/`.", ""]
 
 
 def _base(std: Standard) -> str:

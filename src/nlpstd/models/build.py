@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.jsonio import write_json
 from nlpstd.models.bases import PACKAGED_BASES
+from nlpstd.models.ensemble import Ensemble, ensemble_spec, member_folders
 from nlpstd.models.folder import CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line, read_config
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
@@ -157,12 +158,23 @@ def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
     return total, trainable
 
 
-def load_model(model_dir: str | Path, task: str) -> PreTrainedModel:
+def load_model(model_dir: str | Path, task: str) -> PreTrainedModel | Ensemble:
     """A fine-tuned folder's model, exactly as saved: the folder is checked first, and weights that do
     not fill the model (a tensor missing, of another shape, or left over) are refused, since
-    transformers would fill the gap with random numbers and predict nonsense without a word."""
+    transformers would fill the gap with random numbers and predict nonsense without a word. A folder
+    whose nlpstd.json names an ensemble (`finetune.seeds`) gives an `Ensemble` of all its members,
+    each checked and loaded the same way."""
     folder = Path(model_dir)
-    check_model_folder(folder, task)
+    config = check_model_folder(folder, task)
+    model = _load_checked(folder, task)
+    spec = ensemble_spec(folder)
+    if spec is None:
+        return model
+    return Ensemble([model, *(_load_checked(member, task) for member in member_folders(folder, spec, config, task))])
+
+
+def _load_checked(folder: Path, task: str) -> PreTrainedModel:
+    """The model of a checked folder, refused unless its weights fill it exactly."""
     config = _load_config(folder)
     with _quiet_loading():
         try:

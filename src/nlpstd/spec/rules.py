@@ -116,7 +116,7 @@ def _check_token_budget(std: Standard, fail: Callable[[tuple, str], None]) -> No
 
 
 def _check_trust(std: Standard, fail: Callable[[tuple, str], None]) -> None:
-    """Augmentations that keep the task's labels true, and explanations of a split that exists."""
+    """Augmentations that keep the task's labels true, ensembles served whole, and explanations of one model on a split that exists."""
     augment = std.finetune.augment
     if augment is not None and augment.operations is not None:
         allowed = AUGMENT_OPERATIONS[std.task]
@@ -124,6 +124,16 @@ def _check_trust(std: Standard, fail: Callable[[tuple, str], None]) -> None:
             if operation not in allowed:
                 fail(("finetune", "augment", "operations", index),
                      f"{operation!r} does not keep {std.task} labels true (this task takes: {', '.join(allowed)})")
+    seeds = std.finetune.seeds
+    if seeds is not None:
+        if len(set(seeds)) != len(seeds):
+            fail(("finetune", "seeds"), f"the seeds repeat ({seeds}): a repeated seed trains the same member twice")
+        if std.export.serving.format == "safetensors":
+            fail(("export", "serving", "format"), "an ensemble (finetune.seeds) is served from its ONNX graph, which holds "
+                 "every member: set export.serving.format: onnx (a Hugging Face runtime would load one member)")
+        if std.evaluate.explain is not None:
+            fail(("evaluate", "explain"), "explanations take one model's word embeddings, and an ensemble "
+                 "(finetune.seeds) has one per member: explain a single-seed run")
     explain = std.evaluate.explain
     if explain is not None and explain.split == "test" and not _has_test(std):
         fail(("evaluate", "explain", "split"), "explanations read the test split, but data.test is not set")

@@ -29,6 +29,7 @@ from nlpstd.export.serving import FOLDERS, inference_service, storage_uri
 from nlpstd.fsutil import replace_dir
 from nlpstd.inference import Forward, predict_logits, torch_forward
 from nlpstd.jsonio import read_json, write_json
+from nlpstd.models import ensemble
 from nlpstd.models.build import count_parameters, load_model, load_tokenizer
 from nlpstd.registry import Registry, decision_tags, history_entry, registry_for
 from nlpstd.spec import Standard
@@ -79,9 +80,15 @@ def run(std: Standard, data_dir: Path, model_dir: Path, eval_dir: Path, out_dir:
         for path in Path(model_dir).iterdir():
             if path.name in _KEEP:
                 shutil.copy2(path, folder / path.name)
+        ensemble.copy_members(Path(model_dir), folder, data_info.get("ensemble"))  # an ensemble's other members
         if std.task == "token-classification":  # predict, the pyfunc model and ONNX decode entities as evaluation did
             write_json(folder / "nlpstd.json", {**data_info, "iob_repair": std.evaluate.iob_repair})
         report = _formats(std, model, tokenizer, held_out, data.labels, folder, scratch=tmp / "scratch")
+        if "ensemble" in data_info:  # an ONNX graph holds every member: its folder names their seeds, no member folders
+            for fmt in std.export.formats:
+                if fmt != "safetensors":
+                    info = folder / FOLDERS[fmt] / "nlpstd.json"
+                    write_json(info, {**read_json(info), "ensemble": ensemble.in_graph(data_info["ensemble"])})
         checks = {"split": split, "examples": len(held_out.features), "metric": metric,
                   "tolerances": std.export.parity.model_dump(), "formats": report}
         write_json(tmp / "parity.json", checks)
@@ -232,8 +239,11 @@ def _flat(report: dict[str, dict]) -> dict[str, float]:
 
 
 def _format_size(folder: Path, fmt: str) -> int:
-    path = folder / "model.safetensors" if fmt == "safetensors" else folder / FOLDERS[fmt] / MODEL_FILE
-    return path.stat().st_size
+    """The bytes of a format's weights: an ensemble's safetensors are every member's."""
+    if fmt != "safetensors":
+        return (folder / FOLDERS[fmt] / MODEL_FILE).stat().st_size
+    paths = [folder / "model.safetensors", *(folder / ensemble.MEMBERS).glob("*/model.safetensors")]
+    return sum(path.stat().st_size for path in paths)
 
 
 def _register(std: Standard, decision: dict, fingerprint: str, tracker: Tracker, registry: Registry,

@@ -1,21 +1,35 @@
 """Stage 3, finetune: train the task head (and the encoder, fully or through LoRA) on prepared data.
 
 Rerunning after an interruption resumes from the last checkpoint in the stage's partial folder.
+
+With `finetune.seeds` the stage trains an ensemble: one member per seed, one after another, each
+exactly as a run of that seed alone would train it (head, batch order, augmentation and dropout
+drawn from the seed), in its own work folder `members/<seed>/`. A rerun keeps the members an
+interrupted run finished and resumes the one it cut off. `model/` is then the first member's folder
+with the others under `model/members/<seed>/` (`nlpstd.models.ensemble`), and the validation score
+is the ensemble's own: the members' logits averaged.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import statistics
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nlpstd import runtime
 from nlpstd.data.augment import Augmenter, in_words
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
-from nlpstd.models.build import build_model, count_parameters, load_tokenizer, merged, resolve_base, write_model_info
+from nlpstd.jsonio import read_json, write_json
+from nlpstd.models import ensemble
+from nlpstd.models.build import build_model, count_parameters, load_model, load_tokenizer, merged, resolve_base, write_model_info
+from nlpstd.models.folder import INFO
 from nlpstd.spec import Standard, budget_widths
 from nlpstd.spec.schema import AUGMENT_OPERATIONS
 from nlpstd.stages import identity
@@ -26,21 +40,40 @@ from nlpstd.tracking import Tracker
 from nlpstd.train.adversarial import adversarial
 from nlpstd.train.batching import Augmented, Supervised
 from nlpstd.train.config import LoopConfig, Selection
-from nlpstd.train.loop import micro_batch, train
+from nlpstd.train.loop import LoopState, TrainResult, micro_batch, train
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
+
+MEMBER_RECORD = "member.json"  # in a member's work folder, written once its weights are: the member is done
+
+
+@dataclass
+class _Trained:
+    """A model `train` left holding its best weights, what it trained on, and its size."""
+
+    model: PreTrainedModel
+    result: TrainResult
+    augmenter: Augmenter | None
+    parameters: int
+    trainable_parameters: int
+
+    def augment_counts(self) -> dict[str, int]:
+        """What augmentation did over the epochs training began (none without augmentation)."""
+        return self.augmenter.counts(range(self.result.state.epoch + 1)) if self.augmenter else {}
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
         work_dir: Path | None = None, on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
         allow_other_inputs: bool = False) -> dict:
-    """Writes `model/` (a Hugging Face folder, LoRA merged), `adapter/` (LoRA only), `history.json`,
-    `loss.png`, `stage.json` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained
-    encoder; with pretraining on, it must be this recipe's pretrain output); checkpoints go to `work_dir`
-    when given (see `staged`), else beside `out_dir`. `on_evaluation` hears each validation's scores (see `train`)."""
+    """Writes `model/` (a Hugging Face folder, LoRA merged; an ensemble's with `finetune.seeds`), `adapter/`
+    (LoRA only; an ensemble's first member's), `history.json`, `loss.png` (an ensemble's first member's),
+    `stage.json` and `metrics.json`. `base` overrides the standard's base (e.g. a pretrained encoder; with
+    pretraining on, it must be this recipe's pretrain output); checkpoints go to `work_dir` when given (see
+    `staged`), else beside `out_dir`. `on_evaluation` hears each validation's scores (see `train`); of an
+    ensemble, its first member's, as the tracker sees that member's curves alone."""
     # -- inputs: this recipe's prepared data (and pretrained encoder)
     pretrained = {"pretrain": Path(base).parent} if base and std.pretrain.enabled else {}
     ctx = begin(std, data_dir, tracker, pretrained, allow_other_inputs)
@@ -59,13 +92,12 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             log.info(f"finetune: {encoded.windowed} {name} examples exceed max_length {std.data.max_length}: split into "
                      f"windows sharing {std.data.stride} sub-words ({encoded.kept} words kept that truncation would cut)")
 
-    # -- model
-    model = build_model(std.task, source, data.labels, std.finetune)
-    total_params, trainable_params = count_parameters(model)
-    log.info(f"finetune: {std.finetune.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) on {device}, {precision}")
-
     # -- train: model selection and early stopping read the gate's metric on validation
     metric = std.evaluate.gate.metric
+    recipe, loop = std.finetune, LoopConfig.of(std.finetune)
+    budget = (recipe.token_budget.max_tokens, budget_widths(std)) if recipe.token_budget else None
+    batching = {"micro_batch": micro_batch(loop, "finetune"), "group_by_length": recipe.group_by_length,
+                "pad_id": tokenizer.pad_token_id, "budget": budget}
 
     def evaluate(current) -> dict[str, float]:
         scored = score(current, val_set, std.task, data.labels, batch_size=std.finetune.eval_batch_size,
@@ -73,50 +105,156 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
                        iob_repair=std.evaluate.iob_repair)
         return headline(scored.metrics)
 
-    recipe, loop = std.finetune, LoopConfig.of(std.finetune)
-    budget = (recipe.token_budget.max_tokens, budget_widths(std)) if recipe.token_budget else None
-    batching = {"micro_batch": micro_batch(loop, "finetune"), "seed": std.seed, "group_by_length": recipe.group_by_length,
-                "pad_id": tokenizer.pad_token_id, "budget": budget}
-    augmenter = _augmenter(std, tokenizer, data.splits["train"])
-    if augmenter is None:
-        objective = Supervised(train_set.features, **batching)
-    else:  # each epoch trains on its own augmented records, encoded afresh
-        objective = Augmented(lambda epoch: encode_data(tokenizer, std.data, std.task, augmenter(epoch), data.labels).features,
-                              **batching)
-    objective = adversarial(objective, recipe.adversarial)  # the same objective when finetune.adversarial is unset
+    def fit(seed: int, work: Path, identity_key: str, heard_by: Tracker | None,
+            hear: Callable[[int, dict[str, float]], None] | None) -> _Trained:
+        """A model of `seed` trained with checkpoints in `work`: the seed draws its head, then its batch
+        order, augmentation and dropout."""
+        runtime.seed_everything(seed)
+        model = build_model(std.task, source, data.labels, recipe)
+        total_params, trainable_params = count_parameters(model)
+        log.info(f"finetune: {recipe.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) "
+                 f"on {device}, {precision}")
+        augmenter = _augmenter(std, tokenizer, data.splits["train"], seed)
+        if augmenter is None:
+            objective = Supervised(train_set.features, seed=seed, **batching)
+        else:  # each epoch trains on its own augmented records, encoded afresh
+            objective = Augmented(lambda epoch: encode_data(tokenizer, std.data, std.task, augmenter(epoch), data.labels).features,
+                                  seed=seed, **batching)
+        objective = adversarial(objective, recipe.adversarial)  # the same objective when finetune.adversarial is unset
+        result = train(model, objective, evaluate, loop, ctx.engine, Selection(metric), work_dir=work, identity=identity_key,
+                       tracker=heard_by, desc="finetune", on_evaluation=hear)
+        return _Trained(model, result, augmenter, total_params, trainable_params)
+
+    def describe(folder: Path) -> None:
+        """The tokenizer and nlpstd.json beside the weights: what `predict` needs to read texts as training did."""
+        tokenizer.save_pretrained(folder)
+        write_model_info(folder, task=std.task, max_length=std.data.max_length, standard=std.name,
+                         spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
+                         truncation_side=std.data.truncation_side, word_unit=std.data.word_unit)
+
+    run_identity = f"{std.spec_hash()}:{data.fingerprint}"
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
-        result = train(model, objective, evaluate, loop, ctx.engine, Selection(metric),
-                       work_dir=tmp, identity=f"{std.spec_hash()}:{data.fingerprint}", tracker=tracker,
-                       desc="finetune", on_evaluation=on_evaluation)
+        if recipe.seeds:  # an ensemble: one member after another, each in its own work folder
+            seeds = list(recipe.seeds)
+            records = [_member(fit, seed, tmp / ensemble.MEMBERS / str(seed), f"{run_identity}:seed={seed}",
+                               f"{number}/{len(seeds)}", metric, recipe.method == "lora",
+                               tracker if number == 1 else None, on_evaluation if number == 1 else None)
+                       for number, seed in enumerate(seeds, 1)]
+        else:
+            trained = fit(std.seed, tmp, run_identity, tracker, on_evaluation)
         if not runtime.is_main():  # the main process writes the model
             return {}
 
         # -- outputs: a self-describing Hugging Face folder; LoRA also as its adapter
-        if std.finetune.method == "lora":
-            model.save_pretrained(tmp / "adapter")
-        final = merged(model).to("cpu")
-        final.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        write_model_info(tmp / "model", task=std.task, max_length=std.data.max_length, standard=std.name,
-                         spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
-                         truncation_side=std.data.truncation_side, word_unit=std.data.word_unit)
+        if recipe.seeds:  # the first member's folder with the others beside it, scored as one: their logits averaged
+            _assemble(tmp, seeds, recipe.method == "lora", describe)
+            scored = evaluate(load_model(tmp / "model", std.task).to(device))[metric]
+            result, figures = _ensemble_result(records, scored), _ensemble_figures(records, metric, scored)
+        else:
+            if recipe.method == "lora":
+                trained.model.save_pretrained(tmp / "adapter")
+            final = merged(trained.model).to("cpu")
+            final.save_pretrained(tmp / "model")
+            describe(tmp / "model")
+            result = trained.result
+            figures = {f"best_validation_{metric}": result.state.best_score, "parameters": trained.parameters,
+                       "trainable_parameters": trained.trainable_parameters, **trained.augment_counts()}
         identity.write(tmp, "finetune", std, data.fingerprint)
-        metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=ctx.started, device=device, precision=precision, extra={
-            f"best_validation_{metric}": result.state.best_score,
-            "parameters": total_params,
-            "trainable_parameters": trainable_params,
-            "train_truncated": train_set.truncated,
-            **(augmenter.counts(range(result.state.epoch + 1)) if augmenter else {}),  # the epochs training began
-        })
+        metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=ctx.started, device=device, precision=precision,
+                                 extra={**figures, "train_truncated": train_set.truncated})
+        shutil.rmtree(tmp / ensemble.MEMBERS, ignore_errors=True)  # the members' work folders, once all they fed is written
 
     log_training(tracker, out_dir, metrics)
     state = result.state
-    log.info(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
+    if recipe.seeds:
+        log.info(f"finetune: ensemble of {len(seeds)} (seeds {', '.join(map(str, seeds))}): validation {metric} {state.best_score:.4f}; "
+                 f"members {metrics[f'members_mean_best_validation_{metric}']:.4f} ± {metrics[f'members_spread_best_validation_{metric}']:.4f}")
+    else:
+        log.info(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
     return metrics
 
 
-def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[dict]) -> Augmenter | None:
-    """The training split's augmentation per epoch (`finetune.augment`; None when unset)."""
+def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: str, number: str, metric: str, lora: bool,
+            heard_by: Tracker | None, hear: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
+    """The ensemble member of `seed`: trained in `work`, or kept as an earlier run of this recipe left it.
+    Its record (`member.json`: its figures and loss curve) is written after its weights (`work/model`),
+    so a record means a whole member; the checkpoints then go. Only the main process writes: under
+    torchrun the others train alongside it and get {}."""
+    record_file = work / MEMBER_RECORD
+    if record_file.is_file():
+        record = read_json(record_file)
+        if record.get("identity") == identity_key:
+            log.info(f"finetune: member {number} (seed {seed}) was finished by an earlier run: kept, not retrained")
+            return {**record, "kept": True}
+    trained = fit(seed, work, identity_key, heard_by, hear)
+    if not runtime.is_main():
+        return {}
+    if lora:
+        trained.model.save_pretrained(work / "adapter")
+    merged(trained.model).to("cpu").save_pretrained(work / "model")
+    result, state = trained.result, trained.result.state
+    record = {"identity": identity_key, "seed": seed, "best_score": state.best_score, "best_step": state.best_step,
+              "steps": state.step, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
+              "stopped_early": state.stopped_early, "train_seconds": round(state.train_seconds, 2),
+              "train_flops": state.train_flops, "parameters": trained.parameters,
+              "trainable_parameters": trained.trainable_parameters, "augmented": trained.augment_counts(), "history": state.history}
+    write_json(record_file, record, indent=None)
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    log.info(f"finetune: member {number} (seed {seed}): best validation {metric} {state.best_score:.4f} at step "
+             f"{state.best_step} of {state.step}{resumed}")
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    return {**record, "kept": False}
+
+
+def _assemble(tmp: Path, seeds: list[int], lora: bool, describe: Callable[[Path], None]) -> None:
+    """`tmp/model`: the first member's folder, described (tokenizer, nlpstd.json), then every other
+    member under `members/<seed>/` and the ensemble entry; LoRA: the first member's adapter. Made
+    afresh from the members' work folders, so a rerun cut off here assembles it again."""
+    work = {seed: tmp / ensemble.MEMBERS / str(seed) for seed in seeds}
+    shutil.rmtree(tmp / "model", ignore_errors=True)
+    shutil.copytree(work[seeds[0]] / "model", tmp / "model")
+    describe(tmp / "model")
+    ensemble.add_members(tmp / "model", {seed: folder / "model" for seed, folder in work.items()}, seeds,
+                         read_json(tmp / "model" / INFO))
+    if lora:
+        shutil.rmtree(tmp / "adapter", ignore_errors=True)
+        shutil.copytree(work[seeds[0]] / "adapter", tmp / "adapter")
+
+
+def _ensemble_result(records: list[dict[str, Any]], scored: float) -> TrainResult:
+    """The ensemble's training as one run: the members' steps, time and FLOPs summed, the ensemble's
+    score as the best, the first member's loss curve; no best step, since each member has its own."""
+    state = LoopState(identity=records[0]["identity"], step=sum(r["steps"] for r in records), best_score=scored,
+                      stopped_early=any(r["stopped_early"] for r in records),
+                      train_seconds=sum(r["train_seconds"] for r in records), train_flops=sum(r["train_flops"] for r in records),
+                      history=records[0]["history"])
+    resumed = next((r["resumed_from"] for r in records if r["resumed_from"] is not None and not r["kept"]), None)
+    return TrainResult(state=state, total_steps=sum(r["total_steps"] for r in records), resumed_from=resumed)
+
+
+def _ensemble_figures(records: list[dict[str, Any]], metric: str, scored: float) -> dict[str, Any]:
+    """Each member's best validation score and training time, their mean and spread (sample standard
+    deviation across seeds), and the ensemble's own score; parameters are the members' together."""
+    scores = [r["best_score"] for r in records]
+    augmented: Counter[str] = Counter()
+    for r in records:
+        augmented.update(r["augmented"])
+    return {
+        f"best_validation_{metric}": scored,
+        **{f"member_{r['seed']}_best_validation_{metric}": r["best_score"] for r in records},
+        f"members_mean_best_validation_{metric}": statistics.fmean(scores),
+        f"members_spread_best_validation_{metric}": statistics.stdev(scores),
+        **{f"member_{r['seed']}_train_seconds": r["train_seconds"] for r in records},
+        "members": len(records),
+        "members_kept": sum(r["kept"] for r in records),
+        "parameters": sum(r["parameters"] for r in records),
+        "trainable_parameters": sum(r["trainable_parameters"] for r in records),
+        **dict(augmented),
+    }
+
+
+def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[dict], seed: int) -> Augmenter | None:
+    """The training split's augmentation per epoch, drawn from `seed` (`finetune.augment`; None when unset)."""
     spec = std.finetune.augment
     if spec is None:
         return None
@@ -125,4 +263,4 @@ def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[
         records = in_words(tokenizer, records, std.data.word_unit)
     log.info(f"finetune: augmenting {spec.probability:.0%} of {len(records):,} training examples per epoch "
              f"({', '.join(operations)})")
-    return Augmenter(records, operations, spec.probability, spec.rate, std.seed)
+    return Augmenter(records, operations, spec.probability, spec.rate, seed)

@@ -50,7 +50,7 @@ class Adversarial:
     perturbed uphill (so the loop logs about twice a plain run's loss); its micro-batches are the
     wrapped objective's."""
 
-    def __init__(self, objective: Objective, method: str = "fgm", epsilon: float = 1.0, steps: int = 3):
+    def __init__(self, objective: Objective, method: str = "fgm", epsilon: float = 0.1, steps: int = 3):
         """`steps` counts for pgd only (fgm takes one step of epsilon)."""
         if method not in ("fgm", "pgd"):
             raise ValueError(f"adversarial method {method!r}: expected fgm or pgd")
