@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -161,6 +163,22 @@ def killed_at_step(state: Path) -> int:
     from nlpstd.train.checkpoint import read_state
 
     return read_state(state.parent)["step"]
+
+
+def killed_then_rerun(command: list[str], state: Path, step: int = 50) -> tuple[int, subprocess.CompletedProcess]:
+    """Start `command`, kill it without warning (`kill -9`) once its checkpoint `state` is at `step`,
+    then run it again to the end, which must resume from where the kill left it: that step, and the rerun."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_checkpoint(process, state, step)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
+    killed_at = killed_at_step(state)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"resuming from the checkpoint at step {killed_at}" in finished.stdout
+    return killed_at, finished
 
 
 def corpus_text(n: int, seed: int = 0) -> str:

@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import conll_text, killed_at_step, sst_text, wait_for_checkpoint
+from conftest import conll_text, killed_then_rerun, sst_text
 from nlpstd.data.conll import read_conll
 from nlpstd.data.encode import encode
 from nlpstd.models.build import build_model, load_tokenizer
@@ -330,19 +327,9 @@ def test_sigkill_mid_adversarial_fine_tuning_then_rerun_resumes_and_matches_an_u
     ner_standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], "))
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "nlpstd.cli", "run", str(ner_standard), "--out", str(out), "--no-tracking"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    # -- start, wait for the second checkpoint, kill without warning, rerun: it resumes and finishes
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / ".finetune.partial" / "checkpoints" / "last" / "state.json"
-    wait_for_checkpoint(process, state, 50)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
-    killed_at = killed_at_step(state)
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    assert f"resuming from the checkpoint at step {killed_at}" in finished.stdout
+    # -- start, kill at the second checkpoint, rerun: it resumes and finishes
+    killed_then_rerun(command, out / ".finetune.partial" / "checkpoints" / "last" / "state.json")
 
     # -- an uninterrupted run, which trains adversarially, ends with the same weights and loss curve
     calls = []

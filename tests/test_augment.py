@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
-import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import killed_at_step, wait_for_checkpoint
+from conftest import killed_then_rerun
 from nlpstd.data.augment import Augmenter, apply, in_words, mentions_of, segments
 from nlpstd.data.encode import encode_tokens
 from nlpstd.runner import run_standard
@@ -232,21 +229,9 @@ def test_sigkill_mid_training_with_augmentation_then_rerun_matches_an_uninterrup
     ner_standard.write_text(text.replace("evaluate: {", "evaluate: {metrics: [f1], "))
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "nlpstd.cli", "run", str(ner_standard), "--out", str(out), "--no-tracking"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    # -- start, wait for the second checkpoint (a few epochs in), kill without warning
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / ".finetune.partial" / "checkpoints" / "last" / "state.json"
-    wait_for_checkpoint(process, state, 50)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run was killed, not finished"
-    killed_at = killed_at_step(state)
-
-    # -- rerun: it resumes, and ends where a run never interrupted ends
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    assert f"resuming from the checkpoint at step {killed_at}" in finished.stdout
+    # -- kill at the second checkpoint (a few epochs in), rerun: it resumes, and ends where a run never interrupted ends
+    killed_then_rerun(command, out / ".finetune.partial" / "checkpoints" / "last" / "state.json")
     reference = tmp_path / "reference"
     run_standard(ner_standard, reference, stages=["data-prep", "finetune"], tracking=False)
     resumed = load_file(out / "finetune" / "model" / "model.safetensors")
