@@ -6,6 +6,7 @@ to a logits array, so the torch model and an ONNX Runtime session are scored by 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Callable
 
 import numpy as np
@@ -57,16 +58,23 @@ def word_predictions(logits: list[np.ndarray], encoded: Encoded) -> list[list[tu
     either edge, where it has the most context; a word no window holds (truncation) gets (-1, 0.0)."""
     best = [[(-1, -1, 0.0)] * len(words) for words in encoded.words]  # (centrality, label, probability)
     for row, feature, record in zip(logits, encoded.features, encoded.record_of):
-        probs, word_ids = softmax(row), feature["word_ids"]
-        previous = -1
-        for position, word in enumerate(word_ids):
-            if word >= 0 and word != previous:
-                centrality = min(position, len(word_ids) - 1 - position)
-                if centrality > best[record][word][0]:
-                    label = int(probs[position].argmax())
-                    best[record][word] = (centrality, label, float(probs[position, label]))
-            previous = word
+        probs = softmax(row)
+        for position, word, centrality in first_subwords(feature["word_ids"]):
+            if centrality > best[record][word][0]:
+                label = int(probs[position].argmax())
+                best[record][word] = (centrality, label, float(probs[position, label]))
     return [[(label, prob) for _, label, prob in words] for words in best]
+
+
+def first_subwords(word_ids: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(position, word, centrality) of each word's first sub-word in one window (`word_ids`: -1 for
+    specials and padding); centrality is the distance to the window's nearer edge. A word in several
+    windows is read where its centrality is greatest, the first such window on a tie."""
+    previous = -1
+    for position, word in enumerate(word_ids):
+        if word >= 0 and word != previous:
+            yield position, word, min(position, len(word_ids) - 1 - position)
+        previous = word
 
 
 def word_tags(logits: list[np.ndarray], encoded: Encoded, id2label: dict[int, str]) -> list[list[str]]:

@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from nlpstd.data.encode import encode_tokens
+from nlpstd.inference import first_subwords
 from nlpstd.spans import entity_spans
 
 INTERNAL_BATCH = 32  # interpolation steps per forward pass: memory stays (32, T, hidden) however many steps
@@ -81,12 +82,9 @@ def explain_word(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, wor
     encoded = encode_tokens(tokenizer, [{"tokens": words, "tags": ["O"] * len(words)}], ["O"], max_length, stride=stride)
     best = None  # (distance from the nearer edge, window, position) of the word's first sub-word
     for window, feature in enumerate(encoded.features):
-        ids = feature["word_ids"]
-        for position, w in enumerate(ids):
-            if w == word and (position == 0 or ids[position - 1] != word):
-                centrality = min(position, len(ids) - 1 - position)
-                if best is None or centrality > best[0]:
-                    best = (centrality, window, position)
+        for position, w, centrality in first_subwords(feature["word_ids"]):
+            if w == word and (best is None or centrality > best[0]):
+                best = (centrality, window, position)
     if best is None:
         raise ValueError(f"word {word} ({words[word]!r}) is cut away by max_length {max_length}: nothing to explain")
     _, window, position = best
