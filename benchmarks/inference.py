@@ -36,7 +36,7 @@ from nlpstd.data.encode import encode
 from nlpstd.data.prepare import label_set
 from nlpstd.data.readers import read_all
 from nlpstd.export.onnx import MODEL_FILE, OnnxForward, export_onnx, quantize_int8
-from nlpstd.inference import Forward, torch_forward
+from nlpstd.inference import Forward, call_seconds, torch_forward
 from nlpstd.models.build import load_model, load_tokenizer
 from nlpstd.models.folder import CONFIG, read_config, task_of
 from nlpstd.spec import load_standard
@@ -111,13 +111,7 @@ def onnx_graphs(model_dir: Path, task: str, scratch: Path) -> dict[str, Path]:
 
 
 def measure(forward: Forward, batches: list[dict[str, torch.Tensor]], warmup: int = 10) -> dict[str, float]:
-    for batch in batches[:warmup]:
-        forward(batch)
-    seconds = []
-    for batch in batches:
-        began = time.perf_counter()
-        forward(batch)
-        seconds.append(time.perf_counter() - began)
+    seconds = call_seconds(forward, batches, warmup)
     sentences = sum(len(b["input_ids"]) for b in batches)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     quantiles = statistics.quantiles(seconds, n=10)

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
+from stage_runs import finetune_and_evaluate, prepare
 
 # what each variant adds to the standard's finetune section
 VARIANTS = {
@@ -63,22 +61,12 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(Path(args.standard).read_text())
-    prepared = _prepare(Path(args.standard), base, args.out)
+    prepared = prepare(Path(args.standard), base, args.out)
     results = {name: _variant(name, base, args.standard, prepared, args.rate, args.out) for name in names}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     table = _table(results, base)
     (args.out / "results.md").write_text(table)
     print(table)
-
-
-def _prepare(standard: Path, base: dict, out: Path) -> dict[str, Path]:
-    """data-prep, and pretrain when the standard has it, once, with the standard as given."""
-    folders = {"data": out / "data-prep"}
-    _stage("data-prep", standard, folders["data"], [])
-    if base.get("pretrain", {}).get("enabled"):
-        folders["pretrain"] = out / "pretrain"
-        _stage("pretrain", standard, folders["pretrain"], ["--data", str(folders["data"])])
-    return folders
 
 
 def _variant(name: str, base: dict, standard: str, prepared: dict[str, Path], rate: float, out: Path) -> dict:
@@ -94,20 +82,7 @@ def _variant(name: str, base: dict, standard: str, prepared: dict[str, Path], ra
         spec.setdefault("export", {}).setdefault("serving", {})["format"] = "onnx"
     else:
         spec["evaluate"]["explain"] = {"examples": 3}  # the report's attribution pictures, for a look at what changed
-    # the variant standard sits beside the original, so relative paths in it still resolve
-    path = Path(standard).with_name(f".trust-{name}-{Path(standard).name}")
-    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    try:
-        inputs = ["--data", str(prepared["data"]), "--allow-other-inputs"]
-        if "pretrain" in prepared:
-            inputs += ["--pretrain", str(prepared["pretrain"])]
-        started = time.perf_counter()
-        _stage("finetune", path, folder / "finetune", inputs)
-        finetune_wall = time.perf_counter() - started
-        _stage("evaluate", path, folder / "evaluate", ["--data", str(prepared["data"]), "--model",
-                                                       str(folder / "finetune"), "--allow-other-inputs"])
-    finally:
-        path.unlink(missing_ok=True)
+    finetune_wall = finetune_and_evaluate(spec, standard, "trust", prepared, folder)
     trained = json.loads((folder / "finetune" / "metrics.json").read_text())
     evaluated = json.loads((folder / "evaluate" / "metrics.json").read_text())
     metric = spec["evaluate"].get("gate", {}).get("metric", "f1")
@@ -122,16 +97,6 @@ def _variant(name: str, base: dict, standard: str, prepared: dict[str, Path], ra
         "augmented_examples": trained.get("augmented_examples"),
         "members": {key: value for key, value in trained.items() if key.startswith("member")},
     }
-
-
-def _stage(name: str, standard: Path, out: Path, extra: list[str]) -> None:
-    """One stage in its own process (not tracked: no --mlflow-run-id); a finished stage folder is kept."""
-    if (out / "stage.json").exists():
-        print(f"{name}: {out} exists, kept", flush=True)
-        return
-    command = [sys.executable, "-m", "nlpstd.cli", "stage", name, str(standard), "--out", str(out), *extra]
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
 
 
 def _table(results: dict[str, dict], base: dict) -> str:

@@ -22,6 +22,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from nlpstd.compress.prune import every_other_layer
 from nlpstd.data.encode import IGNORE
 from nlpstd.errors import NlpstdError
 from nlpstd.spec import LoopRecipe
@@ -33,7 +34,6 @@ from nlpstd.train.distill import (
     TeacherCache,
     cache_bytes,
     check_teacher,
-    every_other_layer,
     layer_subset,
     should_cache,
 )

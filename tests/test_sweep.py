@@ -21,7 +21,7 @@ from conftest import REPO, ner_yaml, write_conll_splits, write_standard
 from nlpstd.errors import StandardError
 from nlpstd.spec import load_standard
 from nlpstd.sweep import space
-from nlpstd.sweep.report import configurations, recommend
+from nlpstd.sweep.report import configurations, recommend, write_recommended, write_report
 from nlpstd.sweep.study import _queue, open_study, run_sweep
 
 GRID = """
@@ -177,6 +177,17 @@ def result(number: int, variant: str, value: float, parameters: int, seed: int =
             "flops": parameters * 10.0, "train_seconds": parameters / 100, "spec_hash": f"h{number}", "metric": "f1"}
 
 
+def measured(result: dict, int8_value: float | None, int8_passes: bool = True) -> dict:
+    """`result` with a footprint: fp32 figures, and int8's (None: int8 was skipped)."""
+    int8 = int8_value is not None
+    return {**result, "label": result["point"]["variant"], "state": "complete", "trial_seconds": 1.0, "changes": {"finetune.lr": 1e-3},
+            "inference_flops": result["parameters"] * 2.0, "inference_tokens": 12, "cpu_ms": result["parameters"] / 1000,
+            "cpu_threads": 1, "disk_bytes": result["parameters"] * 4, "int8_validation": {"f1": int8_value} if int8 else None,
+            "int8_value": int8_value, "int8_metric_drop": result["value"] - int8_value if int8 else None,
+            "int8_passes_gate": int8 and int8_passes, "int8_cpu_ms": result["parameters"] / 3000 if int8 else None,
+            "int8_disk_bytes": result["parameters"] if int8 else None, "int8_skipped": None if int8 else "onnx not installed"}
+
+
 def test_trials_that_differ_only_in_seed_are_one_configuration(tmp_path, tiny_base):
     configs = configurations([result(0, "a", 0.80, 100, seed=1), result(1, "a", 0.84, 100, seed=2), result(2, "b", 0.9, 200)])
     by_variant = {c["variant"]: c for c in configs}
@@ -202,6 +213,57 @@ def test_passes_gate_recommends_the_smallest_that_passes(tmp_path, tiny_base):
     assert none is None and "no configuration passes the gate" in reason
 
 
+def test_latency_as_the_cost_recommends_the_fastest_within_tolerance_not_the_smallest(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID + "      objective: {cost: latency}\n"))
+    fewer_parameters = {**measured(result(0, "deep-thin", 0.90, 1_000), int8_value=None), "cpu_ms": 9.0}
+    faster = {**measured(result(1, "shallow-wide", 0.90, 2_000), int8_value=None), "cpu_ms": 3.0}
+    chosen, reason = recommend(std, configurations([fewer_parameters, faster]))
+    assert chosen["variant"] == "shallow-wide" and "the fewest CPU ms per example at batch 1" in reason
+
+
+def test_the_recommendation_serves_int8_when_its_int8_graph_passes(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID))
+    configs = configurations([measured(result(0, "small", 0.895, 1_000), int8_value=0.890),
+                              measured(result(1, "large", 0.90, 20_000), int8_value=0.899)])
+    chosen, reason = recommend(std, configs)
+    assert chosen["variant"] == "small" and chosen["serving"] == "onnx-int8"
+    assert "within 0.01 of the best" in reason and "so it serves onnx-int8" in reason
+
+
+def test_the_recommendation_stays_fp32_when_its_int8_graph_fails_or_is_missing(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID))
+    failing = configurations([measured(result(0, "small", 0.895, 1_000), int8_value=0.85, int8_passes=False),
+                              measured(result(1, "large", 0.90, 20_000), int8_value=0.899)])
+    chosen, reason = recommend(std, failing)
+    assert chosen["variant"] == "small" and "serving" not in chosen  # int8 does not change which is chosen
+    assert "does not pass the gate" in reason
+    skipped = configurations([measured(result(0, "small", 0.895, 1_000), int8_value=None)])
+    assert "serving" not in recommend(std, skipped)[0]
+
+
+def test_an_int8_recommendation_loads_and_exports_and_serves_int8(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID))
+    chosen, reason = recommend(std, configurations([measured(result(0, "small", 0.895, 1_000), int8_value=0.890)]))
+    write_recommended(std, chosen, reason, tmp_path / "recommended.yaml")
+    recommended = load_standard(tmp_path / "recommended.yaml")
+    assert recommended.export.formats == ["safetensors", "onnx-int8"] and recommended.export.serving.format == "onnx-int8"
+    assert recommended.finetune.lr == 1e-3 and recommended.sweep is None
+
+
+def test_the_report_table_shows_each_configurations_footprint_fp32_and_int8(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID))
+    results = [measured(result(0, "small", 0.895, 1_000), int8_value=0.890), measured(result(1, "large", 0.90, 20_000), int8_value=None)]
+    write_report(std, results, tmp_path / "report")
+    lines = (tmp_path / "report" / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| configuration |"))
+    for column in ("inference FLOPs", "CPU ms/example (batch 1)", "disk MB", "int8 f1", "int8 CPU ms/example", "int8 disk MB", "int8 gate"):
+        assert f"| {column} |" in header
+    small, large = (next(line for line in lines if line.startswith(f"| {name} |")) for name in ("small", "large"))
+    assert "| 2e+03 | 1.00 | 0.0 |" in small and "| 0.8900 | 0.33 | 0.0 |" in small and small.endswith("| pass | pass |")
+    assert "| 4e+04 | 20.00 | 0.1 |" in large and "| - | - | - |" in large and large.endswith("| pass | - |")
+    assert (tmp_path / "report" / "plots" / "capability_vs_latency.png").is_file()
+
+
 # -- the study
 
 
@@ -212,7 +274,8 @@ def test_a_grid_sweep_runs_every_point_and_writes_a_runnable_recommendation(tmp_
     assert summary["trials"] == 4 and summary["pruned"] == 0
     report = tmp_path / "out" / "report"
     assert {p.name for p in (report / "plots").iterdir()} == {
-        "capability_vs_parameters.png", "capability_vs_seconds.png", "train_vs_validation.png", "search_history.png"}
+        "capability_vs_parameters.png", "capability_vs_seconds.png", "capability_vs_latency.png", "train_vs_validation.png",
+        "search_history.png"}
     recommended = load_standard(report / "recommended.yaml")
     chosen = summary["recommended"]
     assert recommended.name == "tiny-ner-recommended" and recommended.sweep is None
@@ -222,6 +285,7 @@ def test_a_grid_sweep_runs_every_point_and_writes_a_runnable_recommendation(tmp_
     assert chosen["label"] in text and text.count("| slow,") + text.count("| fast,") == 8  # by configuration and by trial
     trials = json.loads((report / "trials.json").read_text())["trials"]
     assert all(t["parameters"] > 0 and t["flops"] > 0 and 0 <= t["train_metric"] <= 1 for t in trials)
+    assert all(t["inference_flops"] > 0 and t["cpu_ms"] > 0 and 0 < t["int8_disk_bytes"] < t["disk_bytes"] for t in trials)
 
 
 def test_trials_share_prepared_data(tmp_path, tiny_base, monkeypatch):

@@ -6,6 +6,7 @@ to a logits array, so the torch model and an ONNX Runtime session are scored by 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Callable
 
@@ -31,6 +32,19 @@ def torch_forward(model: PreTrainedModel, device: torch.device, precision: str =
             return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
 
     return forward
+
+
+def call_seconds(forward: Forward, batches: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
+    """The wall seconds of each call of `forward` on `batches`, after `warmup` untimed calls on the
+    first ones (one-off costs: allocation, kernel choice, lazy initialisation)."""
+    for batch in batches[:warmup]:
+        forward(batch)
+    seconds = []
+    for batch in batches:
+        began = time.perf_counter()
+        forward(batch)
+        seconds.append(time.perf_counter() - began)
+    return seconds
 
 
 def predict_logits(forward: Forward, features: list[dict], batch_size: int, pad_id: int = 0,

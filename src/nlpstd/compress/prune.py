@@ -29,7 +29,6 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from nlpstd.errors import NlpstdError
-from nlpstd.models.build import count_parameters
 
 Batch = dict[str, torch.Tensor]
 
@@ -166,7 +165,7 @@ def prune_ffn(model: PreTrainedModel, keep: float | int, importance: list[torch.
     if len(importance) != len(layers) or any(score.numel() != width for score in importance):
         raise NlpstdError(f"importance: expected {len(layers)} scores of {width} neurons (ffn_importance of this "
                           f"model), got {[score.numel() for score in importance]}")
-    before = count_parameters(model)[0]
+    before = parameter_count(model)
     removed = []
     for layer, score in zip(layers, importance):
         index = torch.topk(score.flatten(), kept).indices.sort().values  # the neurons keep their order
@@ -174,7 +173,7 @@ def prune_ffn(model: PreTrainedModel, keep: float | int, importance: list[torch.
         _replace(layer, family.up, _sliced(layer.get_submodule(family.up), index, dim=0))
         _replace(layer, family.down, _sliced(layer.get_submodule(family.down), index, dim=1))
     setattr(model.config, family.ffn_width, kept)
-    summary = {"parameters_before": before, "parameters_after": count_parameters(model)[0],
+    summary = {"parameters_before": before, "parameters_after": parameter_count(model),
                family.ffn_width: {"before": width, "after": kept}, "removed_neurons": removed}
     return model, summary
 
@@ -188,13 +187,39 @@ def prune_layers(model: PreTrainedModel, drop: float | int, importance: torch.Te
     if importance.numel() != len(layers):
         raise NlpstdError(f"importance: expected {len(layers)} layer scores (layer_importance of this model), "
                           f"got {importance.numel()}")
-    before = count_parameters(model)[0]
+    before = parameter_count(model)
     removed = sorted(torch.argsort(importance.flatten(), stable=True)[:count].tolist())
     _set_layers(model, [layer for i, layer in enumerate(layers) if i not in removed])
     model.config.num_hidden_layers = len(layers) - count
-    summary = {"parameters_before": before, "parameters_after": count_parameters(model)[0],
+    summary = {"parameters_before": before, "parameters_after": parameter_count(model),
                "num_hidden_layers": {"before": len(layers), "after": len(layers) - count}, "removed_layers": removed}
     return model, summary
+
+
+def keep_layers(model: PreTrainedModel, layers: Sequence[int] | str) -> PreTrainedModel:
+    """Keep only the encoder layers `layers` of `model` (ascending, e.g. [0, 2, 4] of 6, or
+    "every-other"), in place, with everything else (embeddings, head) as it was and the layer count
+    in the config, so it saves and reloads with plain transformers."""
+    count = model.config.num_hidden_layers  # DistilBERT's n_layers answers to this name too
+    kept = every_other_layer(count) if layers == "every-other" else list(layers)
+    if not kept or kept != sorted(set(kept)) or not all(0 <= i < count for i in kept):
+        raise NlpstdError(f"model.keep_layers: {kept!r} is not an ascending list of distinct layers of the base's "
+                          f"{count} (0..{count - 1})")
+    if len(kept) < count:  # prune_layers drops the lowest-scoring layers: score the kept ones 1, the others 0
+        score = torch.zeros(count)
+        score[kept] = 1.0
+        prune_layers(model, count - len(kept), score)
+    return model
+
+
+def every_other_layer(count: int) -> list[int]:
+    """Layers 0, 2, 4, ... of `count`: how DistilBERT started its student from BERT."""
+    return list(range(0, count, 2))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Every parameter of `model` (the compression modules stay below `nlpstd.models.build`, which uses them)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _kept_neurons(keep: float | int, width: int) -> int:

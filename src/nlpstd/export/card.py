@@ -31,6 +31,7 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         f"- Parameters: {parameters:,}",
         f"- Recipe: {recipe.method}, {recipe.epochs} epoch(s)" + (f", at most {recipe.max_steps} steps" if recipe.max_steps else "")
         + f", lr {recipe.lr:g}, batch {recipe.batch_size}, warm-up {recipe.warmup_ratio:g}, weight decay {recipe.weight_decay:g}, seed {std.seed}",
+        *_compression(std),
         "",
         "## Evaluation",
         "",
@@ -110,6 +111,36 @@ def _ensemble(std: Standard) -> list[str]:
             "whose logits are averaged; its parameters above count every member. `nlpstd predict` on this folder and the "
             "ONNX graph serve all members averaged. Plain `transformers`, as below, loads the first member only (seed "
             f"{seeds[0]}); the others are in `members/<seed>/`.", ""]
+
+
+def _compression(std: Standard) -> list[str]:
+    """How the model was made smaller: a layer subset of the base, distillation, pruning."""
+    lines = []
+    keep = std.model.keep_layers
+    if keep is not None:
+        lines.append(f"- Layers: {'every other layer' if keep == 'every-other' else 'layers ' + ', '.join(map(str, keep))} "
+                     "of the base kept")
+    distill = std.finetune.distill
+    if distill is not None:
+        teacher = "this standard's own fine-tuned model" if distill.teacher == "self" else f"`{distill.teacher}`"
+        start = ", starting from the teacher's own weights" if distill.init == "teacher" else ""
+        lines.append(f"- Distilled from {teacher} (temperature {distill.temperature:g}, teacher weight {distill.alpha:g}, "
+                     f"labels {1 - distill.alpha:g}{start})")
+    compress = std.compress
+    if compress is not None and compress.prune is not None:
+        prune = compress.prune
+        parts = [f"{share:.0%} of the {what}" for what, share in (("layers", prune.layers), ("feed-forward neurons", prune.ffn))
+                 if share is not None]
+        lines.append(f"- Pruned after fine-tuning: {' and '.join(parts)} removed (least important on validation batches)")
+    if compress is not None and compress.factorize is not None:
+        factorize = compress.factorize
+        budget = f"rank {factorize.rank}" if factorize.rank else f"the rank keeping {factorize.energy:.0%} of the energy"
+        lines.append(f"- Factorized after fine-tuning: the {' and '.join(factorize.modules)} matrices as two of {budget} "
+                     "each (truncated SVD); plain transformers cannot load this folder, `nlpstd predict` and the ONNX "
+                     "formats can")
+    if compress is not None:
+        lines.append(f"- Then recovered with {compress.recovery.steps} fine-tuning steps")
+    return lines
 
 
 def _base(std: Standard) -> str:

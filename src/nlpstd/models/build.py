@@ -23,11 +23,25 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
+from nlpstd.compress.factorize import load_factorized
+from nlpstd.compress.prune import keep_layers as keep_only
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.jsonio import write_json
 from nlpstd.models.bases import PACKAGED_BASES
 from nlpstd.models.ensemble import Ensemble, ensemble_spec, member_folders
-from nlpstd.models.folder import CONFIG, TOKENIZER, WEIGHTS, check_model_folder, check_tokenizer_files, first_line, read_config
+from nlpstd.models.folder import (
+    CONFIG,
+    INFO,
+    TOKENIZER,
+    WEIGHTS,
+    check_model_folder,
+    check_tokenizer_files,
+    first_line,
+    read_config,
+    read_json_object,
+)
+
+FACTORIZED = "factorized"  # nlpstd.json: {module path: rank} of a factorized model's matrices
 
 if TYPE_CHECKING:  # annotations only, so the training path imports without pydantic
     from nlpstd.spec import FinetuneSpec, LoraSpec, ModelSpec
@@ -83,8 +97,10 @@ def model_class(task: str) -> type:
     return AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
 
 
-def build_model(task: str, source: str, labels: list[str], recipe: FinetuneSpec) -> PreTrainedModel:
-    """A fresh task head on the base encoder; the label map goes into the config so the model describes itself."""
+def build_model(task: str, source: str, labels: list[str], recipe: FinetuneSpec,
+                keep_layers: list[int] | str | None = None) -> PreTrainedModel:
+    """A fresh task head on the base encoder; the label map goes into the config so the model describes
+    itself. `keep_layers` (`model.keep_layers`) keeps only those encoder layers, before any LoRA."""
     extra = {} if recipe.classifier_dropout is None else {"classifier_dropout": recipe.classifier_dropout}
     if os.path.isdir(source):  # `stage finetune --base DIR` reaches here without resolve_base
         check_model_folder(source)
@@ -100,6 +116,8 @@ def build_model(task: str, source: str, labels: list[str], recipe: FinetuneSpec)
         )
     except Exception as exc:  # transformers' errors for a file that passed the checks: one line, not a traceback
         raise _load_error(source, CONFIG, "transformers cannot load the model it describes", exc) from None
+    if keep_layers is not None:
+        model = keep_only(model, keep_layers)
     if recipe.method == "lora":
         model = add_lora(model, task, recipe.lora)
     return model
@@ -166,15 +184,19 @@ def load_model(model_dir: str | Path, task: str) -> PreTrainedModel | Ensemble:
     each checked and loaded the same way."""
     folder = Path(model_dir)
     config = check_model_folder(folder, task)
-    model = _load_checked(folder, task)
+    model = load_checked(folder, task)
     spec = ensemble_spec(folder)
     if spec is None:
         return model
-    return Ensemble([model, *(_load_checked(member, task) for member in member_folders(folder, spec, config, task))])
+    return Ensemble([model, *(load_checked(member, task) for member in member_folders(folder, spec, config, task))])
 
 
-def _load_checked(folder: Path, task: str) -> PreTrainedModel:
-    """The model of a checked folder, refused unless its weights fill it exactly."""
+def load_checked(folder: Path, task: str) -> PreTrainedModel:
+    """The model of a checked folder, refused unless its weights fill it exactly; a factorized one
+    (nlpstd.json's `factorized` plan) with its two thin matrices where the config has one."""
+    plan = factorization(folder)
+    if plan is not None:
+        return load_factorized(folder, model_class(task), plan)
     config = _load_config(folder)
     with _quiet_loading():
         try:
@@ -223,6 +245,24 @@ def _load_error(source: str, file: str, problem: str, exc: BaseException | None)
     if os.path.isdir(source):
         return LocatedError(Path(source) / file, None, None, problem + detail)
     return NlpstdError(f"model.base: {source}: {problem}{detail}")
+
+
+def factorization(folder: Path) -> dict[str, int] | None:
+    """The `factorized` entry of a folder's nlpstd.json ({module path: rank}), checked; None when the
+    model is dense (or the folder has no nlpstd.json, as a plain transformers folder)."""
+    info = Path(folder) / INFO
+    plan = read_json_object(info).get(FACTORIZED) if os.path.lexists(info) else None
+    if plan is None:
+        return None
+    if not isinstance(plan, dict) or not plan or not all(isinstance(k, str) and type(v) is int and v > 0 for k, v in plan.items()):
+        raise LocatedError(info, None, FACTORIZED, f"expected {{module path: rank}} of the factorized matrices, got {plan!r}")
+    return plan
+
+
+def add_factorization(folder: Path, plan: dict[str, int]) -> None:
+    """Record in nlpstd.json which matrices of the saved weights are factorized, and to which rank."""
+    info = Path(folder) / INFO
+    write_json(info, {**read_json_object(info), FACTORIZED: plan})
 
 
 def write_model_info(folder: Path, *, task: str, max_length: int, standard: str, spec_hash: str, fingerprint: str,

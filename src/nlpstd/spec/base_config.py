@@ -34,6 +34,7 @@ def _check_base_positions(std: Standard, fail: Callable[[tuple, str], None]) -> 
     except _BaseUnusable as exc:
         fail(("model", "base"), str(exc))
         return
+    _check_kept_layers(std, config, fail)
     positions = _usable_positions(config) if config is not None else None
     if positions is None:
         return
@@ -43,6 +44,19 @@ def _check_base_positions(std: Standard, fail: Callable[[tuple, str], None]) -> 
     for loc, length in lengths:
         if length > positions:
             fail(loc, f"{length} exceeds the {positions} positions of model.base {_clip(std.model.base)}")
+
+
+def _check_kept_layers(std: Standard, config: dict[str, Any] | None, fail: Callable[[tuple, str], None]) -> None:
+    """model.keep_layers names layers the base has."""
+    keep, count = std.model.keep_layers, (config or {}).get("num_hidden_layers", (config or {}).get("n_layers"))
+    if not isinstance(keep, list) or not isinstance(count, int):
+        return
+    outside = [layer for layer in keep if layer >= count]
+    if outside:
+        fail(("model", "keep_layers"), f"layer {outside[0]} is not one of the {count} layers of model.base "
+                                       f"{_clip(std.model.base)} (0..{count - 1})")
+    elif len(keep) == count:
+        fail(("model", "keep_layers"), f"keeps all {count} layers of model.base: leave keep_layers unset")
 
 
 def _base_config(base: str) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ def _check_combinations(std: Standard, path: Path, lines: dict[tuple, int]) -> N
     _check_export(std, fail)
     _check_token_budget(std, fail)
     _check_trust(std, fail)
+    _check_compression(std, fail)
 
 
 def _check_long_texts(std: Standard, fail: Callable[[tuple, str], None]) -> None:
@@ -137,6 +138,40 @@ def _check_trust(std: Standard, fail: Callable[[tuple, str], None]) -> None:
     explain = std.evaluate.explain
     if explain is not None and explain.split == "test" and not _has_test(std):
         fail(("evaluate", "explain", "split"), "explanations read the test split, but data.test is not set")
+
+
+def _check_compression(std: Standard, fail: Callable[[tuple, str], None]) -> None:
+    """A layer subset of a base, a teacher cache that can stay true, and pruning of one full-weight model."""
+    keep = std.model.keep_layers
+    if isinstance(keep, list) and keep != sorted(set(keep)):
+        fail(("model", "keep_layers"), f"{keep} is not ascending without repeats: name each kept layer once, in order")
+    if keep is not None and std.model.base is None:
+        fail(("model", "keep_layers"), "keeps layers of model.base; a model built from scratch sets model.layers instead")
+    distill = std.finetune.distill
+    if distill is not None and distill.cache == "on" and std.finetune.augment is not None:
+        fail(("finetune", "distill", "cache"), "cached teacher logits are of the texts before augmentation "
+             "(finetune.augment changes them every epoch): set cache: auto or off")
+    compress = std.compress
+    if compress is None:
+        return
+    if compress.prune is None and compress.factorize is None:
+        fail(("compress",), "compresses nothing: set prune and/or factorize")
+    prune, factorize = compress.prune, compress.factorize
+    if prune is not None and prune.ffn is None and prune.layers is None:
+        fail(("compress", "prune"), "prunes nothing: set ffn (a share of the feed-forward neurons) and/or layers (a share of the layers)")
+    if factorize is not None and (factorize.rank is None) == (factorize.energy is None):
+        fail(("compress", "factorize"), "set exactly one of rank (every matrix) or energy (a share, per matrix)")
+    if factorize is not None and std.export.serving.format == "safetensors":
+        fail(("export", "serving", "format"), "a factorized model is served from ONNX: plain transformers cannot load "
+             "two matrices where its config has one: set export.serving.format: onnx (or onnx-int8)")
+    if std.finetune.method == "lora":
+        fail(("compress",), "compression changes the merged weights' shapes, which a LoRA adapter no longer fits: "
+             "compress a finetune.method: full model")
+    if std.runtime.gpu.count > 1:
+        fail(("compress",), f"compression runs in one process, and runtime.gpu.count {std.runtime.gpu.count} trains under "
+             "torchrun: compress with one GPU (or the CPU)")
+    if std.finetune.seeds is not None:
+        fail(("compress",), "an ensemble (finetune.seeds) would be compressed member by member: compress a single-seed run")
 
 
 def _is_field(key: str) -> bool:

@@ -64,6 +64,8 @@ def _resolve_path(value: str, info: ValidationInfo, object_key: bool = True) -> 
 
 PathStr = Annotated[str, AfterValidator(_resolve_path)]
 FolderStr = Annotated[str, AfterValidator(lambda value, info: _resolve_path(value, info, object_key=False))]
+OWN_TEACHER = "self"  # finetune.distill.teacher: the standard's own model, trained first
+TeacherStr = Annotated[str, AfterValidator(lambda value, info: value if value == OWN_TEACHER else _resolve_path(value, info, object_key=False))]
 
 
 class _Section(BaseModel):
@@ -320,6 +322,16 @@ class ModelSpec(_Section):
     ffn: int | None = Field(None, ge=16, le=65536, description="Override the feed-forward width (default 4 x hidden).")
     max_position: int = Field(512, ge=8, le=8192, description="Longest sequence a from-scratch model accepts.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Hidden and attention dropout of a from-scratch model.")
+    keep_layers: list[Annotated[int, Field(ge=0, le=255)]] | Literal["every-other"] | None = Field(
+        None, min_length=1, description="Keep only these encoder layers of `base` (0-based, ascending), or every other one "
+        "(0, 2, 4, ...: how DistilBERT began), when the task model is built: a smaller student for `finetune.distill`.")
+
+    @field_validator("keep_layers", mode="before")
+    @classmethod
+    def _layers_or_every_other(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "every-other":
+            raise ValueError(f"expected a list of layer numbers ([0, 2, 4]) or 'every-other', got {value!r}")
+        return value
 
     def architecture(self) -> dict[str, int]:
         """The from-scratch shape after overrides."""
@@ -435,6 +447,23 @@ class AdversarialSpec(_Section):
     steps: int = Field(3, ge=1, le=20, description="pgd: ascent steps, each of epsilon / steps (fgm takes one).")
 
 
+class DistillSpec(_Section):
+    """Learn from a fine-tuned teacher's softened logits as well as from the labels (knowledge distillation)."""
+
+    teacher: TeacherStr = Field(description="`self`: this standard's own model, fine-tuned first in the same stage "
+                                "(without distill, keep_layers or compress); or a fine-tuned model folder of this task "
+                                "and label set (a finetune stage's `model/`, an exported folder, or s3://) whose "
+                                "tokenizer is the student's.")
+    temperature: float = Field(2.0, gt=0, le=100, description="Softens both sides' logits; the KL term is scaled by its square.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the teacher's targets; 1 - alpha weighs the labels' cross-entropy.")
+    init: Literal["base", "teacher"] = Field("base", description="Where the student's weights start: `base` (model.base, "
+                                             "or the pretrained encoder) or `teacher` (the teacher's own fine-tuned weights, "
+                                             "head included; with model.keep_layers, DistilBERT's start).")
+    cache: Literal["auto", "on", "off"] = Field("auto", description="Compute the teacher's logits once, before training: "
+                                               "auto = when the data is seen more than once, is not augmented, and "
+                                               "the logits fit in 2 GiB.")
+
+
 class FinetuneSpec(LoopRecipe):
     method: Literal["full", "lora"] = "full"
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
@@ -448,6 +477,56 @@ class FinetuneSpec(LoopRecipe):
     seeds: list[Seed] | None = Field(None, min_length=2, max_length=16, description="Fine-tune one member per seed "
                                      "and average their logits (an ensemble); default: one model, of the standard's seed.")
     ensemble: Literal["mean"] = Field("mean", description="How the members' logits combine: their mean.")
+    distill: DistillSpec | None = Field(None, description="Distil a teacher's knowledge into the model (off when unset).")
+
+
+class PruneSpec(_Section):
+    """Remove the fine-tuned model's least important layers and feed-forward neurons for real
+    (smaller matrices, a valid config)."""
+
+    ffn: float | None = Field(None, gt=0, lt=1, description="Share of each layer's feed-forward neurons to remove, "
+                              "ranked by first-order (Taylor) importance on validation batches.")
+    layers: float | None = Field(None, gt=0, lt=1, description="Share of the encoder layers to remove, those whose "
+                                 "skipping raises the validation loss least.")
+    heads: float | None = Field(None, description="Not supported: a BERT config derives the head size from the hidden "
+                                "size, so fewer heads cannot make the model smaller; prune `ffn` or `layers`.")
+    importance_batches: int = Field(16, gt=0, le=MAX_COUNT, description="Validation batches (of eval_batch_size) the "
+                                    "importance is measured on.")
+
+    @field_validator("heads")
+    @classmethod
+    def _no_heads(cls, value: float | None) -> None:
+        if value is not None:
+            raise ValueError("attention heads cannot be removed from a BERT-family model into a smaller valid config "
+                             "(the head size is hidden / heads): prune ffn or layers instead")
+        return value
+
+
+class FactorizeSpec(_Section):
+    """Replace large weight matrices by two thin ones, their truncated SVD (`rank` or `energy`)."""
+
+    rank: int | None = Field(None, gt=0, le=65536, description="The same rank for every matrix.")
+    energy: float | None = Field(None, gt=0, le=1, description="Or per matrix, the smallest rank keeping this share of "
+                                 "its squared singular values.")
+    modules: list[Literal["ffn", "attention"]] = Field(default_factory=lambda: ["ffn"], min_length=1, description="Which "
+                                                       "matrices: the feed-forward pair, and/or the attention projections.")
+
+
+class RecoverySpec(_Section):
+    """A short fine-tuning after pruning or factorization, to win back what they cost."""
+
+    steps: int = Field(100, ge=0, le=MAX_COUNT, description="Optimizer steps (0: none).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (default finetune.lr).")
+
+
+class CompressSpec(_Section):
+    """Make the fine-tuned model smaller before it is evaluated and exported: pruned, then factorized,
+    then recovered."""
+
+    prune: PruneSpec | None = Field(None, description="Structured pruning (off when unset).")
+    factorize: FactorizeSpec | None = Field(None, description="Low-rank factorization (off when unset); the model is "
+                                            "then served from ONNX, as plain transformers cannot load it.")
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
 
 
 class PromoteSpec(_Section):
@@ -703,8 +782,9 @@ class PruningSpec(_Section):
 
 class SweepObjective(_Section):
     metric: str | None = Field(None, description="Validation metric to maximize (default: the gate's metric).")
-    cost: Literal["parameters", "flops", "seconds"] = Field("parameters", description="What a smaller configuration saves: "
-                                                             "parameter count, training FLOPs or training seconds.")
+    cost: Literal["parameters", "flops", "seconds", "inference_flops", "latency"] = Field(
+        "parameters", description="What a smaller configuration saves: parameter count, training FLOPs, training seconds, "
+        "FLOPs of one forward pass, or CPU latency at batch 1.")
     tolerance: float = Field(0.01, ge=0, description="Recommend the cheapest configuration within this of the best (0.01 = 1 point).")
     recommend: Literal["within-tolerance", "passes-gate"] = Field(
         "within-tolerance", description="The cheapest within tolerance of the best, or the cheapest that passes the gate.")
@@ -763,6 +843,7 @@ class Standard(_Section):
     model: ModelSpec
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    compress: CompressSpec | None = Field(None, description="Prune or factorize the fine-tuned model (off when unset).")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)

@@ -8,10 +8,17 @@ drawn from the seed), in its own work folder `members/<seed>/`. A rerun keeps th
 interrupted run finished and resumes the one it cut off. `model/` is then the first member's folder
 with the others under `model/members/<seed>/` (`nlpstd.models.ensemble`), and the validation score
 is the ensemble's own: the members' logits averaged.
+
+With `finetune.distill` the loss also pulls towards a teacher's softened logits (`nlpstd.train.distill`,
+`stages.teacher`); the teacher's weights are part of the run's identity, so a checkpoint distilled
+from another teacher is never resumed. With `compress` the fine-tuned model is kept aside (`dense/`,
+like an ensemble member), pruned and/or factorized (`stages.compression`), and trained briefly again
+to recover; a rerun keeps the finished model and resumes the recovery.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import statistics
@@ -22,19 +29,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nlpstd import runtime
+from nlpstd.compress.factorize import plan as factorization_plan
 from nlpstd.data.augment import Augmenter, in_words
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.jsonio import read_json, write_json
 from nlpstd.models import ensemble
-from nlpstd.models.build import build_model, count_parameters, load_model, load_tokenizer, merged, resolve_base, write_model_info
+from nlpstd.models.build import (
+    add_factorization,
+    add_lora,
+    build_model,
+    count_parameters,
+    load_checked,
+    load_model,
+    load_tokenizer,
+    merged,
+    resolve_base,
+    write_model_info,
+)
 from nlpstd.models.folder import INFO
-from nlpstd.spec import Standard, budget_widths
-from nlpstd.spec.schema import AUGMENT_OPERATIONS
+from nlpstd.spec import Standard, budget_widths, with_changes
+from nlpstd.spec.schema import AUGMENT_OPERATIONS, OWN_TEACHER, CompressSpec
 from nlpstd.stages import identity
+from nlpstd.stages.compression import compress, ranking_batches
 from nlpstd.stages.context import begin
 from nlpstd.stages.output import staged
+from nlpstd.stages.teacher import Teacher, load_teacher
 from nlpstd.stages.training import log_training, write_training
 from nlpstd.tracking import Tracker
 from nlpstd.train.adversarial import adversarial
@@ -48,6 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMBER_RECORD = "member.json"  # in a member's work folder, written once its weights are: the member is done
+DENSE = "dense"  # with compress: the work folder of the model before compression
+TEACHER = "teacher"  # with finetune.distill.teacher: self, the teacher's stage folder
 
 
 @dataclass
@@ -105,23 +128,32 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
                        iob_repair=std.evaluate.iob_repair)
         return headline(scored.metrics)
 
+    teacher, teacher_score = None, None  # with finetune.distill: loaded (or trained) in the stage's work folder
+    passes = loop.max_steps * recipe.batch_size / len(train_set.features) if loop.max_steps else loop.epochs
+
     def fit(seed: int, work: Path, identity_key: str, heard_by: Tracker | None,
-            hear: Callable[[int, dict[str, float]], None] | None) -> _Trained:
+            hear: Callable[[int, dict[str, float]], None] | None, start: PreTrainedModel | None = None,
+            schedule: LoopConfig = loop) -> _Trained:
         """A model of `seed` trained with checkpoints in `work`: the seed draws its head, then its batch
-        order, augmentation and dropout."""
+        order, augmentation and dropout. `start` trains that model instead of a new one (the recovery
+        after compression), on `schedule`."""
         runtime.seed_everything(seed)
-        model = build_model(std.task, source, data.labels, recipe)
+        model = start if start is not None else _new_model(std, source, data.labels, teacher)
         total_params, trainable_params = count_parameters(model)
-        log.info(f"finetune: {recipe.method} on {source} ({total_params:,} parameters, {trainable_params:,} trainable) "
-                 f"on {device}, {precision}")
+        what = "recovery of the compressed model" if start is not None else f"{recipe.method} on {source}"
+        log.info(f"finetune: {what} ({total_params:,} parameters, {trainable_params:,} trainable) on {device}, {precision}")
         augmenter = _augmenter(std, tokenizer, data.splits["train"], seed)
         if augmenter is None:
             objective = Supervised(train_set.features, seed=seed, **batching)
         else:  # each epoch trains on its own augmented records, encoded afresh
             objective = Augmented(lambda epoch: encode_data(tokenizer, std.data, std.task, augmenter(epoch), data.labels).features,
                                   seed=seed, **batching)
+        if teacher is not None:
+            objective = teacher.objective(model, objective, features=train_set.features, passes=passes,
+                                          augmenting=augmenter is not None, pad_id=tokenizer.pad_token_id, device=device,
+                                          batch_size=recipe.eval_batch_size)
         objective = adversarial(objective, recipe.adversarial)  # the same objective when finetune.adversarial is unset
-        result = train(model, objective, evaluate, loop, ctx.engine, Selection(metric), work_dir=work, identity=identity_key,
+        result = train(model, objective, evaluate, schedule, ctx.engine, Selection(metric), work_dir=work, identity=identity_key,
                        tracker=heard_by, desc="finetune", on_evaluation=hear)
         return _Trained(model, result, augmenter, total_params, trainable_params)
 
@@ -132,14 +164,27 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
                          spec_hash=std.spec_hash(), fingerprint=data.fingerprint, stride=std.data.stride,
                          truncation_side=std.data.truncation_side, word_unit=std.data.word_unit)
 
-    run_identity = f"{std.spec_hash()}:{data.fingerprint}"
+    shrink = std.compress
     with staged(out_dir, keep_on_error=True, work_dir=work_dir) as tmp:
+        if recipe.distill:
+            teacher = _teacher(std, data_dir, tmp / TEACHER, base, allow_other_inputs, tokenizer)
+            teacher_score = evaluate(teacher.model.to(device))[metric]
+        run_identity = f"{std.spec_hash()}:{data.fingerprint}" + (f":teacher={teacher.digest}" if teacher else "")
         if recipe.seeds:  # an ensemble: one member after another, each in its own work folder
             seeds = list(recipe.seeds)
             records = [_member(fit, seed, tmp / ensemble.MEMBERS / str(seed), f"{run_identity}:seed={seed}",
-                               f"{number}/{len(seeds)}", metric, recipe.method == "lora",
+                               f"member {number}/{len(seeds)} (seed {seed})", metric, recipe.method == "lora",
                                tracker if number == 1 else None, on_evaluation if number == 1 else None)
                        for number, seed in enumerate(seeds, 1)]
+        elif shrink is not None:  # fine-tuned as usual (kept aside), compressed, then trained again briefly
+            record = _member(fit, std.seed, tmp / DENSE, run_identity, "the model before compression", metric, False,
+                             tracker, on_evaluation)
+            model = load_checked(tmp / DENSE / "model", std.task).to(device)
+            ranking = ranking_batches(val_set.features, shrink.prune.importance_batches if shrink.prune else 0,
+                                      recipe.eval_batch_size, tokenizer.pad_token_id, std.seed)
+            compression, compressed_score = compress(model, shrink, ranking), evaluate(model)[metric]
+            log.info(f"finetune: validation {metric} {record['best_score']:.4f} before compression, {compressed_score:.4f} after")
+            trained = _recovered(fit, model, shrink, loop, std.seed, tmp, f"{run_identity}:compressed", compressed_score)
         else:
             trained = fit(std.seed, tmp, run_identity, tracker, on_evaluation)
         if not runtime.is_main():  # the main process writes the model
@@ -156,13 +201,20 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             final = merged(trained.model).to("cpu")
             final.save_pretrained(tmp / "model")
             describe(tmp / "model")
+            if shrink is not None and shrink.factorize is not None:  # plain transformers builds dense matrices
+                add_factorization(tmp / "model", factorization_plan(final))
             result = trained.result
             figures = {f"best_validation_{metric}": result.state.best_score, "parameters": trained.parameters,
                        "trainable_parameters": trained.trainable_parameters, **trained.augment_counts()}
+            if shrink is not None:
+                result = _after_compression(record, trained.result)
+                figures = {**figures, **_compression_figures(record, compression, compressed_score, trained, metric)}
         identity.write(tmp, "finetune", std, data.fingerprint)
+        figures = {**figures, **_teacher_figures(teacher, teacher_score, metric)}
         metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=ctx.started, device=device, precision=precision,
                                  extra={**figures, "train_truncated": train_set.truncated})
-        shutil.rmtree(tmp / ensemble.MEMBERS, ignore_errors=True)  # the members' work folders, once all they fed is written
+        for work in (tmp / ensemble.MEMBERS, tmp / DENSE, tmp / TEACHER):  # work folders, once all they fed is written
+            shutil.rmtree(work, ignore_errors=True)
 
     log_training(tracker, out_dir, metrics)
     state = result.state
@@ -174,9 +226,10 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     return metrics
 
 
-def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: str, number: str, metric: str, lora: bool,
+def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: str, name: str, metric: str, lora: bool,
             heard_by: Tracker | None, hear: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
-    """The ensemble member of `seed`: trained in `work`, or kept as an earlier run of this recipe left it.
+    """The model of `seed` (an ensemble member, or the model before compression; `name` says which in the
+    log): trained in `work`, or kept as an earlier run of this recipe left it.
     Its record (`member.json`: its figures and loss curve) is written after its weights (`work/model`),
     so a record means a whole member; the checkpoints then go. Only the main process writes: under
     torchrun the others train alongside it and get {}."""
@@ -184,7 +237,7 @@ def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: s
     if record_file.is_file():
         record = read_json(record_file)
         if record.get("identity") == identity_key:
-            log.info(f"finetune: member {number} (seed {seed}) was finished by an earlier run: kept, not retrained")
+            log.info(f"finetune: {name} was finished by an earlier run: kept, not retrained")
             return {**record, "kept": True}
     trained = fit(seed, work, identity_key, heard_by, hear)
     if not runtime.is_main():
@@ -200,7 +253,7 @@ def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: s
               "trainable_parameters": trained.trainable_parameters, "augmented": trained.augment_counts(), "history": state.history}
     write_json(record_file, record, indent=None)
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
-    log.info(f"finetune: member {number} (seed {seed}): best validation {metric} {state.best_score:.4f} at step "
+    log.info(f"finetune: {name}: best validation {metric} {state.best_score:.4f} at step "
              f"{state.best_step} of {state.step}{resumed}")
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return {**record, "kept": False}
@@ -251,6 +304,79 @@ def _ensemble_figures(records: list[dict[str, Any]], metric: str, scored: float)
         "trainable_parameters": sum(r["trainable_parameters"] for r in records),
         **dict(augmented),
     }
+
+
+def _new_model(std: Standard, source: str, labels: list[str], teacher: Teacher | None) -> PreTrainedModel:
+    """A task head on the base (of model.keep_layers), or a copy of the teacher (finetune.distill.init: teacher)."""
+    if teacher is None or not teacher.initializes:
+        return build_model(std.task, source, labels, std.finetune, std.model.keep_layers)
+    student = teacher.student(std.model.keep_layers)
+    return add_lora(student, std.task, std.finetune.lora) if std.finetune.method == "lora" else student
+
+
+def _teacher(std: Standard, data_dir: Path, folder: Path, base: str | Path | None, allow_other_inputs: bool,
+             tokenizer: PreTrainedTokenizerFast) -> Teacher:
+    """The teacher `finetune.distill` names; for `self`, the standard's own model, trained first: this
+    stage run for the standard without distillation, layer subset or compression, into `folder` (a
+    whole stage folder; kept by a rerun, and resumed like any stage when cut off)."""
+    spec = std.finetune.distill
+    assert spec is not None
+    if spec.teacher != OWN_TEACHER:
+        return load_teacher(spec, std.task, tokenizer)
+    if not (folder / "metrics.json").is_file():
+        log.info("finetune: training the teacher first: this standard's own model, without distill, keep_layers or compress")
+        own = with_changes(std, {"finetune.distill": None, "model.keep_layers": None, "compress": None})
+        run(own, data_dir, folder, base=base, allow_other_inputs=allow_other_inputs)
+    else:
+        log.info("finetune: the teacher was trained by an earlier run: kept")
+    return load_teacher(spec, std.task, tokenizer, str(folder / "model"))
+
+
+def _recovered(fit: Callable[..., _Trained], model: PreTrainedModel, shrink: CompressSpec, loop: LoopConfig, seed: int,
+               work: Path, identity_key: str, score: float) -> _Trained:
+    """The compressed `model` fine-tuned again for `compress.recovery.steps` (in `work`, resumable), or as
+    it is (scoring `score`) with no recovery steps."""
+    if not shrink.recovery.steps:
+        return _Trained(model, TrainResult(LoopState(identity=identity_key, best_score=score), 0, None), None, 0, 0)
+    recovery = dataclasses.replace(loop, max_steps=shrink.recovery.steps, lr=shrink.recovery.lr or loop.lr, early_stopping=None)
+    return fit(seed, work, identity_key, None, None, start=model, schedule=recovery)
+
+
+def _after_compression(record: dict[str, Any], recovery: TrainResult) -> TrainResult:
+    """Fine-tuning and recovery as one run: steps, time and FLOPs summed, the recovery's steps after
+    the fine-tuning's on the loss curve, the recovery's best (the weights kept)."""
+    offset, state = record["steps"], recovery.state
+    shifted = [{**row, "step": row["step"] + offset} for row in state.history]
+    merged_state = dataclasses.replace(state, step=offset + state.step, train_seconds=record["train_seconds"] + state.train_seconds,
+                                       best_step=None if state.best_step is None else offset + state.best_step,
+                                       train_flops=record["train_flops"] + state.train_flops, history=record["history"] + shifted)
+    if recovery.resumed_from is not None:
+        resumed = offset + recovery.resumed_from
+    else:  # a fine-tuning an earlier run finished counts as resumed from its end
+        resumed = offset if record["kept"] else record["resumed_from"]
+    return TrainResult(state=merged_state, total_steps=record["total_steps"] + recovery.total_steps, resumed_from=resumed)
+
+
+def _compression_figures(record: dict[str, Any], compression: dict[str, Any], compressed_score: float, recovered: _Trained,
+                         metric: str) -> dict[str, Any]:
+    """What compression took and what recovery gave back: the scores before compression, right after
+    it and after recovery (`best_validation_*`), and the parameters before and after."""
+    figures = {f"dense_best_validation_{metric}": record["best_score"], f"compressed_validation_{metric}": compressed_score,
+               "dense_parameters": compression["parameters_before"], "parameters": compression["parameters_after"],
+               "trainable_parameters": compression["parameters_after"], "recovery_steps": recovered.result.state.step,
+               "pruned_layers": len(compression.get("removed_layers", [])),
+               "factorized_matrices": compression.get("factorized_matrices", 0)}
+    if "ffn_width" in compression:
+        figures["ffn_width"] = compression["ffn_width"]["after"]
+    return figures
+
+
+def _teacher_figures(teacher: Teacher | None, score: float | None, metric: str) -> dict[str, Any]:
+    """The teacher's size and its own validation score, beside the student's (none without a teacher)."""
+    if teacher is None:
+        return {}
+    return {f"teacher_validation_{metric}": score, "teacher_parameters": teacher.parameters,
+            "teacher_logits_cached": int(teacher.cached)}
 
 
 def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[dict], seed: int) -> Augmenter | None:

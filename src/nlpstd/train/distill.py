@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from nlpstd.compress.prune import prune_layers
+from nlpstd.compress.prune import keep_layers
 from nlpstd.data.encode import IGNORE
 from nlpstd.errors import NlpstdError
 from nlpstd.train.batching import Augmented, collate, eval_batches
@@ -222,24 +222,6 @@ def should_cache(*, augmenting: bool, passes: float, nbytes: int, budget: int = 
 
 
 def layer_subset(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
-    """A copy of `model` (a task model or a bare encoder) keeping the encoder layers `layers` (in
-    ascending order, e.g. [0, 2, 4] of 6), with everything else (embeddings, head) as it was and
-    `num_hidden_layers` set, so it saves and reloads with plain transformers. `model` stays whole:
-    it is usually the teacher."""
-    count = model.config.num_hidden_layers  # DistilBERT's n_layers answers to this name too
-    kept = list(layers)
-    if not kept or kept != sorted(set(kept)) or not all(0 <= i < count for i in kept):
-        raise NlpstdError(f"layers: {kept!r} is not an ascending list of distinct layers in 0..{count - 1}")
-    student = copy.deepcopy(model)
-    if len(kept) == count:
-        return student
-    # prune_layers drops the lowest-scoring layers: score the kept ones 1 and the others 0
-    keep = torch.zeros(count)
-    keep[kept] = 1.0
-    prune_layers(student, count - len(kept), keep)
-    return student
-
-
-def every_other_layer(count: int) -> list[int]:
-    """Layers 0, 2, 4, ... of `count`: how DistilBERT started its student from BERT."""
-    return list(range(0, count, 2))
+    """A copy of `model` (a task model or a bare encoder) keeping the encoder layers `layers` (see
+    `nlpstd.compress.prune.keep_layers`); `model` stays whole: it is usually the teacher."""
+    return keep_layers(copy.deepcopy(model), layers)
