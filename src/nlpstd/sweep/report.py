@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 from matplotlib.transforms import offset_copy
 
 from nlpstd import jsonio
@@ -311,7 +312,7 @@ def _capability(complete: list[dict[str, Any]], configs: list[dict[str, Any]], c
         y = chosen["int8_value"] if chosen.get("serving") == INT8 else chosen["value"]
         ax.scatter([chosen[key]], [y], marker="*", s=220, color="gold", edgecolor="black", zorder=5, label="recommended")
     if min(c[key] for c in configs) > 0 and max(c[key] for c in configs) / min(c[key] for c in configs) > 20:
-        ax.set_xscale("log")
+        _log_axis(ax)
     ax.set_xlabel(unit)
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"validation {metric} against {unit}")
@@ -338,7 +339,7 @@ def _latency(configs: list[dict[str, Any]], chosen: dict[str, Any] | None, metri
                    color="gold", edgecolor="black", zorder=5, label=f"recommended ({INT8 if int8 else 'fp32'})")
     times = [t for c in measured for t in (c["cpu_ms"], c["int8_cpu_ms"]) if t]
     if min(times) > 0 and max(times) / min(times) > 20:
-        ax.set_xscale("log")
+        _log_axis(ax)
     ax.set_xlabel("CPU ms per example, batch 1")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"validation {metric} against CPU latency")
@@ -398,6 +399,15 @@ def _history(complete: list[dict[str, Any]], pruned: list[dict[str, Any]], metri
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("search history")
     return _finish(fig, ax, path)
+
+
+def _log_axis(ax) -> None:
+    """A log x axis labelled at 1, 2 and 5 of each decade in plain numbers; the other ticks unlabelled,
+    as matplotlib's own labels of them run into each other across a decade or two."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _finish(fig: Figure, ax, path: Path) -> Path:
