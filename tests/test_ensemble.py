@@ -116,6 +116,8 @@ def test_the_export_carries_every_member_and_its_card_says_how_it_is_served(ense
         assert (export / "members" / str(seed) / "model.safetensors").read_bytes() == tuned.read_bytes()
     card = (export / "README.md").read_text()
     assert "ensemble of 3 members" in card and "seeds 1, 2, 3" in card and "first member only" in card
+    recipe = next(line for line in card.splitlines() if line.startswith("- Recipe:"))
+    assert recipe.endswith("seeds 1, 2, 3 (one member each)"), recipe
     onnx_info = json.loads((export / "onnx" / "nlpstd.json").read_text())
     assert onnx_info["ensemble"] == {"combine": "mean", "seeds": SEEDS}, "the graph holds the members; no folders to point at"
 

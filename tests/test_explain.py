@@ -300,3 +300,17 @@ def test_predict_explain_refuses_an_onnx_model_before_loading_it(tmp_path: Path,
     (folder / "model.onnx").write_bytes(b"not loaded")
     assert main(["predict", str(folder / "model.onnx"), "--explain", "Peter"]) != 0
     assert "--explain: needs the torch weights" in capsys.readouterr().err
+
+
+def test_a_library_caller_asking_an_onnx_predictor_to_explain_gets_the_same_refusal(cue_model: Path, tmp_path: Path):
+    from nlpstd.errors import NlpstdError
+    from nlpstd.export.onnx import export_onnx
+    from nlpstd.models.build import load_model
+    from nlpstd.predict import Predictor
+
+    folder = Path(shutil.copytree(cue_model, tmp_path / "model"))
+    export_onnx(load_model(folder, "sequence-classification"), folder / "model.onnx", token_types=True)
+    predictor = Predictor(folder / "model.onnx")
+    assert predictor("the zebra walked")[0]["label"] in LABELS.values()  # it predicts; it cannot explain
+    with pytest.raises(NlpstdError, match=r"--explain: needs the torch weights, and .*model.onnx is an ONNX model"):
+        predictor("the zebra walked", explain_steps=8)

@@ -264,6 +264,16 @@ def test_the_report_table_shows_each_configurations_footprint_fp32_and_int8(tmp_
     assert (tmp_path / "report" / "plots" / "capability_vs_latency.png").is_file()
 
 
+def test_a_latency_sweep_draws_each_plot_once_and_training_time_beside_it(tmp_path, tiny_base):
+    std = load_standard(sweep_standard(tmp_path, tiny_base, GRID + "      objective: {cost: latency}\n"))
+    results = [measured(result(0, "small", 0.895, 1_000), int8_value=0.890), measured(result(1, "large", 0.90, 20_000), int8_value=None)]
+    write_report(std, results, tmp_path / "report")
+    plots = [line.rsplit("/", 1)[-1].rstrip(")") for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+             if line.startswith("![")]
+    assert len(plots) == len(set(plots)), plots
+    assert {"capability_vs_latency.png", "capability_vs_seconds.png"} <= set(plots)
+
+
 # -- the study
 
 

@@ -322,7 +322,17 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nlpstd.predict import Predictor, check_output, check_texts, discard_stdout, locate, predict_records, read_texts, write_jsonl
+    from nlpstd.predict import (
+        Predictor,
+        check_output,
+        check_texts,
+        discard_stdout,
+        explain_needs_torch,
+        locate,
+        predict_records,
+        read_texts,
+        write_jsonl,
+    )
 
     # -- inputs: flags, texts and --output are checked before the model loads, so a typo costs nothing
     for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
@@ -331,8 +341,7 @@ def _predict(args: argparse.Namespace) -> int:
     if not 2 <= args.explain_steps <= 512:  # the range evaluate.explain.steps allows
         raise NlpstdError(f"--explain-steps: must be from 2 to 512, got {args.explain_steps}")
     if args.explain and locate(Path(args.model))[1] is not None:
-        raise NlpstdError(f"--explain: needs the torch weights, and {args.model} is an ONNX model (a graph gives no "
-                          "gradients): pass the exported folder itself, e.g. runs/<standard>/export/model")
+        raise explain_needs_torch(args.model)
     if args.output:
         check_output(Path(args.output))
     records = [{"text": text} for text in check_texts(args.texts)]

@@ -72,7 +72,7 @@ class Predictor:
 
     def __init__(self, model_path: str | Path, batch_size: int = 32, device: str = "cpu", threads: int | None = None):
         # -- the folder, checked as data before anything loads it
-        self.model_dir, onnx_file = locate(Path(model_path))
+        self.model_path, (self.model_dir, onnx_file) = str(model_path), locate(Path(model_path))
         config = read_config(self.model_dir)
         info = read_model_info(self.model_dir, config)
         self.task = info.get("task") or task_of(config, self.model_dir / CONFIG)
@@ -109,8 +109,7 @@ class Predictor:
         words' integrated gradients over that many steps (`nlpstd.evaluate.explain`), torch models only."""
         texts = check_texts(texts)  # the pyfunc model and library callers get here without the CLI's checks
         if explain_steps is not None and self.model is None:
-            raise NlpstdError(f"--explain: needs the torch weights ({WEIGHTS}); an ONNX model gives no gradients: "
-                              "pass the exported folder itself, e.g. runs/<standard>/export/model")
+            raise explain_needs_torch(self.model_path)
         if self.task == "token-classification":
             return self._entities(texts, split, explain_steps)
         return self._labels(texts, explain_steps)
@@ -164,6 +163,12 @@ def _check_tokenizer_fits(folder: Path, config: dict, tokenizer, task: str) -> N
                            "tokens: they belong to different models")
     if task == "token-classification" and tokenizer.backend_tokenizer.pre_tokenizer is None:
         raise LocatedError(folder / TOKENIZER, None, "pre_tokenizer", "missing: entities are found in words, which it splits")
+
+
+def explain_needs_torch(model: str) -> NlpstdError:
+    """The refusal of `--explain` for an ONNX model: attributions need gradients, which a graph does not give."""
+    return NlpstdError(f"--explain: needs the torch weights, and {model} is an ONNX model (a graph gives no gradients): "
+                       "pass the exported folder itself, e.g. runs/<standard>/export/model")
 
 
 def onnx_forward(path: Path, threads: int | None, task: str, labels: int) -> Forward:

@@ -30,7 +30,8 @@ def model_card(std: Standard, *, fingerprint: str, evaluation: dict, parameters:
         f"- Task: {std.task}; labels: {', '.join(evaluation.get('labels', [])) or 'see config.json'}",
         f"- Parameters: {parameters:,}",
         f"- Recipe: {recipe.method}, {recipe.epochs} epoch(s)" + (f", at most {recipe.max_steps} steps" if recipe.max_steps else "")
-        + f", lr {recipe.lr:g}, batch {recipe.batch_size}, warm-up {recipe.warmup_ratio:g}, weight decay {recipe.weight_decay:g}, seed {std.seed}",
+        + f", lr {recipe.lr:g}, batch {recipe.batch_size}, warm-up {recipe.warmup_ratio:g}, weight decay {recipe.weight_decay:g}, "
+        + (f"seeds {', '.join(map(str, recipe.seeds))} (one member each)" if recipe.seeds else f"seed {std.seed}"),
         *_compression(std),
         "",
         "## Evaluation",

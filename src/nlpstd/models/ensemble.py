@@ -71,9 +71,7 @@ def add_members(folder: Path, members: dict[int, Path], seeds: list[int], info: 
     for seed in seeds[1:]:
         target = Path(folder) / MEMBERS / str(seed)
         shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for name in MEMBER_FILES:
-            shutil.copy2(Path(members[seed]) / name, target / name)
+        _copy_member(Path(members[seed]), target)
     write_json(Path(folder) / INFO, {**info, "ensemble": entry(seeds)})
 
 
@@ -87,9 +85,14 @@ def copy_members(source: Path, target: Path, spec: dict[str, Any] | None) -> Non
     """Each member's config.json and weights from the ensemble folder `source` into `target` (an export
     of it); nothing for a single model (`spec` None)."""
     for member in (spec or {}).get("members", []):
-        (Path(target) / member).mkdir(parents=True, exist_ok=True)
-        for name in MEMBER_FILES:
-            shutil.copy2(Path(source) / member / name, Path(target) / member / name)
+        _copy_member(Path(source) / member, Path(target) / member)
+
+
+def _copy_member(source: Path, target: Path) -> None:
+    """A member's config.json and weights, from one folder into another (made if missing)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MEMBER_FILES:
+        shutil.copy2(source / name, target / name)
 
 
 def ensemble_spec(folder: Path) -> Any | None:

@@ -18,15 +18,11 @@ to recover; a rerun keeps the finished model and resumes the recovery.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
-import statistics
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nlpstd import runtime
 from nlpstd.compress.factorize import plan as factorization_plan
@@ -34,7 +30,6 @@ from nlpstd.data.augment import Augmenter, in_words
 from nlpstd.data.encode import encode_data
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
-from nlpstd.jsonio import read_json, write_json
 from nlpstd.models import ensemble
 from nlpstd.models.build import (
     add_factorization,
@@ -48,44 +43,29 @@ from nlpstd.models.build import (
     resolve_base,
     write_model_info,
 )
-from nlpstd.models.folder import INFO
 from nlpstd.spec import Standard, budget_widths, with_changes
-from nlpstd.spec.schema import AUGMENT_OPERATIONS, OWN_TEACHER, CompressSpec
+from nlpstd.spec.schema import AUGMENT_OPERATIONS, OWN_TEACHER
 from nlpstd.stages import identity
-from nlpstd.stages.compression import compress, ranking_batches
+from nlpstd.stages.compression import after_compression, compress, compression_figures, ranking_batches, recovered
 from nlpstd.stages.context import begin
+from nlpstd.stages.ensembling import assemble, ensemble_figures, ensemble_result
 from nlpstd.stages.output import staged
-from nlpstd.stages.teacher import Teacher, load_teacher
+from nlpstd.stages.teacher import Teacher, load_teacher, teacher_figures
+from nlpstd.stages.trained import Trained, kept_or_trained
 from nlpstd.stages.training import log_training, write_training
 from nlpstd.tracking import Tracker
 from nlpstd.train.adversarial import adversarial
 from nlpstd.train.batching import Augmented, Supervised
 from nlpstd.train.config import LoopConfig, Selection
-from nlpstd.train.loop import LoopState, TrainResult, micro_batch, train
+from nlpstd.train.loop import micro_batch, train
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
-MEMBER_RECORD = "member.json"  # in a member's work folder, written once its weights are: the member is done
 DENSE = "dense"  # with compress: the work folder of the model before compression
 TEACHER = "teacher"  # with finetune.distill.teacher: self, the teacher's stage folder
-
-
-@dataclass
-class _Trained:
-    """A model `train` left holding its best weights, what it trained on, and its size."""
-
-    model: PreTrainedModel
-    result: TrainResult
-    augmenter: Augmenter | None
-    parameters: int
-    trainable_parameters: int
-
-    def augment_counts(self) -> dict[str, int]:
-        """What augmentation did over the epochs training began (none without augmentation)."""
-        return self.augmenter.counts(range(self.result.state.epoch + 1)) if self.augmenter else {}
 
 
 def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = None, base: str | Path | None = None,
@@ -133,7 +113,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
 
     def fit(seed: int, work: Path, identity_key: str, heard_by: Tracker | None,
             hear: Callable[[int, dict[str, float]], None] | None, start: PreTrainedModel | None = None,
-            schedule: LoopConfig = loop) -> _Trained:
+            schedule: LoopConfig = loop) -> Trained:
         """A model of `seed` trained with checkpoints in `work`: the seed draws its head, then its batch
         order, augmentation and dropout. `start` trains that model instead of a new one (the recovery
         after compression), on `schedule`."""
@@ -155,7 +135,7 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         objective = adversarial(objective, recipe.adversarial)  # the same objective when finetune.adversarial is unset
         result = train(model, objective, evaluate, schedule, ctx.engine, Selection(metric), work_dir=work, identity=identity_key,
                        tracker=heard_by, desc="finetune", on_evaluation=hear)
-        return _Trained(model, result, augmenter, total_params, trainable_params)
+        return Trained(model, result, augmenter, total_params, trainable_params)
 
     def describe(folder: Path) -> None:
         """The tokenizer and nlpstd.json beside the weights: what `predict` needs to read texts as training did."""
@@ -172,19 +152,19 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
         run_identity = f"{std.spec_hash()}:{data.fingerprint}" + (f":teacher={teacher.digest}" if teacher else "")
         if recipe.seeds:  # an ensemble: one member after another, each in its own work folder
             seeds = list(recipe.seeds)
-            records = [_member(fit, seed, tmp / ensemble.MEMBERS / str(seed), f"{run_identity}:seed={seed}",
+            records = [kept_or_trained(fit, seed, tmp / ensemble.MEMBERS / str(seed), f"{run_identity}:seed={seed}",
                                f"member {number}/{len(seeds)} (seed {seed})", metric, recipe.method == "lora",
                                tracker if number == 1 else None, on_evaluation if number == 1 else None)
                        for number, seed in enumerate(seeds, 1)]
         elif shrink is not None:  # fine-tuned as usual (kept aside), compressed, then trained again briefly
-            record = _member(fit, std.seed, tmp / DENSE, run_identity, "the model before compression", metric, False,
+            record = kept_or_trained(fit, std.seed, tmp / DENSE, run_identity, "the model before compression", metric, False,
                              tracker, on_evaluation)
             model = load_checked(tmp / DENSE / "model", std.task).to(device)
             ranking = ranking_batches(val_set.features, shrink.prune.importance_batches if shrink.prune else 0,
                                       recipe.eval_batch_size, tokenizer.pad_token_id, std.seed)
             compression, compressed_score = compress(model, shrink, ranking), evaluate(model)[metric]
             log.info(f"finetune: validation {metric} {record['best_score']:.4f} before compression, {compressed_score:.4f} after")
-            trained = _recovered(fit, model, shrink, loop, std.seed, tmp, f"{run_identity}:compressed", compressed_score)
+            trained = recovered(fit, model, shrink, loop, std.seed, tmp, f"{run_identity}:compressed", compressed_score)
         else:
             trained = fit(std.seed, tmp, run_identity, tracker, on_evaluation)
         if not runtime.is_main():  # the main process writes the model
@@ -192,9 +172,9 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
 
         # -- outputs: a self-describing Hugging Face folder; LoRA also as its adapter
         if recipe.seeds:  # the first member's folder with the others beside it, scored as one: their logits averaged
-            _assemble(tmp, seeds, recipe.method == "lora", describe)
+            assemble(tmp, seeds, recipe.method == "lora", describe)
             scored = evaluate(load_model(tmp / "model", std.task).to(device))[metric]
-            result, figures = _ensemble_result(records, scored), _ensemble_figures(records, metric, scored)
+            result, figures = ensemble_result(records, scored), ensemble_figures(records, metric, scored)
         else:
             if recipe.method == "lora":
                 trained.model.save_pretrained(tmp / "adapter")
@@ -207,10 +187,10 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
             figures = {f"best_validation_{metric}": result.state.best_score, "parameters": trained.parameters,
                        "trainable_parameters": trained.trainable_parameters, **trained.augment_counts()}
             if shrink is not None:
-                result = _after_compression(record, trained.result)
-                figures = {**figures, **_compression_figures(record, compression, compressed_score, trained, metric)}
+                result = after_compression(record, trained.result)
+                figures = {**figures, **compression_figures(record, compression, compressed_score, trained, metric)}
         identity.write(tmp, "finetune", std, data.fingerprint)
-        figures = {**figures, **_teacher_figures(teacher, teacher_score, metric)}
+        figures = {**figures, **teacher_figures(teacher, teacher_score, metric)}
         metrics = write_training(tmp, result, batch_size=recipe.batch_size, started=ctx.started, device=device, precision=precision,
                                  extra={**figures, "train_truncated": train_set.truncated})
         for work in (tmp / ensemble.MEMBERS, tmp / DENSE, tmp / TEACHER):  # work folders, once all they fed is written
@@ -224,86 +204,6 @@ def run(std: Standard, data_dir: Path, out_dir: Path, tracker: Tracker | None = 
     else:
         log.info(f"finetune: best validation {metric} {state.best_score:.4f} at step {state.best_step} of {state.step}")
     return metrics
-
-
-def _member(fit: Callable[..., _Trained], seed: int, work: Path, identity_key: str, name: str, metric: str, lora: bool,
-            heard_by: Tracker | None, hear: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
-    """The model of `seed` (an ensemble member, or the model before compression; `name` says which in the
-    log): trained in `work`, or kept as an earlier run of this recipe left it.
-    Its record (`member.json`: its figures and loss curve) is written after its weights (`work/model`),
-    so a record means a whole member; the checkpoints then go. Only the main process writes: under
-    torchrun the others train alongside it and get {}."""
-    record_file = work / MEMBER_RECORD
-    if record_file.is_file():
-        record = read_json(record_file)
-        if record.get("identity") == identity_key:
-            log.info(f"finetune: {name} was finished by an earlier run: kept, not retrained")
-            return {**record, "kept": True}
-    trained = fit(seed, work, identity_key, heard_by, hear)
-    if not runtime.is_main():
-        return {}
-    if lora:
-        trained.model.save_pretrained(work / "adapter")
-    merged(trained.model).to("cpu").save_pretrained(work / "model")
-    result, state = trained.result, trained.result.state
-    record = {"identity": identity_key, "seed": seed, "best_score": state.best_score, "best_step": state.best_step,
-              "steps": state.step, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-              "stopped_early": state.stopped_early, "train_seconds": round(state.train_seconds, 2),
-              "train_flops": state.train_flops, "parameters": trained.parameters,
-              "trainable_parameters": trained.trainable_parameters, "augmented": trained.augment_counts(), "history": state.history}
-    write_json(record_file, record, indent=None)
-    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
-    log.info(f"finetune: {name}: best validation {metric} {state.best_score:.4f} at step "
-             f"{state.best_step} of {state.step}{resumed}")
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    return {**record, "kept": False}
-
-
-def _assemble(tmp: Path, seeds: list[int], lora: bool, describe: Callable[[Path], None]) -> None:
-    """`tmp/model`: the first member's folder, described (tokenizer, nlpstd.json), then every other
-    member under `members/<seed>/` and the ensemble entry; LoRA: the first member's adapter. Made
-    afresh from the members' work folders, so a rerun cut off here assembles it again."""
-    work = {seed: tmp / ensemble.MEMBERS / str(seed) for seed in seeds}
-    shutil.rmtree(tmp / "model", ignore_errors=True)
-    shutil.copytree(work[seeds[0]] / "model", tmp / "model")
-    describe(tmp / "model")
-    ensemble.add_members(tmp / "model", {seed: folder / "model" for seed, folder in work.items()}, seeds,
-                         read_json(tmp / "model" / INFO))
-    if lora:
-        shutil.rmtree(tmp / "adapter", ignore_errors=True)
-        shutil.copytree(work[seeds[0]] / "adapter", tmp / "adapter")
-
-
-def _ensemble_result(records: list[dict[str, Any]], scored: float) -> TrainResult:
-    """The ensemble's training as one run: the members' steps, time and FLOPs summed, the ensemble's
-    score as the best, the first member's loss curve; no best step, since each member has its own."""
-    state = LoopState(identity=records[0]["identity"], step=sum(r["steps"] for r in records), best_score=scored,
-                      stopped_early=any(r["stopped_early"] for r in records),
-                      train_seconds=sum(r["train_seconds"] for r in records), train_flops=sum(r["train_flops"] for r in records),
-                      history=records[0]["history"])
-    resumed = next((r["resumed_from"] for r in records if r["resumed_from"] is not None and not r["kept"]), None)
-    return TrainResult(state=state, total_steps=sum(r["total_steps"] for r in records), resumed_from=resumed)
-
-
-def _ensemble_figures(records: list[dict[str, Any]], metric: str, scored: float) -> dict[str, Any]:
-    """Each member's best validation score and training time, their mean and spread (sample standard
-    deviation across seeds), and the ensemble's own score; parameters are the members' together."""
-    scores = [r["best_score"] for r in records]
-    augmented: Counter[str] = Counter()
-    for r in records:
-        augmented.update(r["augmented"])
-    return {
-        f"best_validation_{metric}": scored,
-        **{f"member_{r['seed']}_best_validation_{metric}": r["best_score"] for r in records},
-        f"members_mean_best_validation_{metric}": statistics.fmean(scores),
-        f"members_spread_best_validation_{metric}": statistics.stdev(scores),
-        **{f"member_{r['seed']}_train_seconds": r["train_seconds"] for r in records},
-        "members": len(records),
-        "members_kept": sum(r["kept"] for r in records),
-        "parameters": sum(r["parameters"] for r in records),
-        "trainable_parameters": sum(r["trainable_parameters"] for r in records),
-        **dict(augmented),
-    }
 
 
 def _new_model(std: Standard, source: str, labels: list[str], teacher: Teacher | None) -> PreTrainedModel:
@@ -330,53 +230,6 @@ def _teacher(std: Standard, data_dir: Path, folder: Path, base: str | Path | Non
     else:
         log.info("finetune: the teacher was trained by an earlier run: kept")
     return load_teacher(spec, std.task, tokenizer, str(folder / "model"))
-
-
-def _recovered(fit: Callable[..., _Trained], model: PreTrainedModel, shrink: CompressSpec, loop: LoopConfig, seed: int,
-               work: Path, identity_key: str, score: float) -> _Trained:
-    """The compressed `model` fine-tuned again for `compress.recovery.steps` (in `work`, resumable), or as
-    it is (scoring `score`) with no recovery steps."""
-    if not shrink.recovery.steps:
-        return _Trained(model, TrainResult(LoopState(identity=identity_key, best_score=score), 0, None), None, 0, 0)
-    recovery = dataclasses.replace(loop, max_steps=shrink.recovery.steps, lr=shrink.recovery.lr or loop.lr, early_stopping=None)
-    return fit(seed, work, identity_key, None, None, start=model, schedule=recovery)
-
-
-def _after_compression(record: dict[str, Any], recovery: TrainResult) -> TrainResult:
-    """Fine-tuning and recovery as one run: steps, time and FLOPs summed, the recovery's steps after
-    the fine-tuning's on the loss curve, the recovery's best (the weights kept)."""
-    offset, state = record["steps"], recovery.state
-    shifted = [{**row, "step": row["step"] + offset} for row in state.history]
-    merged_state = dataclasses.replace(state, step=offset + state.step, train_seconds=record["train_seconds"] + state.train_seconds,
-                                       best_step=None if state.best_step is None else offset + state.best_step,
-                                       train_flops=record["train_flops"] + state.train_flops, history=record["history"] + shifted)
-    if recovery.resumed_from is not None:
-        resumed = offset + recovery.resumed_from
-    else:  # a fine-tuning an earlier run finished counts as resumed from its end
-        resumed = offset if record["kept"] else record["resumed_from"]
-    return TrainResult(state=merged_state, total_steps=record["total_steps"] + recovery.total_steps, resumed_from=resumed)
-
-
-def _compression_figures(record: dict[str, Any], compression: dict[str, Any], compressed_score: float, recovered: _Trained,
-                         metric: str) -> dict[str, Any]:
-    """What compression took and what recovery gave back: the scores before compression, right after
-    it and after recovery (`best_validation_*`), and the parameters before and after."""
-    figures = {f"dense_best_validation_{metric}": record["best_score"], f"compressed_validation_{metric}": compressed_score,
-               "dense_parameters": compression["parameters_before"], "parameters": compression["parameters_after"],
-               "trainable_parameters": compression["parameters_after"], "recovery_steps": recovered.result.state.step,
-               "pruned_layers": len(compression.get("removed_layers", [])),
-               "factorized_matrices": compression.get("factorized_matrices", 0)}
-    if "ffn_width" in compression:
-        figures["ffn_width"] = compression["ffn_width"]["after"]
-    return figures
-
-
-def _teacher_figures(teacher: Teacher | None, score: float | None, metric: str) -> dict[str, Any]:
-    """The teacher's size and its own validation score, beside the student's (none without a teacher)."""
-    if teacher is None:
-        return {}
-    return {f"teacher_validation_{metric}": score, "teacher_parameters": teacher.parameters,
-            "teacher_logits_cached": int(teacher.cached)}
 
 
 def _augmenter(std: Standard, tokenizer: PreTrainedTokenizerFast, records: list[dict], seed: int) -> Augmenter | None:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -100,3 +100,11 @@ def _weights_digest(folder: Path) -> str:
     """sha256 over the folder's weight files (an ensemble's members included), by relative path."""
     files = sorted(path for path in folder.rglob("*.safetensors") if path.is_file())
     return sha256_json({str(path.relative_to(folder)): sha256_file(path) for path in files})
+
+
+def teacher_figures(teacher: Teacher | None, score: float | None, metric: str) -> dict[str, Any]:
+    """The teacher's size and its own validation score, beside the student's (none without a teacher)."""
+    if teacher is None:
+        return {}
+    return {f"teacher_validation_{metric}": score, "teacher_parameters": teacher.parameters,
+            "teacher_logits_cached": int(teacher.cached)}

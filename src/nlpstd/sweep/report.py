@@ -274,11 +274,11 @@ def _plots(std: Standard, complete: list[dict[str, Any]], pruned: list[dict[str,
         return []
     assert std.sweep is not None
     metric = complete[0]["metric"]
-    cost = std.sweep.objective.cost if std.sweep.objective.cost != "parameters" else "seconds"
+    # parameters have a plot of their own, and latency the one below; either way the second shows training time
+    cost = "seconds" if std.sweep.objective.cost in ("parameters", "latency") else std.sweep.objective.cost
     plots = [
-        _capability(complete, configs, chosen, "parameters", "parameters", metric, std.sweep.objective.tolerance,
-                    folder / "capability_vs_parameters.png"),
-        _capability(complete, configs, chosen, COST_KEYS[cost], COST_UNITS[cost], metric, std.sweep.objective.tolerance,
+        _capability(std, complete, configs, chosen, "parameters", "parameters", metric, folder / "capability_vs_parameters.png"),
+        _capability(std, complete, configs, chosen, COST_KEYS[cost], COST_UNITS[cost], metric,
                     folder / f"capability_vs_{cost}.png"),
     ]
     if any(c["cpu_ms"] is not None for c in configs):
@@ -289,12 +289,23 @@ def _plots(std: Standard, complete: list[dict[str, Any]], pruned: list[dict[str,
     ]
 
 
+def _good_enough(ax, std: Standard, configs: list[dict[str, Any]]) -> None:
+    """What the recommendation asks of a configuration: a band within the tolerance of the best, or the gate's line."""
+    assert std.sweep is not None
+    objective, gate = std.sweep.objective, std.evaluate.gate
+    if objective.recommend == "within-tolerance":
+        best = max(c["value"] for c in configs)
+        ax.axhspan(best - objective.tolerance, best, color="grey", alpha=0.15, label=f"within {objective.tolerance:g} of the best")
+    else:
+        ax.axhline(gate.min, color="grey", linestyle="--", linewidth=1, label=f"gate: {gate.metric} >= {gate.min:g}")
+
+
 def _group(config_or_result: dict[str, Any]) -> str:
     return str(config_or_result["point"].get(space.VARIANT, "trials"))
 
 
-def _capability(complete: list[dict[str, Any]], configs: list[dict[str, Any]], chosen: dict[str, Any] | None, key: str,
-                unit: str, metric: str, tolerance: float, path: Path) -> Path:
+def _capability(std: Standard, complete: list[dict[str, Any]], configs: list[dict[str, Any]], chosen: dict[str, Any] | None,
+                key: str, unit: str, metric: str, path: Path) -> Path:
     """Every trial as a dot, each configuration's mean ± sd as a bar, its int8 graph as a hollow ring of the
     same colour just right of it (same size and cost: only the score moves); the recommendation starred."""
     fig = Figure(figsize=(7, 4.5))
@@ -306,8 +317,7 @@ def _capability(complete: list[dict[str, Any]], configs: list[dict[str, Any]], c
     for c in configs:
         ax.errorbar(c[key], c["value"], yerr=c["spread"], fmt="o", color=colors[_group(c)], capsize=3, markersize=5)
     _int8_rings(ax, configs, colors, key, beside=True)
-    best = max(c["value"] for c in configs)
-    ax.axhspan(best - tolerance, best, color="grey", alpha=0.15, label=f"within {tolerance:g} of the best")
+    _good_enough(ax, std, configs)
     if chosen is not None:
         y = chosen["int8_value"] if chosen.get("serving") == INT8 else chosen["value"]
         ax.scatter([chosen[key]], [y], marker="*", s=220, color="gold", edgecolor="black", zorder=5, label="recommended")
