@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from nlpstd.compress.factorize import load_factorized
 from nlpstd.compress.prune import keep_layers as keep_only
+from nlpstd.compress.prune import parameter_count
 from nlpstd.errors import LocatedError, NlpstdError
 from nlpstd.jsonio import write_json
 from nlpstd.models.bases import PACKAGED_BASES
@@ -171,7 +172,7 @@ def merged(model: PreTrainedModel) -> PreTrainedModel:
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
     """(total, trainable) parameters."""
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nlpstd.compress.factorize import factorize
-from nlpstd.compress.prune import Batch, ffn_importance, layer_importance, prune_ffn, prune_layers
+from nlpstd.compress.prune import Batch, ffn_importance, layer_importance, parameter_count, prune_ffn, prune_layers
 from nlpstd.stages.trained import Trained
 from nlpstd.train.batching import collate
 from nlpstd.train.config import LoopConfig
@@ -43,7 +43,7 @@ def ranking_batches(features: list[dict], batches: int, batch_size: int, pad_id:
 
 def compress(model: PreTrainedModel, spec: CompressSpec, batches: list[Batch]) -> dict[str, Any]:
     """Prune, then factorize `model` in place as `spec` asks; what changed, and the parameters before and after."""
-    summary: dict[str, Any] = {"parameters_before": sum(p.numel() for p in model.parameters())}
+    summary: dict[str, Any] = {"parameters_before": parameter_count(model)}
     if spec.prune is not None:
         summary.update(_prune(model, spec.prune, batches))
     if spec.factorize is not None:
@@ -54,7 +54,7 @@ def compress(model: PreTrainedModel, spec: CompressSpec, batches: list[Batch]) -
         log.info(f"finetune: factorized {len(ranks)} of {len(report['matrices'])} matrices (ranks "
                  f"{min(ranks.values(), default=0)}-{max(ranks.values(), default=0)})"
                  + (f"; {dense} stay dense, as two factors of their rank would be larger" if dense else ""))
-    summary["parameters_after"] = sum(p.numel() for p in model.parameters())
+    summary["parameters_after"] = parameter_count(model)
     log.info(f"finetune: {summary['parameters_before']:,} parameters compressed to {summary['parameters_after']:,} "
              f"({summary['parameters_after'] / summary['parameters_before']:.0%})")
     return summary
