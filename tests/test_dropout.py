@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification
 
+import nlpstd.train.dropout as dropout_module
 from nlpstd.train.dropout import ATTENTION, UNITS, BitDropout, bit_dropout, bit_dropout_attention, using_bit_dropout
 
 
@@ -118,6 +119,22 @@ def test_attention_drops_probabilities_while_training():
 
     assert not torch.allclose(dropped, plain)
     torch.testing.assert_close(plain, torch.nn.functional.scaled_dot_product_attention(query, key, value).transpose(1, 2))
+
+
+def test_training_attention_without_dropout_bypasses_sdpa(monkeypatch):
+    """SDPA's fused CPU kernel trains slower than the arithmetic here, so training never calls it,
+    not even when there is no attention dropout; evaluation does."""
+    calls = []
+    monkeypatch.setattr(dropout_module, "sdpa_attention_forward", lambda *args, **kwargs: calls.append(1) or (None, None))
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    module = encoder_attention()
+
+    out, _ = bit_dropout_attention(module, query, key, value, None, dropout=0.0)
+    bit_dropout_attention(module.eval(), query, key, value, None, dropout=0.0)
+
+    assert calls == [1]  # the evaluation call only
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(query, key, value).transpose(1, 2))
 
 
 def test_a_model_trains_with_bit_masks_inside_and_is_as_it_was_after():
