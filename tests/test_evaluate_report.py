@@ -1,8 +1,11 @@
 """The markdown report and its plots."""
 
+import logging
+
 import matplotlib
 import pytest
 
+from nlpstd.evaluate import report
 from nlpstd.evaluate.gate import apply_gate
 from nlpstd.evaluate.metrics import classification_metrics, ner_metrics
 from nlpstd.evaluate.report import plot_confusion_matrix, plot_loss_curve, plot_per_type_f1, self_contained, write_report
@@ -53,6 +56,62 @@ def test_plots_leave_the_pyplot_backend_alone(tmp_path):
     before = matplotlib.get_backend()
     plot_confusion_matrix([[1]], ["a"], tmp_path / "cm.png")
     assert matplotlib.get_backend() == before
+
+
+CHINESE = ["张", "三", "在", "北京", "工作"]
+
+
+def test_an_installed_cjk_font_draws_chinese_words_without_a_warning(tmp_path, caplog):
+    if len(report.text_families()) == 1:
+        pytest.skip("no CJK font is installed here (.ci/run installs WenQuanYi Micro Hei)")
+    with caplog.at_level(logging.WARNING, logger="nlpstd.evaluate.report"):
+        assert_png(report.plot_explanation(CHINESE, [0.5, -0.2, 0.0, 0.9, -0.4], tmp_path / "zh.png", marked=3))
+    assert not caplog.records
+
+
+def test_without_a_cjk_font_chinese_words_are_one_warning_naming_the_plot(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(report, "text_families", lambda: ("DejaVu Sans",))
+    with caplog.at_level(logging.WARNING, logger="nlpstd.evaluate.report"):
+        report.plot_explanation(CHINESE, [0.5, -0.2, 0.0, 0.9, -0.4], tmp_path / "zh.png")
+    (record,) = caplog.records
+    assert record.getMessage().startswith("zh.png: some characters have no glyph")
+
+
+def test_chinese_label_names_in_a_plot_draw_with_the_installed_cjk_font(tmp_path, caplog):
+    if len(report.text_families()) == 1:
+        pytest.skip("no CJK font is installed here (.ci/run installs WenQuanYi Micro Hei)")
+    with caplog.at_level(logging.WARNING):
+        assert_png(plot_confusion_matrix([[3, 1], [0, 2]], ["正面", "负面"], tmp_path / "cm.png"))
+    assert not caplog.records
+
+
+def test_chinese_label_names_without_a_cjk_font_are_one_warning_naming_the_plot(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(report, "text_families", lambda: ("DejaVu Sans",))
+    with caplog.at_level(logging.WARNING):
+        plot_confusion_matrix([[3, 1], [0, 2]], ["正面", "负面"], tmp_path / "cm.png")
+    (record,) = caplog.records
+    assert record.getMessage().startswith("cm.png: some characters have no glyph")
+
+
+def test_latin_words_draw_without_a_warning_whatever_the_fonts(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(report, "text_families", lambda: ("DejaVu Sans",))
+    with caplog.at_level(logging.WARNING, logger="nlpstd.evaluate.report"):
+        report.plot_explanation(["Ann", "flew", "to", "Paris"], [0.1, 0.0, 0.0, 0.8], tmp_path / "en.png")
+    assert not caplog.records
+
+
+def test_a_cjk_font_installed_after_matplotlib_listed_the_fonts_is_found(monkeypatch):
+    report.text_families()  # lists a CJK font installed here, if any
+    installed = [font for font in report.fontManager.ttflist if font.name in report.CJK_FAMILIES]
+    if not installed:
+        pytest.skip("no CJK font is installed here (.ci/run installs WenQuanYi Micro Hei)")
+    files = {font.fname for font in installed}  # matplotlib's list as it was before the font was installed
+    monkeypatch.setattr(report.fontManager, "ttflist", [f for f in report.fontManager.ttflist if f.fname not in files])
+    report.text_families.cache_clear()
+    try:
+        assert installed[0].name in report.text_families()
+    finally:
+        report.text_families.cache_clear()
 
 
 def test_report_opens_with_the_gate_verdict(cls_scores, tmp_path):

@@ -11,23 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_encoders import CLASSES, tiny_encoder
 from torch import nn
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    BertConfig,
-    DistilBertConfig,
-    ElectraConfig,
-    PreTrainedModel,
-    RobertaConfig,
-)
+from transformers import AutoModelForTokenClassification, PreTrainedModel, RobertaConfig
 
 from nlpstd.compress.factorize import Factorized, apply_plan, factorize, load_factorized, plan
 from nlpstd.errors import NlpstdError
 from nlpstd.export.onnx import OnnxForward, export_onnx
 
 HIDDEN, LAYERS, HEADS, WIDTH, VOCAB, LABELS = 32, 2, 4, 64, 100, 3
-CLASSES = {"token": AutoModelForTokenClassification, "sequence": AutoModelForSequenceClassification}
 FFN = {"bert": ("intermediate.dense", "output.dense"), "electra": ("intermediate.dense", "output.dense"),
        "distilbert": ("ffn.lin1", "ffn.lin2")}
 ATTENTION = {"bert": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
@@ -38,16 +30,7 @@ LAYERS_AT = {"bert": "bert.encoder.layer", "electra": "electra.encoder.layer", "
 
 def tiny(family: str = "bert", task: str = "token") -> PreTrainedModel:
     """A 2-layer, 32-wide encoder with an FFN of 64 and a task head, seeded, in eval mode (outputs compare exactly)."""
-    shape = dict(vocab_size=VOCAB, max_position_embeddings=32, num_labels=LABELS)
-    configs = {
-        "bert": lambda: BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                   intermediate_size=WIDTH, **shape),
-        "electra": lambda: ElectraConfig(embedding_size=16, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                         num_attention_heads=HEADS, intermediate_size=WIDTH, **shape),
-        "distilbert": lambda: DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=WIDTH, **shape),
-    }
-    torch.manual_seed(0)
-    return CLASSES[task].from_config(configs[family]()).eval()
+    return tiny_encoder(family, task, hidden=HIDDEN, layers=LAYERS, width=WIDTH, heads=HEADS, vocab=VOCAB, labels=LABELS)
 
 
 def inputs() -> dict[str, torch.Tensor]:

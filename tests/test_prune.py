@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    BertConfig,
-    DistilBertConfig,
-    ElectraConfig,
-    PreTrainedModel,
-    RobertaConfig,
-)
+from tiny_encoders import CLASSES, tiny_encoder
+from transformers import AutoModelForTokenClassification, PreTrainedModel, RobertaConfig
 
 from nlpstd.compress.prune import (
     ffn_importance,
@@ -30,21 +23,11 @@ from nlpstd.errors import NlpstdError
 from nlpstd.train.batching import collate
 
 HIDDEN, LAYERS, HEADS, WIDTH, VOCAB, LABELS = 64, 4, 4, 128, 100, 3
-CLASSES = {"token": AutoModelForTokenClassification, "sequence": AutoModelForSequenceClassification}
 
 
 def tiny(family: str = "bert", task: str = "token") -> PreTrainedModel:
     """A 4-layer, 64-wide encoder with a task head, in eval mode (no dropout: outputs compare exactly)."""
-    shape = dict(vocab_size=VOCAB, max_position_embeddings=32, num_labels=LABELS)
-    configs = {
-        "bert": lambda: BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                   intermediate_size=WIDTH, **shape),
-        "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                         num_attention_heads=HEADS, intermediate_size=WIDTH, **shape),
-        "distilbert": lambda: DistilBertConfig(dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=WIDTH, **shape),
-    }
-    torch.manual_seed(0)
-    return CLASSES[task].from_config(configs[family]()).eval()
+    return tiny_encoder(family, task, hidden=HIDDEN, layers=LAYERS, width=WIDTH, heads=HEADS, vocab=VOCAB, labels=LABELS)
 
 
 def batches(task: str = "token") -> list[dict[str, torch.Tensor]]:

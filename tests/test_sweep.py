@@ -125,6 +125,52 @@ def test_a_range_must_be_ordered(tmp_path, tiny_base):
         load_standard(path)
 
 
+ENSEMBLE_EXPORT = """
+        export: {formats: [safetensors, onnx], serving: {format: onnx}}  # an ensemble serves its ONNX graph
+"""
+
+
+def test_a_variant_cannot_vary_the_seed_of_an_ensemble(tmp_path, tiny_base):
+    path = sweep_standard(tmp_path, tiny_base, ENSEMBLE_EXPORT + """
+        sweep:
+          variants:
+            single: {finetune.lr: 1.0e-3}
+            ensemble: {finetune.seeds: [1, 2], seed: 7}
+    """)
+    with pytest.raises(StandardError) as error:
+        load_standard(path)
+    assert error.value.field == "sweep.variants.ensemble.seed"
+    assert error.value.line == path.read_text().splitlines().index("    ensemble: {finetune.seeds: [1, 2], seed: 7}") + 1
+    assert "vary finetune.seeds instead" in str(error.value)
+
+
+@pytest.mark.parametrize("recipe, variants", [
+    ("finetune: {epochs: 1, lr: 3.0e-3, batch_size: 8, seeds: [3, 4]}\n", ""),  # the recipe trains one
+    ("", """
+          variants:
+            single: {finetune.lr: 1.0e-3}
+            ensemble: {finetune.seeds: [1, 2]}"""),  # one variant trains one
+], ids=["recipe", "variant"])
+def test_a_seed_axis_is_refused_where_a_trial_trains_an_ensemble(tmp_path, tiny_base, recipe: str, variants: str):
+    path = sweep_standard(tmp_path, tiny_base, ENSEMBLE_EXPORT + """
+        sweep:""" + variants + """
+          params:
+            seed: [1, 2]
+    """, recipe=recipe)
+    with pytest.raises(StandardError) as error:
+        load_standard(path)
+    assert error.value.field == "sweep.params.seed"
+
+
+def test_a_seed_axis_over_single_models_is_a_sweep(tmp_path, tiny_base):
+    path = sweep_standard(tmp_path, tiny_base, """
+        sweep:
+          params:
+            seed: [1, 2]
+    """)
+    assert load_standard(path).sweep.params["seed"] == [1, 2]
+
+
 # -- the space
 
 

@@ -7,21 +7,32 @@ backend the caller chose) is never touched.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
+from matplotlib.font_manager import FontProperties, findSystemFonts, fontManager
+from matplotlib.text import Text
 
 from nlpstd.evaluate.gate import GateResult
 from nlpstd.evaluate.metrics import headline
 
 log = logging.getLogger(__name__)
+
+# Fonts with Chinese, Japanese and Korean glyphs, as Linux, macOS and Windows name them; matplotlib's
+# own DejaVu Sans has none. The first installed one draws the characters DejaVu Sans lacks.
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans SC",
+                "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN",
+                "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "SimHei", "Yu Gothic", "Malgun Gothic")
 
 # ---------------------------------------------------------------------------------------
 # Plots
@@ -105,17 +116,55 @@ def word_colour(score: float) -> tuple[float, float, float, float]:
 def plot_explanation(words: list[str], scores: list[float], path: Path, title: str = "", marked: int | None = None) -> Path:
     """One explanation as a picture: the words in lines, each on a box coloured by `word_colour`, the
     `marked` word (the one a token label is explained at) framed and bold, a key at the foot. Matplotlib's
-    default font has no CJK glyphs: Chinese or Japanese words draw as empty boxes here, said in one
-    warning (the HTML snippet shows them)."""
+    default font has no CJK glyphs: words are drawn with an installed CJK font as fallback (`CJK_FAMILIES`);
+    without one, Chinese or Japanese words draw as empty boxes, said in one warning (the HTML snippet shows them
+    correctly)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(record=True) as caught:  # matplotlib warns once per missing glyph
-        warnings.simplefilter("always")
+    with _glyphs_told(path):
         FigureCanvasAgg(_explanation_figure(words, scores, title, marked)).print_png(path)
-    if any("missing from font" in str(warning.message) for warning in caught):
-        log.warning(f"{path.name}: some characters have no glyph in matplotlib's font and draw as boxes; "
-                    "the HTML explanations show them")
     return path
+
+
+@contextlib.contextmanager
+def _glyphs_told(path: Path) -> Iterator[None]:
+    """While a picture draws: characters no installed font has are told in one warning naming the
+    picture (matplotlib would warn once per character), and matplotlib's note that a CJK font
+    without bold draws regular is not shown. Other warnings pass on as they were."""
+    font_log = logging.getLogger("matplotlib.font_manager")
+    level = font_log.level
+    font_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        font_log.setLevel(level)
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    for other in (w for w in caught if w not in missing):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if missing:
+        log.warning(f"{path.name}: some characters have no glyph in the installed fonts and draw as boxes "
+                    f"(a CJK font such as {CJK_FAMILIES[0]} or {CJK_FAMILIES[6]} draws Chinese and Japanese)")
+
+
+@cache
+def text_families() -> tuple[str, ...]:
+    """Matplotlib's default sans-serif font, then the installed CJK fonts for the glyphs it lacks.
+    Matplotlib lists the system's fonts once and keeps the list, so a CJK font installed since is
+    looked for among the system's font files (once per process, and only when none is listed)."""
+    if not _cjk_listed():
+        listed = {font.fname for font in fontManager.ttflist}
+        for path in findSystemFonts():
+            if path not in listed:
+                with contextlib.suppress(Exception):  # a file FreeType cannot read is no font to fall back on
+                    fontManager.addfont(path)
+    return ("DejaVu Sans", *_cjk_listed())
+
+
+def _cjk_listed() -> list[str]:
+    installed = {font.name for font in fontManager.ttflist}
+    return [family for family in CJK_FAMILIES if family in installed]
 
 
 def _explanation_figure(words: list[str], scores: list[float], title: str, marked: int | None) -> Figure:
@@ -124,10 +173,11 @@ def _explanation_figure(words: list[str], scores: list[float], title: str, marke
     dpi, width, size = 100, 900, 12  # pixels, points
     margin, gap, line = 14, 16, 30  # pixels: the page's edge, between words (their boxes take 4 each side), between lines
     renderer = FigureCanvasAgg(Figure(dpi=dpi)).get_renderer()
-    titles = _wrapped(title, FontProperties(size=size, weight="bold"), renderer, width - 2 * margin)
+    families = list(text_families())
+    titles = _wrapped(title, FontProperties(family=families, size=size, weight="bold"), renderer, width - 2 * margin)
     places, x, y = [], margin, margin + line * (len(titles) + 0.6)
     for i, word in enumerate(words):
-        font = FontProperties(size=size, weight="bold" if i == marked else "normal")
+        font = FontProperties(family=families, size=size, weight="bold" if i == marked else "normal")
         w = renderer.get_text_width_height_descent(word, font, ismath=False)[0]
         if x > margin and x + w > width - margin:
             x, y = margin, y + line
@@ -136,9 +186,11 @@ def _explanation_figure(words: list[str], scores: list[float], title: str, marke
     height = y + line + margin
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     for n, text in enumerate(titles):
-        fig.text(margin / width, 1 - (margin + line * (n + 0.5)) / height, text, fontsize=size, fontweight="bold", parse_math=False)
+        fig.text(margin / width, 1 - (margin + line * (n + 0.5)) / height, text, fontsize=size, fontweight="bold",
+                 fontfamily=families, parse_math=False)
     for i, (word, score, (x, y)) in enumerate(zip(words, scores, places)):
-        fig.text(x / width, 1 - y / height, word, fontsize=size, parse_math=False, fontweight="bold" if i == marked else "normal",
+        fig.text(x / width, 1 - y / height, word, fontsize=size, fontfamily=families, parse_math=False,
+                 fontweight="bold" if i == marked else "normal",
                  bbox={"boxstyle": "round,pad=0.25", "facecolor": word_colour(score), "edgecolor": "black" if i == marked else "none"})
     if not words:
         fig.text(margin / width, 1 - y / height, "(no words)", fontsize=size, color="gray")
@@ -177,11 +229,16 @@ def _no_data(ax) -> None:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Lay out and write a bare Figure as PNG (creating its folder); every report's plots go through here."""
+    """Lay out and write a bare Figure as PNG (creating its folder); every report's plots go through here.
+    Its text (labels such as Chinese entity types too) draws with `text_families()`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(path)
+    families = list(text_families())
+    with _glyphs_told(path), rc_context({"font.family": families}):  # what drawing creates (new tick labels) too
+        for text in fig.findobj(Text):
+            text.set_fontfamily(families)
+        fig.tight_layout()
+        FigureCanvasAgg(fig).print_png(path)
     return path
 
 

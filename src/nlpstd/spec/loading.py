@@ -119,19 +119,22 @@ def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
                 known = ", ".join(_field_names(tuple(key.split(".")[:-1]))) or "none at this path"
                 fail(loc, f"{key!r} is not a key of the standard (keys there: {known})")
 
-    def try_changes(loc: tuple, changes: dict[str, Any]) -> None:
+    def try_changes(loc: tuple, changes: dict[str, Any]) -> Standard:
         try:
-            with_changes(std, changes)
+            return with_changes(std, changes)
         except StandardError as exc:
             fail(loc, f"makes an invalid standard: {exc.field + ': ' if exc.field else ''}{exc.message}")
+            raise  # (fail raises)
 
     first_variant = next(iter(sweep.variants.values()), {})
+    variants = {}
     for name, changes in sweep.variants.items():
         for key in changes:
             if key in ("name", "sweep") or key.startswith("sweep."):
                 fail(("sweep", "variants", name, key), "a sweep cannot change the standard's name or the sweep itself")
         check_keys(("sweep", "variants", name), changes)
-        try_changes(("sweep", "variants", name), changes)
+        variants[name] = try_changes(("sweep", "variants", name), changes)
+    _check_trial_seeds(std, variants, fail)
     for key, axis in sweep.params.items():
         loc = ("sweep", "params", key)
         if key in ("name", "sweep") or key.startswith("sweep."):
@@ -147,6 +150,20 @@ def _check_sweep(std: Standard, fail: Callable[[tuple, str], None]) -> None:
             values = axis
         for index, value in enumerate(values):
             try_changes(loc + ((index,) if isinstance(axis, list) else ()), {**first_variant, key: value})
+
+
+def _check_trial_seeds(std: Standard, variants: dict[str, Standard], fail: Callable[[tuple, str], None]) -> None:
+    """A trial that trains an ensemble (`finetune.seeds`) cannot vary `seed`: every member takes its
+    seed from the list, so the trials would train the same members."""
+    assert std.sweep is not None
+    why = ("finetune.seeds seeds every ensemble member, so a trial's seed would reach none of them and the trials "
+           "would train the same members: vary finetune.seeds instead, or train single models")
+    for name, trial in variants.items():
+        if trial.finetune.seeds and "seed" in std.sweep.variants[name]:
+            fail(("sweep", "variants", name, "seed"), why)
+    trials = variants.values() if variants else [std]  # without variants every trial is the standard's recipe
+    if "seed" in std.sweep.params and any(trial.finetune.seeds for trial in trials):
+        fail(("sweep", "params", "seed"), why)
 
 
 class _Refused(Exception):

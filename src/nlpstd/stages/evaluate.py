@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlpstd import jsonio
 from nlpstd.data.encode import encode_data, record_pieces, words_and_offsets
@@ -26,6 +27,9 @@ from nlpstd.stages import identity
 from nlpstd.stages.context import begin
 from nlpstd.stages.output import staged, write_metrics
 from nlpstd.tracking import Tracker
+
+if TYPE_CHECKING:  # explain loads on demand: only a standard with evaluate.explain needs it
+    from nlpstd.evaluate.explain import Case, Explanation
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +187,8 @@ def _explain(std: Standard, data, gate_split: str, scored_by_split: dict[str, Sc
             except ValueError as exc:  # a gold entity missed because truncation cut it away: the model never saw it
                 log.info(f"evaluate: not explaining {name}: {exc}")
                 continue
-            label, first, end = case.entity
-            mention, at = " ".join(words[first:end]), words[case.word]
-            said = f"predicted {label} '{mention}'" if case.found else f"missed {label} '{mention}'"
-            if case.found and case.kind == "error":
-                said += f" (gold tag {gold[case.word]} at '{at}')"
-            caption = f"{name}: {said}; explained: {explanation.target} at '{at}' ({explanation.probability:.2f})"
+            caption, detail = _entity_caption(name, case, words, gold, pred, explanation)
             text = _text_and_offsets(tokenizer, record, std.data.word_unit)[0]
-            detail = {"gold": gold[case.word], "predicted": pred[case.word],
-                      "entity": {"label": label, "text": mention, "words": [first, end], "found": case.found}}
         else:
             explanation = explain_text(model, tokenizer, record["text"], text_pair=record.get("text_pair"), **settings)
             caption = f"{name}: gold {gold}, predicted {pred}; explained: {explanation.target} ({explanation.probability:.2f})"
@@ -203,6 +200,20 @@ def _explain(std: Standard, data, gate_split: str, scored_by_split: dict[str, Sc
     seconds = round(time.perf_counter() - started, 2)
     log.info(f"evaluate: explained {len(examples)} {split} examples ({spec.steps} steps) in {seconds:.2f}s")
     return {"split": split, "steps": spec.steps, "seconds": seconds, "examples": examples}
+
+
+def _entity_caption(name: str, case: Case, words: list[str], gold: list[str], pred: list[str],
+                    explanation: Explanation) -> tuple[str, dict]:
+    """An NER case's caption (the entity found or missed, the tag explained and where) and its details."""
+    label, first, end = case.entity
+    mention, at = " ".join(words[first:end]), words[case.word]
+    said = f"predicted {label} '{mention}'" if case.found else f"missed {label} '{mention}'"
+    if case.found and case.kind == "error":
+        said += f" (gold tag {gold[case.word]} at '{at}')"
+    caption = f"{name}: {said}; explained: {explanation.target} at '{at}' ({explanation.probability:.2f})"
+    detail = {"gold": gold[case.word], "predicted": pred[case.word],
+              "entity": {"label": label, "text": mention, "words": [first, end], "found": case.found}}
+    return caption, detail
 
 
 def _write_explanations(folder: Path, explained: dict | None) -> None:

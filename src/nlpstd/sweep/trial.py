@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from nlpstd.data.encode import Encoded, encode_data
-from nlpstd.errors import NlpstdError
 from nlpstd.evaluate.metrics import headline
 from nlpstd.evaluate.scoring import score
 from nlpstd.jsonio import read_json, write_json
@@ -50,9 +49,6 @@ def run_trial(std: Standard, point: dict[str, Any], out_dir: Path, shared_dir: P
     out_dir, shared_dir = Path(out_dir), Path(shared_dir)
     started = time.perf_counter()
     trial_std = space.trial_standard(std, point)
-    if trial_std.finetune.seeds and "seed" in space.changes(std.sweep, point):  # std.seed would reach no member
-        raise NlpstdError("sweep: the trials vary seed, but finetune.seeds seeds every ensemble member, so they would "
-                          "train the same members: vary finetune.seeds instead, or train single models")
     metric = objective_metric(std)
 
     # -- inputs: prepared data and, when the trial pretrains, the encoder (both shared between trials)
