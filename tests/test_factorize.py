@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_encoders import CLASSES, tiny_encoder
 from torch import nn
-from transformers import AutoModelForTokenClassification, PreTrainedModel, RobertaConfig
+from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from nlpstd.compress.factorize import Factorized, apply_plan, factorize, load_factorized, plan
 from nlpstd.errors import NlpstdError
@@ -268,9 +268,7 @@ def test_settings_that_cannot_work_are_refused_naming_the_setting_and_leave_the_
 
 
 def test_a_family_factorization_does_not_know_is_refused_naming_the_model():
-    torch.manual_seed(0)
-    model = AutoModelForTokenClassification.from_config(RobertaConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=WIDTH))
+    model = tiny("roberta")
 
     with pytest.raises(NlpstdError, match=r"^model: 'roberta' cannot be factorized"):
         factorize(model, rank=4)

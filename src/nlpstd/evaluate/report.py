@@ -121,23 +121,25 @@ def plot_explanation(words: list[str], scores: list[float], path: Path, title: s
     correctly)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _glyphs_told(path):
+    with _drawing(path):  # the words are measured and placed in the fonts they draw with
         FigureCanvasAgg(_explanation_figure(words, scores, title, marked)).print_png(path)
     return path
 
 
 @contextlib.contextmanager
-def _glyphs_told(path: Path) -> Iterator[None]:
-    """While a picture draws: characters no installed font has are told in one warning naming the
-    picture (matplotlib would warn once per character), and matplotlib's note that a CJK font
-    without bold draws regular is not shown. Other warnings pass on as they were."""
+def _drawing(path: Path) -> Iterator[list[str]]:
+    """While a picture is made and drawn: text created meanwhile takes `text_families()` (yielded), so
+    an installed CJK font draws what DejaVu Sans lacks; characters no installed font has are told in
+    one warning naming the picture (matplotlib would warn once per character), and matplotlib's note
+    that a CJK font without bold draws regular is not shown. Other warnings pass on as they were."""
+    families = list(text_families())
     font_log = logging.getLogger("matplotlib.font_manager")
     level = font_log.level
     font_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, rc_context({"font.family": families}):
             warnings.simplefilter("always")
-            yield
+            yield families
     finally:
         font_log.setLevel(level)
     missing = [w for w in caught if "missing from font" in str(w.message)]
@@ -173,11 +175,10 @@ def _explanation_figure(words: list[str], scores: list[float], title: str, marke
     dpi, width, size = 100, 900, 12  # pixels, points
     margin, gap, line = 14, 16, 30  # pixels: the page's edge, between words (their boxes take 4 each side), between lines
     renderer = FigureCanvasAgg(Figure(dpi=dpi)).get_renderer()
-    families = list(text_families())
-    titles = _wrapped(title, FontProperties(family=families, size=size, weight="bold"), renderer, width - 2 * margin)
+    titles = _wrapped(title, FontProperties(size=size, weight="bold"), renderer, width - 2 * margin)
     places, x, y = [], margin, margin + line * (len(titles) + 0.6)
     for i, word in enumerate(words):
-        font = FontProperties(family=families, size=size, weight="bold" if i == marked else "normal")
+        font = FontProperties(size=size, weight="bold" if i == marked else "normal")
         w = renderer.get_text_width_height_descent(word, font, ismath=False)[0]
         if x > margin and x + w > width - margin:
             x, y = margin, y + line
@@ -186,11 +187,9 @@ def _explanation_figure(words: list[str], scores: list[float], title: str, marke
     height = y + line + margin
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     for n, text in enumerate(titles):
-        fig.text(margin / width, 1 - (margin + line * (n + 0.5)) / height, text, fontsize=size, fontweight="bold",
-                 fontfamily=families, parse_math=False)
+        fig.text(margin / width, 1 - (margin + line * (n + 0.5)) / height, text, fontsize=size, fontweight="bold", parse_math=False)
     for i, (word, score, (x, y)) in enumerate(zip(words, scores, places)):
-        fig.text(x / width, 1 - y / height, word, fontsize=size, fontfamily=families, parse_math=False,
-                 fontweight="bold" if i == marked else "normal",
+        fig.text(x / width, 1 - y / height, word, fontsize=size, parse_math=False, fontweight="bold" if i == marked else "normal",
                  bbox={"boxstyle": "round,pad=0.25", "facecolor": word_colour(score), "edgecolor": "black" if i == marked else "none"})
     if not words:
         fig.text(margin / width, 1 - y / height, "(no words)", fontsize=size, color="gray")
@@ -233,9 +232,8 @@ def save_figure(fig: Figure, path: Path) -> Path:
     Its text (labels such as Chinese entity types too) draws with `text_families()`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    families = list(text_families())
-    with _glyphs_told(path), rc_context({"font.family": families}):  # what drawing creates (new tick labels) too
-        for text in fig.findobj(Text):
+    with _drawing(path) as families:  # covers what drawing creates too (new tick labels)
+        for text in fig.findobj(Text):  # made before: their family was fixed when they were
             text.set_fontfamily(families)
         fig.tight_layout()
         FigureCanvasAgg(fig).print_png(path)
